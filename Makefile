@@ -1,0 +1,55 @@
+# The README's two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: demo test deps chromium frontend frontend-deps lint bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: setup.py pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+deps: $(VENV)/.installed
+
+# Browser tests use Debian's Chromium (never a browser that a tool downloads).
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	touch $@
+
+frontend-deps: frontend/node_modules/.installed
+
+# Rebuilds the tab into tb_retune/static/ (the built files are committed).
+frontend: frontend-deps
+	cd frontend && npm run build
+
+lint: deps
+	$(BIN)/ruff check tb_retune tests demo benchmarks
+	$(BIN)/mypy tb_retune
+
+test: deps chromium frontend-deps lint
+	cd frontend && npm test
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+demo: chromium-optional deps
+	$(BIN)/python demo/run.py $(DEMO_ARGS)
+
+chromium-optional:
+	@true
+
+bench: deps chromium
+	$(BIN)/python benchmarks/run.py
+
+bench-quick: deps chromium
+	$(BIN)/python benchmarks/run.py --quick --json bench.json
+
+clean:
+	rm -rf $(VENV) frontend/node_modules build dist *.egg-info

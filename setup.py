@@ -1,0 +1,61 @@
+"""Packaging for tb-retune. See BUILD.md for how the frontend is built."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version() -> str:
+    scope: dict = {}
+    with open(os.path.join(HERE, "tb_retune", "_version.py")) as f:
+        exec(f.read(), scope)
+    return scope["__version__"]
+
+
+def tensorflow_requirement() -> str:
+    # The CPU wheel is enough on a machine without a GPU; set
+    # TB_RETUNE_TENSORFLOW=tensorflow to depend on the full (GPU) build.
+    name = os.environ.get("TB_RETUNE_TENSORFLOW", "tensorflow-cpu")
+    return f"{name}==2.21.*"
+
+
+setup(
+    name="tb-retune",
+    version=read_version(),
+    description="Retune a running Keras model from TensorBoard: live hyperparameters, restore from any step, branches as a tree.",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["tb_retune", "tb_retune.*"]),
+    package_data={"tb_retune": ["py.typed", "static/*"]},
+    include_package_data=True,
+    install_requires=[
+        tensorflow_requirement(),
+        "tensorboard==2.21.*",
+        "protobuf>=4.21",
+        "werkzeug>=2.0",
+        "watchdog>=4.0",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "playwright>=1.45",
+            "scikit-learn>=1.3",
+            "types-protobuf",
+        ],
+        "demo": ["scikit-learn>=1.3"],
+    },
+    entry_points={
+        "tensorboard_plugins": ["retune = tb_retune.plugin.loader:RetuneLoader"],
+        "console_scripts": ["tb-retune = tb_retune.cli:main"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Framework :: TensorFlow",
+    ],
+)

@@ -1,0 +1,125 @@
+"""Atomic file writes and the experiment's trainer lock.
+
+Every file that our code writes and another process reads goes through
+:func:`atomic_write_bytes`: a temporary file in the same folder, fsync, then
+``os.replace``, so a reader sees the old content or the new, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from tb_retune._errors import ExperimentLockedError
+
+
+def fsync_dir(path: str) -> None:
+    """Makes a rename inside ``path`` durable (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Writes ``data`` to ``path`` atomically (temp file, fsync, os.replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(folder)
+
+
+def dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def atomic_write_json(path: str, obj: Any, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, dumps(obj), durable=durable)
+
+
+def read_json(path: str) -> Any:
+    """Reads a JSON file; returns None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on ``path``, held for the block.
+
+    Serialises read-merge-write cycles of the control file between the
+    plugin's request threads and the command line.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+class TrainerLock:
+    """One live trainer per experiment: an flock held for the trainer's life.
+
+    The kernel releases an flock when its process dies, so a trainer killed
+    with SIGKILL never leaves a stale lock. The pid inside is for messages.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
+                raise
+            try:
+                pid = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise ExperimentLockedError(
+                f"another trainer (pid {pid}) is running on this experiment "
+                f"({os.path.dirname(self.path)}); stop it first, or give this run "
+                "another logdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

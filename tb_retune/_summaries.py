@@ -1,0 +1,87 @@
+"""Event-file writing for one branch: scalars and tree nodes.
+
+Uses TensorBoard's own pure-Python event writer, so writing summaries does
+not touch the TensorFlow graph and costs microseconds per value.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+from tb_retune import metadata
+
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(
+        plugin_name=scalar_metadata.PLUGIN_NAME,
+        content=scalar_metadata.create_summary_metadata("", "").plugin_data.content,
+    ),
+    data_class=summary_pb2.DATA_CLASS_SCALAR,
+)
+
+
+def scalars_pb(values: Mapping[str, float]) -> summary_pb2.Summary:
+    """One Summary with a scalar per tag (pure; non-finite values kept as is)."""
+    summary = summary_pb2.Summary()
+    for tag, value in values.items():
+        v = summary.value.add(tag=tag, metadata=_SCALAR_METADATA)
+        v.tensor.dtype = 1  # DT_FLOAT
+        v.tensor.float_val.append(float(value))
+    return summary
+
+
+class BranchWriter:
+    """Writes one branch's run folder (``<experiment>/<branch>/``)."""
+
+    def __init__(self, logdir: str, *, start_step: int, resumed: bool) -> None:
+        os.makedirs(logdir, exist_ok=True)
+        self.logdir = logdir
+        self._writer = EventFileWriter(logdir, max_queue_size=100, flush_secs=5)
+        # A SessionLog.START tells TensorBoard that the run (re)starts at this
+        # step: after a crash and resume it drops the orphaned points above it.
+        self._add(event_pb2.Event(session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)), start_step)
+        self.resumed = resumed
+
+    def _add(self, event: event_pb2.Event, step: int) -> None:
+        event.wall_time = time.time()
+        event.step = int(step)
+        self._writer.add_event(event)
+
+    def scalars(self, step: int, values: Mapping[str, Any]) -> None:
+        clean = {}
+        for tag, value in values.items():
+            try:
+                f = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(f) or math.isnan(f) or math.isinf(f):
+                clean[tag] = f
+        if clean:
+            self._add(event_pb2.Event(summary=scalars_pb(clean)), step)
+
+    def hyperparameters(self, step: int, values: Mapping[str, Any]) -> None:
+        numeric = {}
+        for name, value in values.items():
+            if isinstance(value, bool):
+                numeric[metadata.hyperparameter_tag(name)] = float(value)
+            elif isinstance(value, (int, float)):
+                numeric[metadata.hyperparameter_tag(name)] = float(value)
+        self.scalars(step, numeric)
+
+    def node(self, record: Mapping[str, Any]) -> None:
+        """Writes a node record and flushes, so the tree survives a crash."""
+        self._add(event_pb2.Event(summary=metadata.node_pb(record)), int(record["step"]))
+        self._writer.flush()
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

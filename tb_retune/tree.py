@@ -1,0 +1,215 @@
+"""The experiment tree as a model: built from node records, pure (no I/O).
+
+The plugin, the command line and the exports all build the tree with
+:func:`build_tree`, from the node records found in the event files, the last
+step and latest metrics of each branch, and the trainer's status file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tb_retune._control import SHORT_NAMES
+from tb_retune.metadata import HYPERPARAMETER_TAG_PREFIX
+
+#: Seconds without a heartbeat after which a trainer counts as not responding.
+HEARTBEAT_TIMEOUT_S = 15.0
+
+
+def short_number(value: Any) -> str:
+    """Compact number for labels: 0.001 -> ``1e-3``, 0.0003 -> ``3e-4``."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if value == 0:
+        return "0"
+    if not math.isfinite(value):
+        return str(value)
+    a = abs(value)
+    if a < 1e-2 or a >= 1e5:
+        mant, exp = f"{value:.2e}".split("e")
+        mant = mant.rstrip("0").rstrip(".")
+        return f"{mant}e{int(exp)}"
+    return f"{value:.4g}"
+
+
+def short_name(name: str) -> str:
+    return SHORT_NAMES.get(name, name)
+
+
+def diff(parent: Mapping[str, Any] | None, child: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{name: [old, new]}`` for every hyperparameter that differs."""
+    if parent is None:
+        return {}
+    out: dict[str, list[Any]] = {}
+    for name in sorted(set(parent) | set(child)):
+        if parent.get(name) != child.get(name):
+            out[name] = [parent.get(name), child.get(name)]
+    return out
+
+
+def change_label(changes: Mapping[str, Sequence[Any]], step: int) -> str:
+    parts = [
+        f"{short_name(name)} {short_number(old)} \u2192 {short_number(new)}"
+        for name, (old, new) in sorted(changes.items())
+    ]
+    return f"{', '.join(parts)} @ {step}" if parts else f"@ {step}"
+
+
+def node_label(node: Mapping[str, Any], changes: Mapping[str, Sequence[Any]]) -> str:
+    restore = node.get("restore")
+    if restore:
+        base = f"restored {restore.get('branch')}@{restore.get('step')}"
+        if changes:
+            return base + ", " + change_label(changes, int(node["step"])).rsplit(" @ ", 1)[0]
+        return base
+    if node.get("parent") is None:
+        return f"start @ {node['step']}"
+    return change_label(changes, int(node["step"]))
+
+
+def trainer_liveness(status: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+    """``{"alive", "state", "age_s"}`` from a status file, as seen at ``now``."""
+    if not status:
+        return {"alive": False, "state": "unknown", "age_s": None}
+    heartbeat = status.get("heartbeat")
+    age = now - float(heartbeat) if isinstance(heartbeat, (int, float)) else None
+    state = status.get("state", "unknown")
+    alive = state == "training" and age is not None and age <= HEARTBEAT_TIMEOUT_S
+    if state == "training" and not alive:
+        state = "not_responding"
+    return {"alive": alive, "state": state, "age_s": age}
+
+
+def build_tree(
+    experiment: str,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    branch_last_step: Mapping[str, int] | None = None,
+    metrics: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]] | None = None,
+    status: Mapping[str, Any] | None = None,
+    run_prefix: str = "",
+    now: float = 0.0,
+) -> dict[str, Any]:
+    """Builds the tree that the ``tree`` route returns (see docs/http_api.md).
+
+    Args:
+        experiment: The experiment's path relative to the logdir.
+        records: Node records; for a repeated id the last one wins.
+        branch_last_step: The last step logged in each branch.
+        metrics: Per branch, ``(step, {tag: value})`` points sorted by step;
+            hyperparameter tags are left out of a node's metrics.
+        status: The decoded ``retune-status.json``, or None.
+        run_prefix: Prefix that turns a branch name into a TensorBoard run
+            name (``"<experiment>/"``, or ``""`` when the experiment is the
+            logdir itself).
+        now: The current time, for the trainer's liveness.
+    """
+    by_id: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        by_id[str(rec["id"])] = dict(rec)
+    branch_last_step = dict(branch_last_step or {})
+    metrics = metrics or {}
+    status = dict(status) if status else None
+
+    # Nodes of each branch in order of their first step.
+    per_branch: dict[str, list[dict[str, Any]]] = {}
+    for node in by_id.values():
+        per_branch.setdefault(str(node["branch"]), []).append(node)
+    for nodes in per_branch.values():
+        nodes.sort(key=lambda n: (int(n["step"]), int(n.get("seq", 0)), float(n.get("time", 0))))
+
+    current_node = status.get("node") if status else None
+    ckpt_index = (status or {}).get("checkpoint_nodes") or {}
+    ckpt_steps = (status or {}).get("checkpoints") or {}
+
+    out_nodes: list[dict[str, Any]] = []
+    for branch, nodes in per_branch.items():
+        last = branch_last_step.get(branch)
+        series = list(metrics.get(branch, ()))
+        for i, node in enumerate(nodes):
+            start = int(node["step"])
+            if i + 1 < len(nodes):
+                end = int(nodes[i + 1]["step"])
+            else:
+                end = max(start, int(last) if last is not None else start)
+            parent_id = node.get("parent")
+            parent = by_id.get(parent_id) if parent_id else None
+            hps = dict(node.get("hyperparameters") or {})
+            changes = diff(parent.get("hyperparameters") if parent else None, hps)
+            latest: dict[str, dict[str, float]] = {}
+            for step, values in series:
+                if step < start or step > end:
+                    continue
+                for tag, value in values.items():
+                    if tag.startswith(HYPERPARAMETER_TAG_PREFIX):
+                        continue
+                    latest[tag] = {"step": step, "value": value}
+            if isinstance(ckpt_index, Mapping) and branch in ckpt_index:
+                checkpoints = sorted(
+                    int(c["step"]) for c in ckpt_index[branch] if c.get("node") == node["id"]
+                )
+            else:
+                checkpoints = sorted(
+                    int(s) for s in ckpt_steps.get(branch, []) if start <= int(s) <= end
+                )
+            out_nodes.append(
+                {
+                    "id": node["id"],
+                    "branch": branch,
+                    "run": run_prefix + branch,
+                    "parent": parent_id if parent_id in by_id else None,
+                    "children": [],
+                    "start_step": start,
+                    "end_step": end,
+                    "current": node["id"] == current_node,
+                    "reason": node.get("reason", "root" if not parent_id else "control"),
+                    "restore": node.get("restore"),
+                    "request_id": node.get("request_id"),
+                    "hyperparameters": hps,
+                    "diff": changes,
+                    "label": node_label(node, changes),
+                    "metrics": latest,
+                    "checkpoints": checkpoints,
+                    "has_config": bool(node.get("config")),
+                    "time": node.get("time"),
+                }
+            )
+    index = {n["id"]: n for n in out_nodes}
+    for n in out_nodes:
+        if n["parent"] is not None:
+            index[n["parent"]]["children"].append(n["id"])
+    out_nodes.sort(key=lambda n: (n["start_step"], n.get("time") or 0, n["id"]))
+
+    branches = []
+    for name, nodes in per_branch.items():
+        first = nodes[0]
+        branches.append(
+            {
+                "name": name,
+                "run": run_prefix + name,
+                "parent_node": first.get("parent"),
+                "start_step": int(first["step"]),
+                "last_step": branch_last_step.get(name, int(nodes[-1]["step"])),
+                "nodes": [n["id"] for n in nodes],
+                "checkpoints": sorted(int(s) for s in ckpt_steps.get(name, [])),
+                "time": first.get("time"),
+            }
+        )
+    branches.sort(key=lambda b: (b["time"] or 0, b["name"]))
+    for i, b in enumerate(branches):
+        b["color"] = i
+    roots = [n["id"] for n in out_nodes if n["parent"] is None]
+    return {
+        "experiment": experiment,
+        "roots": roots,
+        "nodes": out_nodes,
+        "branches": branches,
+        "status": status,
+        "trainer": trainer_liveness(status, now),
+    }
