@@ -14,6 +14,14 @@ def read_version() -> str:
     return scope["__version__"]
 
 
+def read_readme() -> str:
+    path = os.path.join(HERE, "README.md")
+    if not os.path.exists(path):  # an early checkout without the README
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def tensorflow_requirement() -> str:
     # The CPU wheel is enough on a machine without a GPU; set
     # TB_RETUNE_TENSORFLOW=tensorflow to depend on the full (GPU) build.
@@ -25,7 +33,7 @@ setup(
     name="tb-retune",
     version=read_version(),
     description="Retune a running Keras model from TensorBoard: live hyperparameters, restore from any step, branches as a tree.",
-    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description=read_readme(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["tb_retune", "tb_retune.*"]),

@@ -1,0 +1,1 @@
+"""The Retune tab: TensorBoard plugin (routes) and its light entry-point loader."""
