@@ -1,0 +1,183 @@
+"""Writes the JSON fixtures that the frontend's unit tests read.
+
+The Retune tab and the plugin must agree on one data format. The fixtures are
+made the way the plugin makes its answers: a synthetic experiment is written
+with the trainer's own writers (:func:`tb_retune._synthetic.make_experiment`),
+read back with TensorBoard's own event loader, and turned into the ``tree``
+answer with :func:`tb_retune.tree.build_tree`. ``node`` answers add the
+captured configuration and the branch's loss series, as ``docs/http_api.md``
+says.
+
+Run ``python tests/make_frontend_fixtures.py`` after a change to the tree's
+format, and commit ``frontend/test/fixtures/``; ``tests/test_frontend_fixtures.py``
+fails while the committed fixtures are stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+from unittest import mock
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIXTURES_DIR = os.path.join(ROOT, "frontend", "test", "fixtures")
+
+#: A fixed clock, so that the fixtures are the same on every run.
+FIXED_TIME = 1763840000.0
+
+
+class _FixedClock:
+    """Stands in for the ``time`` module inside ``_synthetic`` only."""
+
+    @staticmethod
+    def time() -> float:
+        return FIXED_TIME
+
+
+def _read_back(folder: str) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, list[tuple[int, dict[str, float]]]]]:
+    """Node records, last steps and scalar series of an experiment folder,
+    read with TensorBoard's own loader (one run per branch)."""
+    from tensorboard.backend.event_processing import event_multiplexer
+    from tensorboard.util import tensor_util
+
+    from tb_retune import metadata
+
+    mux = event_multiplexer.EventMultiplexer(
+        size_guidance={"tensors": 0, "scalars": 0},
+    )
+    mux.AddRunsFromDirectory(folder)
+    mux.Reload()
+    records: list[dict[str, Any]] = []
+    last_step: dict[str, int] = {}
+    series: dict[str, list[tuple[int, dict[str, float]]]] = {}
+    for run in sorted(mux.Runs()):
+        tags = mux.GetAccumulator(run).Tags()["tensors"]
+        points: dict[int, dict[str, float]] = {}
+        for tag in sorted(tags):
+            events = mux.Tensors(run, tag)
+            if tag.startswith(metadata.NODE_TAG_PREFIX):
+                records.append(metadata.decode_node(events[-1].tensor_proto))
+                continue
+            for ev in events:
+                value = float(tensor_util.make_ndarray(ev.tensor_proto))
+                points.setdefault(int(ev.step), {})[tag] = value
+        series[run] = sorted(points.items())
+        if points:
+            last_step[run] = max(points)
+    return records, last_step, series
+
+
+def _node_answer(tree: Mapping[str, Any], node_id: str, records: list[dict[str, Any]],
+                 series: Mapping[str, list[tuple[int, dict[str, float]]]]) -> dict[str, Any]:
+    """The ``node`` route's answer: the tree's node plus ``config`` and ``series``."""
+    node = next(n for n in tree["nodes"] if n["id"] == node_id)
+    record = next(r for r in records if r["id"] == node_id)
+    points: dict[str, list[list[float]]] = {"loss": [], "val_loss": []}
+    for step, values in series.get(node["branch"], ()):
+        if step > node["end_step"]:
+            break
+        for tag in points:
+            if tag in values:
+                points[tag].append([step, values[tag]])
+    return dict(node, config=record.get("config"), series=points)
+
+
+def _experiment_entry(name: str, tree: Mapping[str, Any]) -> dict[str, Any]:
+    status = tree["status"] or {}
+    errors = status.get("errors") or []
+    return {
+        "name": name,
+        "branches": [b["name"] for b in tree["branches"]],
+        "runs": [b["run"] for b in tree["branches"]],
+        "trainer": tree["trainer"],
+        "step": status.get("step"),
+        "branch": status.get("branch"),
+        "node": status.get("node"),
+        "last_error": errors[-1]["message"] if errors else None,
+        "writable": True,
+    }
+
+
+def make_fixtures(out_dir: str) -> list[str]:
+    """Writes every fixture into ``out_dir``; returns the file names."""
+    from tb_retune import _synthetic
+    from tb_retune.tree import build_tree
+
+    specs: list[tuple[str, str, dict[str, Any], bool]] = [
+        # fixture name, experiment name, make_experiment arguments, alive
+        ("tree_small", "digits", {"branches": 3, "nodes": 9, "steps_per_node": 100, "seed": 1}, True),
+        ("tree_branchy", "sweeps/a", {"branches": 12, "nodes": 60, "steps_per_node": 200, "seed": 7}, False),
+        ("tree_root", ".", {"branches": 1, "nodes": 1, "steps_per_node": 100, "seed": 3}, True),
+    ]
+    written: list[str] = []
+    experiments = []
+    with tempfile.TemporaryDirectory(prefix="retune-fixtures-") as tmp:
+        for fixture, name, kwargs, alive in specs:
+            folder = os.path.join(tmp, fixture)
+            with mock.patch.object(_synthetic, "time", _FixedClock):
+                _synthetic.make_experiment(folder, alive=alive, **kwargs)
+            with open(os.path.join(folder, "retune-status.json"), encoding="utf-8") as f:
+                status = json.load(f)
+            status["pid"] = 4242
+            if fixture == "tree_small":
+                status["applied"] = [
+                    {"time": FIXED_TIME - 50, "step": 300, "id": None, "kind": "hyperparameters",
+                     "what": "learning_rate 0.001 -> 0.0005"}
+                ]
+                status["errors"] = [
+                    {"time": FIXED_TIME - 20, "message": "hyperparameters.learning_rate: must be > 0, got -1"}
+                ]
+            records, last_step, series = _read_back(folder)
+            tree = build_tree(
+                name,
+                records,
+                branch_last_step=last_step,
+                metrics=series,
+                status=status,
+                run_prefix="" if name == "." else name + "/",
+                now=FIXED_TIME + 0.8,
+            )
+            tree["writable"] = True
+            files = {f"{fixture}.json": tree}
+            # The node answer of the current node and of a restored branch's first node.
+            current = next(n for n in tree["nodes"] if n["current"])
+            files[f"{fixture}.node-{current['id']}.json"] = _node_answer(tree, current["id"], records, series)
+            restored = [n for n in tree["nodes"] if n["restore"]]
+            if restored:
+                nid = restored[0]["id"]
+                files[f"{fixture}.node-{nid}.json"] = _node_answer(tree, nid, records, series)
+            root = tree["roots"][0]
+            files[f"{fixture}.node-{root}.json"] = _node_answer(tree, root, records, series)
+            for fname, obj in files.items():
+                _write(os.path.join(out_dir, fname), obj)
+                written.append(fname)
+            experiments.append(_experiment_entry(name, tree))
+    _write(os.path.join(out_dir, "experiments.json"), {"experiments": experiments})
+    written.append("experiments.json")
+    return sorted(written)
+
+
+def _write(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=FIXTURES_DIR, help="folder to write into (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for name in make_fixtures(args.out):
+        print(os.path.join(args.out, name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    raise SystemExit(main())
