@@ -65,7 +65,7 @@ _RANGES: dict[str, tuple[float, bool, float, bool, bool]] = {
     "ns_steps": (1.0, True, math.inf, False, False),
 }
 
-_BOOL_HYPERPARAMETERS = frozenset({"nesterov", "amsgrad", "centered", "nesterov"})
+_BOOL_HYPERPARAMETERS = frozenset({"nesterov", "amsgrad", "centered"})
 
 #: Short names used in edge labels (``lr 1e-3 → 3e-4 @ 1200``).
 SHORT_NAMES = {
@@ -179,15 +179,15 @@ def validate_hyperparameters(
     out: dict[str, Any] = {}
     for name, value in values.items():
         key = f"{where}.{name}"
-        if known is not None and name not in known:
-            allowed = ", ".join(sorted(n for n in known if n not in FIXED_AT_BUILD))
-            raise ControlError(
-                f"{key}: unknown hyperparameter {_describe(name)}; this optimizer has: {allowed}"
-            )
         if name in FIXED_AT_BUILD:
             raise ControlError(
                 f"{key}: {name} is fixed when the optimizer is built and cannot be "
                 "changed during training"
+            )
+        if known is not None and name not in known:
+            allowed = ", ".join(sorted(n for n in known if n not in FIXED_AT_BUILD))
+            raise ControlError(
+                f"{key}: unknown hyperparameter {_describe(name)}; this optimizer has: {allowed}"
             )
         current = known.get(name) if known is not None else None
         if name in _BOOL_HYPERPARAMETERS or isinstance(current, bool):

@@ -1,0 +1,149 @@
+"""Getting and setting a Keras 3 optimizer's hyperparameters for real.
+
+In Keras 3 only ``learning_rate`` is a variable; every other hyperparameter
+(momentum, betas, epsilon, weight decay, clipping, ...) is a Python value that
+is baked into the train function when it is traced. Setting
+``optimizer.beta_1 = x`` therefore changes nothing in a running ``fit``.
+:class:`OptimizerHandle` sets the attribute *and* reports that the train
+function must be traced again, which the callback does at the batch boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from tb_retune._control import FIXED_AT_BUILD, format_value
+from tb_retune._errors import ControlError
+
+logger = logging.getLogger("tb_retune")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly Python value (floats rounded to float32 precision)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(f):
+        return f
+    return float(f"{f:.7g}")
+
+
+class OptimizerHandle:
+    """The hyperparameters of one optimizer: read them, change them.
+
+    Args:
+        optimizer: A ``keras.optimizers.Optimizer``.
+    """
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer = optimizer
+        self._schedule_replaced = False
+
+    # -- reading ---------------------------------------------------------
+    def has_schedule(self) -> bool:
+        from keras.optimizers.schedules import LearningRateSchedule
+
+        lr = getattr(self.optimizer, "_learning_rate", None)
+        return isinstance(lr, LearningRateSchedule) or (callable(lr) and not hasattr(lr, "assign"))
+
+    def learning_rate(self) -> float:
+        return float(_plain(self.optimizer.learning_rate))
+
+    def get(self) -> dict[str, Any]:
+        """The changeable hyperparameters in force, ``{name: value}``."""
+        config = self.optimizer.get_config()
+        out: dict[str, Any] = {}
+        for name, value in config.items():
+            if name in FIXED_AT_BUILD:
+                continue
+            if name == "learning_rate":
+                out[name] = self.learning_rate()
+                continue
+            if value is None or isinstance(value, (bool, int, float)):
+                out[name] = _plain(value)
+        return out
+
+    def full_config(self) -> dict[str, Any]:
+        config = dict(self.optimizer.get_config())
+        config["learning_rate"] = self.learning_rate()
+        return {
+            "class_name": type(self.optimizer).__name__,
+            "module": type(self.optimizer).__module__,
+            "config": {k: (_plain(v) if not isinstance(v, (dict, list)) else v) for k, v in config.items()},
+            "learning_rate_schedule": self.has_schedule() and not self._schedule_replaced,
+        }
+
+    # -- writing ---------------------------------------------------------
+    def check_structural(self, values: Mapping[str, Any]) -> None:
+        """Raises ControlError for a change the built optimizer cannot take."""
+        opt = self.optimizer
+        for name in values:
+            if not hasattr(opt, name) and name != "learning_rate":
+                raise ControlError(
+                    f"hyperparameters.{name}: {type(opt).__name__} has no attribute {name!r}"
+                )
+
+    def set(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Sets hyperparameters; returns (old values, whether to retrace).
+
+        The values must have been validated (``_control``). Learning rate
+        changes assign the variable; anything else sets the attribute and
+        asks for the train function to be traced again.
+        """
+        import keras
+
+        opt = self.optimizer
+        self.check_structural(values)
+        old = self.get()
+        retrace = False
+        for name, value in values.items():
+            if name == "learning_rate":
+                if self.has_schedule():
+                    with keras.name_scope(opt.name, caller=opt):
+                        var = keras.Variable(
+                            float(value), name="learning_rate", dtype=keras.config.floatx(),
+                            trainable=False, aggregation="only_first_replica",
+                        )
+                    opt._track_variable(var)
+                    opt._learning_rate = var
+                    self._schedule_replaced = True
+                    retrace = True
+                    logger.warning(
+                        "retune: the learning-rate schedule of %s is replaced by the constant %s "
+                        "from now on", type(opt).__name__, format_value(value),
+                    )
+                else:
+                    opt._learning_rate.assign(float(value))
+                continue
+            if old.get(name) == value:
+                continue
+            self._ensure_slots(name, value)
+            setattr(opt, name, value)
+            retrace = True
+        return old, retrace
+
+    def _ensure_slots(self, name: str, value: Any) -> None:
+        """Creates the slot variables that a hyperparameter turns on.
+
+        SGD builds momentum slots only when ``momentum != 0`` and Adam builds
+        ``velocity_hat`` only when ``amsgrad``; turning them on during
+        training needs those variables, which start at zero.
+        """
+        opt = self.optimizer
+        if not getattr(opt, "built", False):
+            return
+        trainable = getattr(opt, "_trainable_variables", None)
+        if trainable is None:
+            return
+        if name == "momentum" and value and hasattr(opt, "momentums") and not opt.momentums:
+            opt.momentums = opt.add_optimizer_variables(trainable, "momentum")
+        if name == "amsgrad" and value and not getattr(opt, "_velocity_hats", None):
+            opt._velocity_hats = opt.add_optimizer_variables(trainable, "velocity_hat")

@@ -1,0 +1,82 @@
+"""The trainer's ``retune-status.json``: a heartbeat thread and atomic writes."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tb_retune import _atomic
+
+logger = logging.getLogger("tb_retune")
+
+MAX_LIST = 50
+
+
+class StatusFile:
+    """Holds the status dict and writes it atomically.
+
+    The training thread changes the dict under :attr:`lock` (cheap); the
+    heartbeat thread writes a snapshot every ``heartbeat_s`` seconds, and at
+    once after :meth:`poke`. :meth:`write_now` writes synchronously, for the
+    records a restarted trainer relies on (applied restores, new nodes).
+    """
+
+    def __init__(self, path: str, data: dict[str, Any], *, heartbeat_s: float = 2.0,
+                 refresh: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.path = path
+        self.data = data
+        self.lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._heartbeat_s = heartbeat_s
+        self._refresh = refresh
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tb-retune-status", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._heartbeat_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.write_now(durable=False)
+            except OSError as e:
+                logger.warning("retune: cannot write %s: %s", self.path, e)
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def update(self, **values: Any) -> None:
+        with self.lock:
+            self.data.update(values)
+
+    def append(self, key: str, item: dict[str, Any]) -> None:
+        with self.lock:
+            items = self.data.setdefault(key, [])
+            items.append(item)
+            del items[:-MAX_LIST]
+
+    def write_now(self, *, durable: bool = True) -> None:
+        with self._write_lock:
+            with self.lock:
+                if self._refresh is not None:
+                    self._refresh(self.data)
+                self.data["heartbeat"] = time.time()
+                snapshot = copy.deepcopy(self.data)
+            _atomic.atomic_write_json(self.path, snapshot, durable=durable)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

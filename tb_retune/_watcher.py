@@ -1,0 +1,142 @@
+"""Watches the control file with watchdog and hands over each new revision.
+
+Watching one file means watching its folder: an editor's atomic save arrives
+as a move onto the file (``dest_path``), an in-place save as several writes,
+and the file may be created, deleted and created again. Bursts are debounced;
+the file is read on the watcher's own thread, never on the training thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+logger = logging.getLogger("tb_retune")
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, path: str, poke: Callable[[], None]) -> None:
+        self._path = os.path.abspath(path)
+        self._poke = poke
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [event.src_path, getattr(event, "dest_path", "")]
+        for p in paths:
+            if p and os.path.abspath(os.fsdecode(p)) == self._path:
+                self._poke()
+                return
+
+
+class ControlWatcher:
+    """Calls ``on_revision(data)`` on its own thread after the file changes.
+
+    ``data`` is the file's bytes, or None when the file does not exist.
+
+    Args:
+        path: The control file.
+        on_revision: Called with each new content (debounced).
+        debounce_s: Quiet time after the last event before reading.
+        polling: Use watchdog's polling observer (for filesystems without
+            inotify, e.g. some network mounts).
+        poll_interval_s: The polling observer's interval.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        on_revision: Callable[[bytes | None], None],
+        *,
+        debounce_s: float = 0.02,
+        polling: bool = False,
+        poll_interval_s: float = 0.5,
+        max_bytes: int = 1 << 20,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self._on_revision = on_revision
+        self._debounce_s = debounce_s
+        self._polling = polling
+        self._poll_interval_s = poll_interval_s
+        self._max_bytes = max_bytes
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._observer: BaseObserver | None = None
+        self._thread: threading.Thread | None = None
+        self._last: bytes | None = None
+        self.kind = "polling" if polling else "native"
+
+    def start(self, *, initial: bool = True) -> None:
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, exist_ok=True)
+        handler = _Handler(self.path, self._wake.set)
+        observer: BaseObserver
+        if self._polling:
+            observer = PollingObserver(timeout=self._poll_interval_s)
+        else:
+            observer = Observer()
+        try:
+            observer.schedule(handler, folder, recursive=False)
+            observer.start()
+        except OSError as e:
+            if self._polling:
+                raise
+            logger.warning("retune: file events unavailable (%s); polling %s instead", e, folder)
+            observer = PollingObserver(timeout=self._poll_interval_s)
+            observer.schedule(handler, folder, recursive=False)
+            observer.start()
+            self.kind = "polling"
+        self._observer = observer
+        self._thread = threading.Thread(target=self._run, name="tb-retune-control", daemon=True)
+        self._thread.start()
+        if initial:
+            self._wake.set()
+
+    def _read(self) -> bytes | None:
+        try:
+            with open(self.path, "rb") as f:
+                return f.read(self._max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            logger.warning("retune: cannot read %s: %s", self.path, e)
+            return None
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            if self._stopping.is_set():
+                return
+            # Debounce: wait until the events stop for debounce_s.
+            while True:
+                self._wake.clear()
+                if self._stopping.wait(self._debounce_s):
+                    return
+                if not self._wake.is_set():
+                    break
+            data = self._read()
+            if data == self._last:
+                continue
+            self._last = data
+            try:
+                self._on_revision(data)
+            except Exception:  # never let the watcher die
+                logger.exception("retune: error while handling a control-file revision")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
