@@ -42,7 +42,7 @@ def make_experiment(
     checkpoints: dict[str, list[int]] = {}
     checkpoint_nodes: dict[str, list[dict[str, Any]]] = {}
     seq = 0
-    for b, (name, count) in enumerate(zip(names, per_branch)):
+    for b, (name, count) in enumerate(zip(names, per_branch, strict=False)):
         if count == 0:
             continue
         if b == 0:
