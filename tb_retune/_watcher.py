@@ -99,6 +99,12 @@ class ControlWatcher:
         if initial:
             self._wake.set()
 
+    def read_now(self) -> bytes | None:
+        """Reads the file on the caller's thread; later events only report
+        content that differs from this."""
+        self._last = self._read()
+        return self._last
+
     def _read(self) -> bytes | None:
         try:
             with open(self.path, "rb") as f:

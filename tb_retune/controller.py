@@ -230,7 +230,19 @@ class RetuneController:
         self.watcher = ControlWatcher(
             self.control_path, self._on_revision, debounce_s=self.debounce_s, polling=self.polling
         )
-        self.watcher.start(initial=True)
+        # What the file holds at the start is in force from the first step:
+        # read it here, once, then let the watcher report later saves.
+        self.watcher.start(initial=False)
+        initial = self.watcher.read_now()
+        if initial is not None:
+            self._on_revision(initial)
+            retrace |= self._due_now()
+        self.status.write_now(durable=False)  # type: ignore[union-attr]
+        return retrace
+
+    def _due_now(self) -> bool:
+        retrace = self._due(self.current_step())
+        self._calls = 0
         return retrace
 
     def _new_status(self) -> StatusFile:
@@ -281,6 +293,7 @@ class RetuneController:
         self.node = self._next_node_id("main")
         self.node_start = step
         self._write_node(reason="root", parent=None, change={}, hps=hps, step=step)
+        self.writer.hyperparameters(step, hps)  # type: ignore[union-attr]
         self._checkpoint("branch", step)
         self.status.update(hyperparameters=hps)
         self._sync_status_lists()

@@ -1,0 +1,135 @@
+"""Shared fixtures: real tiny Keras models, real files, no leaked threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_OUR_THREADS = ("tb-retune-control", "tb-retune-status")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fails a test that leaves one of our threads (or a watchdog observer) running."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [
+            t for t in threading.enumerate()
+            if t.ident not in before and t.is_alive()
+            and (t.name in _OUR_THREADS or "Observer" in type(t).__name__ or "Emitter" in type(t).__name__)
+        ]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def read_status(folder: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(folder, "retune-status.json")) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def atomic_save(path: str, obj: Any) -> None:
+    """Like an editor's atomic save: write elsewhere, then rename onto the file."""
+    tmp = path + ".swp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj) if not isinstance(obj, (bytes, str)) else (obj if isinstance(obj, str) else obj.decode("latin-1")))
+    os.replace(tmp, path)
+
+
+def tiny_model(optimizer: Any = None, *, seed: int = 0, units: int = 8) -> Any:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(2)])
+    model.compile(
+        optimizer=optimizer or keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def tiny_data(n: int = 256, seed: int = 0) -> tuple[Any, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    return x, y
+
+
+class SlowBatches:
+    """A callback that sleeps per batch, so a fit lasts long enough to edit."""
+
+    def __new__(cls, seconds: float) -> Any:
+        import keras
+
+        class _Slow(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+                time.sleep(seconds)
+
+        return _Slow()
+
+
+class Recorder:
+    """Records values per step at batch end (synchronously)."""
+
+    def __new__(cls, fn: Callable[[Any], Any]) -> Any:
+        import keras
+
+        class _Rec(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.values: list[Any] = []
+
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                self.values.append(fn(self.model))
+
+        return _Rec()
+
+
+class FitThread(threading.Thread):
+    """Runs model.fit on a thread; re-raises its exception on join_ok()."""
+
+    def __init__(self, model: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(name="test-fit", daemon=True)
+        self.model, self.args, self.kwargs = model, args, kwargs
+        self.error: BaseException | None = None
+        self.history: Any = None
+
+    def run(self) -> None:
+        try:
+            self.history = self.model.fit(*self.args, **self.kwargs)
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+
+    def join_ok(self, timeout: float = 60) -> Any:
+        self.join(timeout)
+        assert not self.is_alive(), "fit did not finish"
+        if self.error:
+            raise self.error
+        return self.history
