@@ -1,0 +1,627 @@
+"""The experiments of a logdir, read through TensorBoard's data provider.
+
+The Retune tab's routes and the command line read experiments the same way:
+the tree nodes are ``retune`` tensor summaries and the metrics are scalars,
+both served by a TensorBoard data provider (so remote logdirs work, and the
+Rust data server as well as the Python multiplexer); only the small status and
+control files are read directly, next to the event files.
+
+:class:`ExperimentStore` holds a per-experiment cache keyed by what the data
+provider says changed (the last step and wall time of each time series), so a
+refresh of a large, idle tree costs three cheap listing calls. Use
+:func:`open_logdir` to read a logdir without a TensorBoard server.
+
+Example:
+
+```python
+from tb_retune.experiments import open_logdir
+
+reader = open_logdir("runs")
+for exp in reader.experiments():
+    print(exp["name"], exp["branches"])
+tree = reader.tree("digits")
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from tb_retune._control import CONTROL_FILENAME, STATUS_FILENAME, decode_control
+from tb_retune._errors import ControlError, RetuneError
+from tb_retune.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
+from tb_retune.tree import build_tree, trainer_liveness
+
+#: Plugin name of TensorBoard's scalar summaries (our metrics and hyperparameters).
+SCALARS_PLUGIN = "scalars"
+#: Samples read per node tag: a node is written once (a resumed trainer may
+#: write it again); the last sample wins.
+NODE_DOWNSAMPLE = 100
+#: Points read per metric and branch.
+METRIC_DOWNSAMPLE = 1000
+#: Metrics that the ``node`` route returns as series.
+SERIES_TAGS = ("loss", "val_loss")
+#: Largest status file that is read at all.
+MAX_STATUS_BYTES = 4 * 1024 * 1024
+
+
+class UnknownExperimentError(RetuneError, LookupError):
+    """No experiment of that name in the logdir."""
+
+
+class UnknownNodeError(RetuneError, LookupError):
+    """No node of that id in the experiment."""
+
+
+class InvalidExperimentNameError(RetuneError, ValueError):
+    """An experiment name that is not a plain relative path inside the logdir."""
+
+
+class LogdirNotWritableError(RetuneError):
+    """The experiment folder cannot be written (remote or read-only logdir)."""
+
+
+# -- names, paths and small files ------------------------------------------
+
+
+def split_run(run: str) -> tuple[str, str] | None:
+    """``(experiment, branch)`` of a TensorBoard run name, or None.
+
+    A run is ``<experiment>/<branch>``; a run without a slash is a branch of
+    the logdir itself (experiment ``"."``).
+    """
+    if not run or run == ".":
+        return None
+    run = run.replace("\\", "/")
+    experiment, _, branch = run.rpartition("/")
+    if not branch:
+        return None
+    return (experiment or "."), branch
+
+
+def run_prefix(experiment: str) -> str:
+    """What turns a branch name into a run name: ``"digits/"``, or ``""`` for ``"."``."""
+    return "" if experiment == "." else experiment + "/"
+
+
+def is_local(logdir: str) -> bool:
+    """Whether ``logdir`` is a local folder (not ``gs://``, ``s3://``, ...)."""
+    return "://" not in logdir
+
+
+def experiment_folder(logdir: str, name: str) -> str:
+    """The path of an experiment's folder (no checks; see :func:`resolve_for_write`)."""
+    if name == ".":
+        return logdir
+    if is_local(logdir):
+        return os.path.join(logdir, *name.split("/"))
+    return logdir.rstrip("/") + "/" + name
+
+
+def check_name(name: Any) -> str:
+    """Checks that ``name`` is a plain relative path; returns it.
+
+    Raises InvalidExperimentNameError for anything else: empty, absolute,
+    with ``..``/``.`` parts, backslashes, NUL or other control characters.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidExperimentNameError(
+            f"experiment: must be the experiment's folder relative to the logdir (e.g. \"digits\"), got {name!r}"
+        )
+    if name == ".":
+        return name
+    if len(name) > 1024 or any(ord(c) < 32 or c == "\x7f" for c in name) or "\\" in name:
+        raise InvalidExperimentNameError(f"experiment: invalid characters in {name!r}")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise InvalidExperimentNameError(
+            f"experiment: must be relative to the logdir, got the absolute path {name!r}"
+        )
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidExperimentNameError(
+            f"experiment: {name!r} is not a plain path inside the logdir (no '..', '.' or empty parts)"
+        )
+    return name
+
+
+def _read_bytes(path: str, limit: int) -> bytes | None:
+    """A small file's bytes, None when it does not exist or cannot be read."""
+    if is_local(path):
+        try:
+            with open(path, "rb") as f:
+                return f.read(limit + 1)
+        except OSError:
+            return None
+    from tensorboard.compat import tf  # lazy: may import TensorFlow for gs://
+
+    gfile = tf.io.gfile
+    try:
+        if not gfile.exists(path):
+            return None
+        with gfile.GFile(path, "rb") as f:
+            data: bytes = f.read()
+            return data
+    except Exception:  # any filesystem error of a remote store: treat as absent
+        return None
+
+
+def read_status(logdir: str, name: str) -> dict[str, Any] | None:
+    """The decoded ``retune-status.json`` of an experiment, or None."""
+    data = _read_bytes(_join(experiment_folder(logdir, name), STATUS_FILENAME), MAX_STATUS_BYTES)
+    if not data or len(data) > MAX_STATUS_BYTES:
+        return None
+    try:
+        status = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None  # being replaced right now (a writer that is not atomic)
+    return status if isinstance(status, dict) else None
+
+
+def read_control(logdir: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(content, error)`` of the control file: ``(None, None)`` when absent."""
+    data = _read_bytes(_join(experiment_folder(logdir, name), CONTROL_FILENAME), 1 << 20)
+    if data is None or not data.strip():
+        return None, None
+    try:
+        doc = decode_control(data)
+    except ControlError as e:
+        return None, str(e)
+    if not isinstance(doc, dict):
+        return None, "retune.json: holds something other than a JSON object; fix or delete it"
+    return doc, None
+
+
+def _join(folder: str, filename: str) -> str:
+    return os.path.join(folder, filename) if is_local(folder) else folder.rstrip("/") + "/" + filename
+
+
+def folder_writable(logdir: str, name: str) -> bool:
+    """Whether the control file of an experiment can be written from here."""
+    if not is_local(logdir):
+        return False
+    folder = experiment_folder(logdir, name)
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def resolve_for_write(logdir: str, name: Any, *, known: Iterable[str] = ()) -> str:
+    """The real path of the folder of experiment ``name``, checked for a write.
+
+    Args:
+        logdir: The logdir that TensorBoard serves.
+        name: The experiment, relative to the logdir.
+        known: Experiments known to the data provider.
+
+    Raises:
+        InvalidExperimentNameError: ``name`` is not a plain relative path.
+        LogdirNotWritableError: the logdir is not local, or is read-only.
+        UnknownExperimentError: no experiment folder of that name inside the
+            logdir (also for a symlink that leads out of the logdir).
+    """
+    name = check_name(name)
+    if not logdir:
+        raise LogdirNotWritableError(
+            "this TensorBoard has no --logdir (only --logdir_spec or a remote data source); "
+            "write retune.json with the tb-retune command line next to the experiment"
+        )
+    if not is_local(logdir):
+        raise LogdirNotWritableError(
+            f"the logdir {logdir} is not a local folder, so the Retune tab cannot write its "
+            "retune.json; use `tb-retune` on the machine that trains, or run TensorBoard there"
+        )
+    root = os.path.realpath(logdir)
+    folder = os.path.realpath(experiment_folder(logdir, name))
+    if folder != root and os.path.commonpath([root, folder]) != root:
+        raise UnknownExperimentError(f"experiment {name!r}: not a folder inside the logdir")
+    if not os.path.isdir(folder):
+        raise UnknownExperimentError(f"experiment {name!r}: no such folder in the logdir {logdir}")
+    if name not in set(known) and not os.path.isfile(os.path.join(folder, STATUS_FILENAME)):
+        raise UnknownExperimentError(
+            f"experiment {name!r}: the folder holds no tb-retune experiment "
+            f"(no {STATUS_FILENAME} and no retune summaries)"
+        )
+    if not folder_writable(logdir, name):
+        raise LogdirNotWritableError(
+            f"experiment {name!r}: the folder {folder} is read-only for TensorBoard; "
+            "make it writable, or write retune.json with the tb-retune command line as its owner"
+        )
+    return folder
+
+
+# -- reading through the data provider --------------------------------------
+
+
+def _series_key(index: Mapping[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
+    return tuple(sorted((tag, ts.max_step, ts.max_wall_time) for tag, ts in index.items()))
+
+
+def decode_record(datum: Any) -> dict[str, Any] | None:
+    """The node record of a ``TensorDatum`` read from the data provider, or None."""
+    try:
+        value = datum.numpy
+        raw = value.item() if hasattr(value, "item") else value
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        record = json.loads(raw)
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if not isinstance(record, dict) or "id" not in record or "branch" not in record or "step" not in record:
+        return None
+    return record
+
+
+@dataclasses.dataclass
+class _Branch:
+    """What the event files of one branch hold, with the key it was read at."""
+
+    key: tuple[Any, ...]
+    records: list[dict[str, Any]]
+    last_step: int | None
+    series: list[tuple[int, dict[str, float]]]
+
+
+@dataclasses.dataclass
+class _Tree:
+    key: tuple[Any, ...]
+    status_key: str
+    tree: dict[str, Any]
+    json: bytes | None = None
+
+
+_VOLATILE_TREE_KEYS = ("status", "trainer", "writable")
+
+
+def dumps_json(obj: Any) -> bytes:
+    """JSON bytes; non-finite floats become ``"NaN"``/``"Infinity"`` as in TensorBoard."""
+    try:
+        text = json.dumps(obj, allow_nan=False)
+    except ValueError:
+        from tensorboard.backend import json_util
+
+        text = json.dumps(json_util.Cleanse(obj))
+    return text.encode("utf-8")
+
+
+class ExperimentStore:
+    """Reads the experiments of one logdir through a TensorBoard data provider.
+
+    Thread-safe: the plugin serves requests from several threads. The cache
+    keeps, per branch, what was read at a given state of its time series, and
+    per experiment the last tree built.
+
+    Args:
+        data_provider: A ``tensorboard.data.provider.DataProvider``.
+        logdir: The logdir, to find the status and control files (``""`` when
+            TensorBoard serves no local logdir).
+        clock: Returns the current time; for the trainer's liveness.
+    """
+
+    def __init__(
+        self,
+        data_provider: Any,
+        logdir: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._provider = data_provider
+        self.logdir = logdir or ""
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._branches: dict[tuple[str, str], _Branch] = {}
+        self._branch_runs: dict[str, set[str]] = {}
+        self._trees: dict[tuple[str, str], _Tree] = {}
+
+    # -- the experiments ------------------------------------------------
+
+    def index(self, ctx: Any, experiment_id: str = "") -> dict[str, list[str]]:
+        """``{experiment: [branch, ...]}`` for every run with ``retune`` tree nodes.
+
+        A run that once held a node always does, so only runs not yet known
+        as branches are asked about (listing every node of a large logdir at
+        each refresh would cost more than the tree itself).
+        """
+        runs = {r.run_name for r in self._provider.list_runs(ctx, experiment_id=experiment_id)}
+        with self._lock:
+            known = self._branch_runs.get(experiment_id, set()) & runs
+            self._branch_runs[experiment_id] = known
+            for key in [k for k in self._branches if k[0] == experiment_id and k[1] not in runs]:
+                del self._branches[key]  # a run that is gone (folder deleted)
+            unknown = [r for r in runs if r not in known and split_run(r) is not None]
+        if unknown:
+            from tensorboard.data import provider
+
+            mapping = self._provider.list_tensors(
+                ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME,
+                run_tag_filter=provider.RunTagFilter(runs=unknown),
+            )
+            found = {
+                run for run, tags in mapping.items() if any(t.startswith(NODE_TAG_PREFIX) for t in tags)
+            }
+            with self._lock:
+                known = self._branch_runs[experiment_id] = known | found
+        out: dict[str, list[str]] = {}
+        for run in known:
+            split = split_run(run)
+            if split is not None:
+                out.setdefault(split[0], []).append(split[1])
+        for branches in out.values():
+            branches.sort()
+        return out
+
+    def experiments(self, ctx: Any, experiment_id: str = "") -> list[dict[str, Any]]:
+        """The ``experiments`` route's list, sorted by name."""
+        now = self._clock()
+        result = []
+        for name, branches in sorted(self.index(ctx, experiment_id).items()):
+            status = read_status(self.logdir, name) if self.logdir else None
+            errors = (status or {}).get("errors") or []
+            last_error = errors[-1].get("message") if errors and isinstance(errors[-1], dict) else None
+            result.append(
+                {
+                    "name": name,
+                    "branches": branches,
+                    "runs": [run_prefix(name) + b for b in branches],
+                    "trainer": trainer_liveness(status, now),
+                    "step": (status or {}).get("step"),
+                    "branch": (status or {}).get("branch"),
+                    "node": (status or {}).get("node"),
+                    "last_error": last_error,
+                    "writable": bool(self.logdir) and folder_writable(self.logdir, name),
+                }
+            )
+        return result
+
+    # -- the tree -------------------------------------------------------
+
+    def _read_branches(self, ctx: Any, experiment_id: str, name: str) -> dict[str, _Branch]:
+        """The branches of ``name`` (branch -> what it holds); raises if unknown."""
+        candidates = [run_prefix(name) + b for b in self.index(ctx, experiment_id).get(name, ())]
+        if not candidates:
+            raise UnknownExperimentError(
+                f"experiment {name!r}: not found in the logdir (no run {run_prefix(name)}<branch> "
+                "with retune tree nodes)"
+            )
+        from tensorboard.data import provider
+
+        run_filter = provider.RunTagFilter(runs=candidates)
+        node_index = self._provider.list_tensors(
+            ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME, run_tag_filter=run_filter
+        )
+        node_index = {
+            run: {t: ts for t, ts in tags.items() if t.startswith(NODE_TAG_PREFIX)}
+            for run, tags in node_index.items()
+        }
+        node_index = {run: tags for run, tags in node_index.items() if tags}
+        if not node_index:
+            raise UnknownExperimentError(f"experiment {name!r}: no retune tree nodes found in the logdir")
+        scalar_index = self._provider.list_scalars(
+            ctx, experiment_id=experiment_id, plugin_name=SCALARS_PLUGIN,
+            run_tag_filter=provider.RunTagFilter(runs=list(node_index)),
+        )
+        keys = {
+            run: (_series_key(tags), _series_key(scalar_index.get(run, {})))
+            for run, tags in node_index.items()
+        }
+        with self._lock:
+            cached = {run: self._branches.get((experiment_id, run)) for run in node_index}
+        stale = [run for run, c in cached.items() if c is None or c.key != keys[run]]
+        fresh: dict[str, _Branch] = {}
+        if stale:
+            tensors = self._provider.read_tensors(
+                ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME, downsample=NODE_DOWNSAMPLE,
+                run_tag_filter=provider.RunTagFilter(
+                    runs=stale, tags={t for run in stale for t in node_index[run]}
+                ),
+            )
+            metric_tags = {
+                t for run in stale for t in scalar_index.get(run, {})
+                if not t.startswith(HYPERPARAMETER_TAG_PREFIX)
+            }
+            scalars = (
+                self._provider.read_scalars(
+                    ctx, experiment_id=experiment_id, plugin_name=SCALARS_PLUGIN,
+                    downsample=METRIC_DOWNSAMPLE,
+                    run_tag_filter=provider.RunTagFilter(runs=stale, tags=metric_tags),
+                )
+                if metric_tags
+                else {}
+            )
+            for run in stale:
+                records = []
+                for tag in sorted(node_index[run]):
+                    data = tensors.get(run, {}).get(tag) or []
+                    if data:
+                        record = decode_record(data[-1])
+                        if record is not None:
+                            records.append(record)
+                by_step: dict[int, dict[str, float]] = {}
+                for tag, points in scalars.get(run, {}).items():
+                    for p in points:
+                        by_step.setdefault(int(p.step), {})[tag] = float(p.value)
+                steps = [ts.max_step for ts in scalar_index.get(run, {}).values() if ts.max_step is not None]
+                steps += [ts.max_step for ts in node_index[run].values() if ts.max_step is not None]
+                fresh[run] = _Branch(
+                    key=keys[run],
+                    records=records,
+                    last_step=max(steps) if steps else None,
+                    series=sorted(by_step.items()),
+                )
+            with self._lock:
+                for run, branch in fresh.items():
+                    self._branches[(experiment_id, run)] = branch
+        out: dict[str, _Branch] = {}
+        for run in node_index:
+            found = fresh.get(run) or cached[run]
+            split = split_run(run)
+            if found is not None and split is not None:
+                out[split[1]] = found
+        return out
+
+    def _built(
+        self, ctx: Any, experiment_id: str, name: str
+    ) -> tuple[_Tree, dict[str, _Branch], dict[str, Any] | None]:
+        """The (cached) tree of ``name``, its branches and its status file."""
+        name = check_name(name)
+        branches = self._read_branches(ctx, experiment_id, name)
+        key = tuple(sorted((b, br.key) for b, br in branches.items()))
+        status = read_status(self.logdir, name) if self.logdir else None
+        # Only these keys of the status shape the nodes; the heartbeat does not.
+        status_key = json.dumps(
+            {k: (status or {}).get(k) for k in ("node", "checkpoints", "checkpoint_nodes")},
+            sort_keys=True, default=str,
+        )
+        with self._lock:
+            cached = self._trees.get((experiment_id, name))
+        if cached is None or cached.key != key or cached.status_key != status_key:
+            tree = build_tree(
+                name,
+                [r for b in branches.values() for r in b.records],
+                branch_last_step={b: br.last_step for b, br in branches.items() if br.last_step is not None},
+                metrics={b: br.series for b, br in branches.items()},
+                status=status,
+                run_prefix=run_prefix(name),
+                now=self._clock(),
+            )
+            for volatile in _VOLATILE_TREE_KEYS:
+                tree.pop(volatile, None)
+            cached = _Tree(key=key, status_key=status_key, tree=tree)
+            with self._lock:
+                self._trees[(experiment_id, name)] = cached
+        return cached, branches, status
+
+    def _volatile(self, name: str, status: dict[str, Any] | None) -> dict[str, Any]:
+        """The parts of a tree that change with every heartbeat."""
+        return {
+            "status": status,
+            "trainer": trainer_liveness(status, self._clock()),
+            "writable": bool(self.logdir) and folder_writable(self.logdir, name),
+        }
+
+    def tree(self, ctx: Any, name: str, experiment_id: str = "") -> dict[str, Any]:
+        """The ``tree`` route's answer; raises UnknownExperimentError."""
+        cached, _, status = self._built(ctx, experiment_id, name)
+        tree = dict(cached.tree)
+        tree.update(self._volatile(name, status))
+        return tree
+
+    def tree_json(self, ctx: Any, name: str, experiment_id: str = "") -> bytes:
+        """:meth:`tree` serialised as JSON; the nodes' part is serialised once."""
+        cached, _, status = self._built(ctx, experiment_id, name)
+        if cached.json is None:
+            cached.json = dumps_json(cached.tree)
+        assert cached.json.endswith(b"}")
+        volatile = dumps_json(self._volatile(name, status))
+        if cached.json == b"{}":
+            return volatile
+        return cached.json[:-1] + b", " + volatile[1:]
+
+    def node(self, ctx: Any, name: str, node_id: str, experiment_id: str = "") -> dict[str, Any]:
+        """One node of the tree with its ``config`` and loss ``series``."""
+        cached, branches, _ = self._built(ctx, experiment_id, name)
+        found = next((n for n in cached.tree["nodes"] if n["id"] == node_id), None)
+        if found is None:
+            raise UnknownNodeError(f"experiment {name!r} has no node {node_id!r}")
+        branch = branches.get(found["branch"])
+        record = None
+        if branch is not None:
+            record = next((r for r in reversed(branch.records) if str(r["id"]) == node_id), None)
+        series: dict[str, list[list[float]]] = {tag: [] for tag in SERIES_TAGS}
+        if branch is not None:
+            for step, values in branch.series:
+                if step > found["end_step"]:
+                    break
+                for tag in SERIES_TAGS:
+                    if tag in values:
+                        series[tag].append([step, values[tag]])
+        out = dict(found)
+        out["config"] = (record or {}).get("config")
+        out["series"] = series
+        return out
+
+    def status(self, ctx: Any, name: str, experiment_id: str = "") -> dict[str, Any]:
+        """The ``status`` route's answer: the status file, liveness and control file."""
+        name = check_name(name)
+        status = read_status(self.logdir, name) if self.logdir else None
+        if status is None and name not in self.index(ctx, experiment_id):
+            raise UnknownExperimentError(f"experiment {name!r}: not found in the logdir")
+        control, control_error = read_control(self.logdir, name) if self.logdir else (None, None)
+        out = dict(status or {})
+        out["experiment"] = name
+        out["trainer"] = trainer_liveness(status, self._clock())
+        out["control"] = control
+        out["control_error"] = control_error
+        out["writable"] = bool(self.logdir) and folder_writable(self.logdir, name)
+        return out
+
+
+# -- a logdir without a server ------------------------------------------------
+
+
+class Reader:
+    """Reads a logdir's experiments without a TensorBoard server (for the CLI).
+
+    Made by :func:`open_logdir`; loads the event files once at creation and
+    again on :meth:`reload`.
+    """
+
+    def __init__(self, logdir: str, multiplexer: Any, store: ExperimentStore) -> None:
+        self.logdir = logdir
+        self._multiplexer = multiplexer
+        self.store = store
+        from tensorboard import context
+
+        self._ctx = context.RequestContext()
+
+    def reload(self) -> None:
+        """Reads what was written to the event files since the last load."""
+        self._multiplexer.AddRunsFromDirectory(self.logdir)
+        self._multiplexer.Reload()
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return self.store.experiments(self._ctx)
+
+    def tree(self, name: str) -> dict[str, Any]:
+        return self.store.tree(self._ctx, name)
+
+    def node(self, name: str, node_id: str) -> dict[str, Any]:
+        return self.store.node(self._ctx, name, node_id)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.store.status(self._ctx, name)
+
+
+def load_multiplexer(logdir: str) -> tuple[Any, Any]:
+    """``(multiplexer, data provider)`` over ``logdir``, not yet loaded.
+
+    Every node tag and up to 1000 points of each metric are kept.
+    """
+    from tensorboard.backend.event_processing import data_ingester, data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+
+    guidance = dict(data_ingester.DEFAULT_TENSOR_SIZE_GUIDANCE)
+    guidance[PLUGIN_NAME] = NODE_DOWNSAMPLE
+    guidance[SCALARS_PLUGIN] = METRIC_DOWNSAMPLE
+    multiplexer = pem.EventMultiplexer(
+        size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE,
+        tensor_size_guidance=guidance,
+        max_reload_threads=1,
+    )
+    return multiplexer, data_provider.MultiplexerDataProvider(multiplexer, logdir)
+
+
+def open_logdir(logdir: str) -> Reader:
+    """A :class:`Reader` over ``logdir``, loaded once with TensorBoard's own loaders."""
+    multiplexer, provider = load_multiplexer(logdir)
+    reader = Reader(logdir, multiplexer, ExperimentStore(provider, logdir))
+    reader.reload()
+    return reader
