@@ -37,6 +37,41 @@ def scalars_pb(values: Mapping[str, float]) -> summary_pb2.Summary:
     return summary
 
 
+def truncate_run(run_dir: str, step: int) -> int:
+    """Drops the events at or after ``step`` from a run's event files.
+
+    A trainer that resumes from the checkpoint at ``step`` trains those
+    steps again: without this, TensorBoard would show both copies (the
+    multiplexer honours the SessionLog.START below, but other readers may
+    not). Each file is rewritten to a temporary name, fsynced, then put in
+    place with ``os.replace``. Returns the number of events dropped.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    dropped = 0
+    if not os.path.isdir(run_dir):
+        return 0
+    for name in sorted(os.listdir(run_dir)):
+        if "tfevents" not in name or name.startswith("."):
+            continue
+        path = os.path.join(run_dir, name)
+        events = list(EventFileLoader(path).Load())
+        keep = [e for e in events if e.step < step or e.HasField("file_version")]
+        if len(keep) == len(events):
+            continue
+        dropped += len(events) - len(keep)
+        tmp = os.path.join(run_dir, f".{name}.truncate")
+        with open(tmp, "wb") as f:
+            writer = RecordWriter(f)
+            for e in keep:
+                writer.write(e.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return dropped
+
+
 class BranchWriter:
     """Writes one branch's run folder (``<experiment>/<branch>/``)."""
 

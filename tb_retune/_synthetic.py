@@ -37,7 +37,7 @@ def make_experiment(
     names = branch_names or ["main"] + [f"main-s{i}" for i in range(1, branches)]
     names = names[:branches]
     per_branch = [nodes // branches + (1 if i < nodes % branches else 0) for i in range(branches)]
-    hp0 = {"learning_rate": 0.001, "momentum": 0.9, "nesterov": False, "weight_decay": None}
+    hp0: dict[str, Any] = {"learning_rate": 0.001, "momentum": 0.9, "nesterov": False, "weight_decay": None}
     all_nodes: list[dict[str, Any]] = []
     checkpoints: dict[str, list[int]] = {}
     checkpoint_nodes: dict[str, list[dict[str, Any]]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import keras
@@ -85,8 +86,23 @@ class RetuneCallback(keras.callbacks.Callback):
             self.on_train_batch_end = self._log_batch  # type: ignore[method-assign]
 
     # -- fit hooks -----------------------------------------------------------
+    def _fit_arguments(self) -> dict[str, Any]:
+        """``batch_size`` as passed to ``fit`` (Keras's params lack it)."""
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is self.model:
+                bs = frame.f_locals.get("batch_size")
+                x = frame.f_locals.get("x")
+                if bs is None and hasattr(x, "shape"):
+                    bs = 32  # fit's default for arrays
+                return {"batch_size": bs}
+            frame = frame.f_back  # type: ignore[assignment]
+        return {}
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        retrace = self.controller.begin(self.model, self.model.optimizer, self.params)
+        params = dict(self.params or {})
+        params.update(self._fit_arguments())
+        retrace = self.controller.begin(self.model, self.model.optimizer, params)
         if self.controller.initial_epoch:
             # As BackupAndRestore does: fit counts epochs from where we were.
             self.model._initial_epoch = self.controller.initial_epoch

@@ -160,6 +160,7 @@ class RetuneController:
         self.steps_per_call = 1
         self.epoch = 0
         self._last_scalar_step = -1
+        self._last_scalar_tags: set[str] = set()
         self._config_static: dict[str, Any] = {}
         self._params: dict[str, Any] = {}
         self._begun = False
@@ -335,6 +336,9 @@ class RetuneController:
                                                         if k in self.handle.get()}, self.handle.get())
         _, retrace = self.handle.set(settable)
         step = self.sync_step()
+        from tb_retune._summaries import truncate_run
+
+        dropped = truncate_run(os.path.join(self.logdir, branch), step)
         self._open_writer(step, resumed=True)
         # Re-emit the node in force: TensorBoard drops points at or after the
         # resume step, and with them the node if it started exactly there.
@@ -344,7 +348,8 @@ class RetuneController:
                            node_record=previous.get("node_record"))
         self._sync_status_lists()
         self.status.write_now()
-        self._log(f"retune: resumed branch {branch} at step {step} (node {node}) from {os.path.basename(info.path)}")
+        self._log(f"retune: resumed branch {branch} at step {step} (node {node}) from "
+                  f"{os.path.basename(info.path)}" + (f"; dropped {dropped} logged points after it" if dropped else ""))
         return True, True
 
     def end(self, state: str = "finished") -> None:
@@ -437,16 +442,22 @@ class RetuneController:
     def log_scalars(self, step: int, logs: Mapping[str, Any], *, with_hyperparameters: bool = True) -> None:
         if self.writer is None:
             return
+        if step != self._last_scalar_step:
+            self._last_scalar_step = step
+            self._last_scalar_tags = set()
         values = {}
         for k, v in logs.items():
+            if k in self._last_scalar_tags:
+                continue  # one point per tag and step (batch and epoch logs meet)
             try:
                 values[k] = float(v)
             except (TypeError, ValueError):
                 continue
+        self._last_scalar_tags.update(values)
         self.writer.scalars(step, values)
-        if with_hyperparameters and self.handle is not None:
+        if with_hyperparameters and self.handle is not None and "\0hp" not in self._last_scalar_tags:
             self.writer.hyperparameters(step, self.handle.get())
-        self._last_scalar_step = step
+            self._last_scalar_tags.add("\0hp")
 
     def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Call at the end of each epoch: scalars, and the epoch checkpoint."""
@@ -595,8 +606,8 @@ class RetuneController:
         self.node = self._next_node_id(self.branch)
         self.node_start = step
         change = {k: [old.get(k), after[k]] for k in wanted if old.get(k) != after[k]}
-        self._write_node(reason=reason, parent=parent, change=change, hps=after, step=step, request_id=request_id)
         self.writer.hyperparameters(step, after)  # type: ignore[union-attr]
+        self._write_node(reason=reason, parent=parent, change=change, hps=after, step=step, request_id=request_id)
         self.status.update(hyperparameters=after, node_start=step)
         self.status.append("applied", {"time": time.time(), "step": step, "id": request_id,
                                        "kind": reason, "node": self.node, "what": what})
@@ -653,6 +664,7 @@ class RetuneController:
             reason="restore", parent=info.node, change=change, hps=hps, step=new_step,
             request_id=request.id, restore={"branch": info.branch, "step": info.step, "node": info.node},
         )
+        self.writer.hyperparameters(new_step, hps)  # type: ignore[union-attr]
         self.store.fork(info, branch=new_branch, node=self.node)
         self._restores_done.add(request.id)
         branches = dict(self.status.data.get("branches") or {})
@@ -738,6 +750,10 @@ class RetuneController:
 
     def _checkpoint(self, kind: str, step: int) -> CheckpointInfo | None:
         assert self.store is not None and self.handle is not None
+        if self.writer is not None:
+            # Points logged before a checkpoint must survive a crash after it:
+            # a resume from here will not log them again.
+            self.writer.flush()
         try:
             info = self.store.save(
                 self.model, self.optimizer, branch=self.branch, step=step, node=self.node, kind=kind,
@@ -748,6 +764,8 @@ class RetuneController:
             return None
         self._sync_status_lists()
         self._publish_known()
+        if self.status is not None:
+            self.status.poke()
         return info
 
     def _sync_status_lists(self) -> None:
