@@ -39,11 +39,8 @@ test: deps chromium frontend-deps lint
 	cd frontend && npm test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
-demo: chromium-optional deps
+demo: deps
 	$(BIN)/python demo/run.py $(DEMO_ARGS)
-
-chromium-optional:
-	@true
 
 bench: deps chromium
 	$(BIN)/python benchmarks/run.py

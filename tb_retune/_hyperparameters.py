@@ -67,6 +67,8 @@ class OptimizerHandle:
             if name == "learning_rate":
                 out[name] = self.learning_rate()
                 continue
+            if name == "ema_momentum" and not config.get("use_ema"):
+                continue  # only used with use_ema, which is fixed at build
             if value is None or isinstance(value, (bool, int, float)):
                 out[name] = _plain(value)
         return out
