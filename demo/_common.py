@@ -198,7 +198,7 @@ class TensorBoard:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         with os.fdopen(fd, "wb") as log:
             process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, preexec_fn=_child_setup)  # noqa: PLW1509
+                                       env=env, preexec_fn=_child_setup)
         return cls(root, port, process, log_path)
 
     def wait_ready(self, timeout: float = 90.0) -> dict[str, Any]:
@@ -215,7 +215,7 @@ class TensorBoard:
                 pass
             if time.monotonic() > deadline:
                 raise TensorBoardError(f"TensorBoard did not answer on {self.url} within {timeout:.0f} s:\n"
-                                   f"{self.log_tail()}")
+                                       f"{self.log_tail()}")
             time.sleep(0.25)
 
     def log_tail(self, lines: int = 15) -> str:
@@ -286,11 +286,12 @@ def _shown(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def cli_command() -> str:
-    here = os.path.join(os.path.dirname(sys.executable), "tb-retune")
+def venv_command(name: str) -> str:
+    """How to call the console script ``name`` of this Python's environment."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
     if os.path.exists(here):
         return _shown(here)
-    return shutil.which("tb-retune") or "tb-retune"
+    return shutil.which(name) or name
 
 
 def print_instructions(title: str, logdir: str, tb: TensorBoard | None) -> None:
@@ -310,7 +311,7 @@ def print_instructions(title: str, logdir: str, tb: TensorBoard | None) -> None:
         "",
         f"Things to try while it trains (it starts slow: learning_rate {DEFAULT_LR}, momentum {DEFAULT_MOMENTUM}):",
         "  (a) Change the learning rate, from a shell:",
-        f"        {cli_command()} set {shlex.quote(_shown(logdir))} learning_rate=0.05",
+        f"        {venv_command('tb-retune')} set {shlex.quote(_shown(logdir))} learning_rate=0.05",
         "      or by writing the control file:",
         f"        echo {shlex.quote(json.dumps(example))} > {shlex.quote(control)}",
         "      Any hyperparameter of the optimizer works, e.g. put this in it:",
@@ -323,7 +324,7 @@ def print_instructions(title: str, logdir: str, tb: TensorBoard | None) -> None:
                   f"      the runs {experiment}/main, {experiment}/main-s<step>, ... share one step axis."]
     else:
         lines += ["  (c) Compare the branches in TensorBoard's Scalars dashboard:",
-                  f"        tensorboard --logdir {shlex.quote(_shown(os.path.dirname(logdir)))}"]
+                  f"        {venv_command('tensorboard')} --logdir {shlex.quote(_shown(os.path.dirname(logdir)))}"]
     lines += ["Ctrl-C stops after the current batch (with a checkpoint); run the same command",
               "again to resume.", "=" * 78, ""]
     print("\n".join(lines), flush=True)
@@ -377,8 +378,12 @@ def run_demo(args: argparse.Namespace, title: str,
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr, flush=True)
         return 130
-    except (ExperimentLockedError, TensorBoardError) as e:
+    except ExperimentLockedError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except TensorBoardError as e:
+        print(f"error: {e}\nPass another --port (0 picks a free one), or --no-tensorboard.",
+              file=sys.stderr, flush=True)
         return 1
     finally:
         if tb is not None:

@@ -195,9 +195,9 @@ def test_custom_loop_takes_a_learning_rate_change_and_resumes(tmp_path: Path, de
     assert len(two["applied"]) == 1
 
 
-def test_ctrl_c_stops_training_and_tensorboard(tmp_path: Path, demos: list[Demo]) -> None:
+def test_restore_through_tensorboard_then_ctrl_c_stops_both(tmp_path: Path, demos: list[Demo]) -> None:
     logdir = tmp_path / "runs" / "digits"
-    demo = Demo("run.py", tmp_path, "--epochs", "10", "--minutes", "10", "--logdir", "runs/digits")
+    demo = Demo("run.py", tmp_path, "--epochs", "10", "--minutes", "3", "--logdir", "runs/digits")
     demos.append(demo)
     started = wait_for("TensorBoard's pid",
                        lambda: re.search(r"Starting TensorBoard on (\S+) \(pid (\d+)\)", demo.stdout), 60, demo)
@@ -209,6 +209,13 @@ def test_ctrl_c_stops_training_and_tensorboard(tmp_path: Path, demos: list[Demo]
         with urllib.request.urlopen(url + "data/plugins_listing", timeout=10) as r:
             assert "retune" in json.loads(r.read())
         wait_for("training", lambda: status(logdir).get("step", 0) > 0, 60, demo)
+        # What the tab's Restore button does, through the demo's TensorBoard.
+        request = urllib.request.Request(
+            url + "data/plugin/retune/restore", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"experiment": "digits", "branch": "main", "step": 0}).encode())
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+        wait_for("the restore", lambda: status(logdir).get("branch") == "main-s0", 30, demo)
         demo.process.send_signal(signal.SIGINT)
         rc = demo.wait(60)
         assert rc in (0, 130), demo.stdout + demo.stderr
@@ -216,7 +223,7 @@ def test_ctrl_c_stops_training_and_tensorboard(tmp_path: Path, demos: list[Demo]
         assert "stopping after this batch" in demo.stdout
         final = status(logdir)
         assert final["state"] in ("stopped", "finished")
-        assert final["step"] in final["checkpoints"]["main"]  # the final checkpoint
+        assert final["branch"] == "main-s0" and final["step"] in final["checkpoints"]["main-s0"]
         wait_for("TensorBoard to be gone", lambda: not _alive(tb_pid), 10)
     finally:
         demo.kill()
