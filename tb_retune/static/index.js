@@ -2,7 +2,7 @@
 // change the sources and run `cd frontend && npm run build`.
 
 // src/style.css
-var style_default = "/* The Retune tab. A light, compact look close to TensorBoard's own. */\n\n/* TensorBoard serves Roboto itself (webfiles); the URLs are relative to the\n   tab's base URL, <root>/data/plugin/retune/. Missing files fall back to the\n   system font. */\n@font-face {\n  font-family: 'Roboto';\n  font-style: normal;\n  font-weight: 400;\n  src: local('Roboto'), local('Roboto-Regular'),\n    url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format('woff2');\n  unicode-range: U+0000-00FF, U+0131, U+0152-0153, U+02C6, U+02DA, U+02DC, U+2000-206F, U+2074, U+20AC, U+2212, U+2215;\n}\n@font-face {\n  font-family: 'Roboto';\n  font-style: normal;\n  font-weight: 500;\n  src: local('Roboto Medium'), local('Roboto-Medium'),\n    url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format('woff2');\n  unicode-range: U+0000-00FF, U+0131, U+0152-0153, U+02C6, U+02DA, U+02DC, U+2000-206F, U+2074, U+20AC, U+2212, U+2215;\n}\n@font-face {\n  font-family: 'Roboto Mono';\n  font-style: normal;\n  font-weight: 400;\n  src: local('Roboto Mono'), local('RobotoMono-Regular'),\n    url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format('woff2');\n  unicode-range: U+0000-00FF, U+0131, U+0152-0153, U+02C6, U+02DA, U+02DC, U+2000-206F, U+2074, U+20AC, U+2212, U+2215;\n}\n\n:root {\n  --text: #212121;\n  --muted: #616161;\n  --faint: #9e9e9e;\n  --line: #e0e0e0;\n  --bg: #ffffff;\n  --pane: #f5f5f5;\n  --accent: #f57c00;\n  --accent-dark: #e65100;\n  --link: #1565c0;\n  --ok: #2e7d32;\n  --warn: #ef6c00;\n  --error: #c62828;\n  --mono: 'Roboto Mono', ui-monospace, 'SFMono-Regular', Menlo, Consolas, monospace;\n}\n\nhtml,\nbody {\n  margin: 0;\n  height: 100%;\n  background: var(--bg);\n  color: var(--text);\n  font: 13px/1.4 Roboto, system-ui, -apple-system, 'Segoe UI', 'Helvetica Neue', Arial, sans-serif;\n}\n\n.retune-root,\n.retune-app {\n  height: 100%;\n}\n\n.retune-app {\n  display: flex;\n  flex-direction: column;\n  min-height: 0;\n}\n\nbutton,\ninput,\nselect {\n  font: inherit;\n  color: inherit;\n}\n\n[hidden] {\n  display: none !important;\n}\n\n/* ---- toolbar ---------------------------------------------------------- */\n\n.toolbar {\n  display: flex;\n  align-items: center;\n  gap: 10px;\n  padding: 6px 12px;\n  border-bottom: 1px solid var(--line);\n  background: var(--bg);\n  min-height: 36px;\n  flex: none;\n}\n\n.toolbar .title {\n  font-weight: 500;\n  font-size: 14px;\n  margin-right: 6px;\n}\n\n.picker-label {\n  color: var(--muted);\n}\n\n.picker {\n  max-width: 320px;\n  padding: 3px 6px;\n  border: 1px solid #bdbdbd;\n  border-radius: 4px;\n  background: #fff;\n}\n\n.spacer {\n  flex: 1;\n}\n\n.trainer-pill,\n.trainer-line {\n  display: inline-flex;\n  align-items: center;\n  gap: 6px;\n  color: var(--muted);\n}\n\n.trainer-pill {\n  padding: 2px 10px;\n  border-radius: 12px;\n  background: var(--pane);\n}\n\n.dot {\n  width: 8px;\n  height: 8px;\n  border-radius: 50%;\n  background: var(--faint);\n  flex: none;\n}\n\n.level-ok .dot {\n  background: #43a047;\n  box-shadow: 0 0 0 3px rgba(67, 160, 71, 0.18);\n}\n.level-done .dot {\n  background: #757575;\n}\n.level-warn .dot {\n  background: var(--warn);\n}\n.level-warn {\n  color: var(--warn);\n}\n.level-error .dot {\n  background: var(--error);\n}\n.level-error {\n  color: var(--error);\n}\n\na {\n  color: var(--link);\n  text-decoration: none;\n}\na:hover {\n  text-decoration: underline;\n}\n\n.scalars-link {\n  font-weight: 500;\n}\n\n/* ---- banners ---------------------------------------------------------- */\n\n.banners {\n  flex: none;\n}\n\n.banner {\n  display: flex;\n  align-items: center;\n  gap: 8px;\n  padding: 6px 12px;\n  border-bottom: 1px solid var(--line);\n}\n\n.banner-info {\n  background: #fff8e1;\n}\n.banner-ok {\n  background: #e8f5e9;\n}\n.banner-error {\n  background: #ffebee;\n  color: var(--error);\n}\n.banner-text {\n  flex: 1;\n}\n\n.spinner {\n  width: 10px;\n  height: 10px;\n  border: 2px solid var(--accent);\n  border-right-color: transparent;\n  border-radius: 50%;\n  animation: spin 0.9s linear infinite;\n  flex: none;\n}\n\n@keyframes spin {\n  to {\n    transform: rotate(360deg);\n  }\n}\n\n.close {\n  border: 0;\n  background: none;\n  font-size: 16px;\n  line-height: 1;\n  cursor: pointer;\n  color: var(--muted);\n}\n\n.link-button {\n  border: 0;\n  background: none;\n  padding: 0;\n  color: var(--link);\n  cursor: pointer;\n}\n.link-button:hover {\n  text-decoration: underline;\n}\n\n/* ---- body: tree and side panel --------------------------------------- */\n\n.body {\n  flex: 1;\n  display: flex;\n  min-height: 0;\n}\n\n.tree-pane {\n  position: relative;\n  flex: 1;\n  min-width: 0;\n  background: #fafafa;\n  overflow: hidden;\n}\n\nsvg.tree {\n  display: block;\n  width: 100%;\n  height: 100%;\n  cursor: grab;\n  touch-action: none;\n  user-select: none;\n  font-family: inherit;\n}\n\nsvg.tree.panning {\n  cursor: grabbing;\n}\n\n.link {\n  fill: none;\n  stroke-width: 1.6;\n  stroke-opacity: 0.75;\n}\n\n.link.restore {\n  stroke-dasharray: 5 4;\n}\n\n.node {\n  cursor: pointer;\n  outline: none;\n}\n\n.node .card {\n  fill: #fff;\n  stroke-width: 1.2;\n}\n\n.node.current .card {\n  fill-opacity: 0.1;\n  stroke-width: 2;\n}\n\n.node .halo {\n  fill: none;\n  stroke: none;\n}\n\n.node:hover .card {\n  stroke-width: 2;\n}\n\n.node:focus-visible .halo {\n  stroke: var(--link);\n  stroke-width: 2;\n}\n\n.node.selected .halo {\n  stroke: var(--accent);\n  stroke-width: 2.5;\n  fill: rgba(245, 124, 0, 0.06);\n}\n\n.node .label {\n  font-size: 12px;\n  font-weight: 500;\n  fill: var(--text);\n}\n\n.node .sub {\n  font-size: 11px;\n  fill: var(--muted);\n}\n\n.lod-low .node text {\n  display: none;\n}\n\n.lod-low .node .card {\n  stroke-width: 3;\n}\n\n.tree-tools {\n  position: absolute;\n  top: 10px;\n  right: 10px;\n  display: flex;\n  gap: 4px;\n}\n\n.tool {\n  min-width: 30px;\n  height: 28px;\n  padding: 0 8px;\n  border: 1px solid #d0d0d0;\n  border-radius: 4px;\n  background: #fff;\n  cursor: pointer;\n  box-shadow: 0 1px 2px rgba(0, 0, 0, 0.06);\n}\n.tool:hover {\n  background: #f5f5f5;\n}\n\n.legend {\n  position: absolute;\n  left: 10px;\n  bottom: 10px;\n  right: 10px;\n  display: flex;\n  flex-wrap: wrap;\n  gap: 4px 6px;\n  pointer-events: none;\n}\n\n.legend-item {\n  pointer-events: auto;\n  display: inline-flex;\n  align-items: center;\n  gap: 5px;\n  padding: 1px 8px 1px 6px;\n  border: 1px solid var(--line);\n  border-radius: 10px;\n  background: rgba(255, 255, 255, 0.92);\n  font-size: 11.5px;\n  cursor: pointer;\n}\n\n.legend-more {\n  font-size: 11.5px;\n  color: var(--muted);\n  align-self: center;\n}\n\n.chip {\n  display: inline-block;\n  width: 10px;\n  height: 10px;\n  border-radius: 2px;\n  flex: none;\n}\n\n.tree-message {\n  position: absolute;\n  top: 40%;\n  left: 0;\n  right: 0;\n  text-align: center;\n  color: var(--muted);\n  padding: 0 24px;\n}\n\n.side {\n  width: 380px;\n  flex: none;\n  overflow-y: auto;\n  border-left: 1px solid var(--line);\n  background: var(--pane);\n  padding: 8px;\n  box-sizing: border-box;\n}\n\n.card {\n  background: #fff;\n  border: 1px solid var(--line);\n  border-radius: 4px;\n  padding: 10px 12px;\n  margin-bottom: 8px;\n}\n\nh2 {\n  font-size: 14px;\n  font-weight: 500;\n  margin: 0 0 6px;\n}\n\nh3 {\n  font-size: 11px;\n  font-weight: 500;\n  text-transform: uppercase;\n  letter-spacing: 0.04em;\n  color: var(--muted);\n  margin: 12px 0 4px;\n}\n\n.muted {\n  color: var(--muted);\n  margin: 2px 0;\n}\n.small {\n  font-size: 12px;\n}\n\n.node-head {\n  display: flex;\n  align-items: center;\n  gap: 8px;\n}\n\n.node-head h2 {\n  margin: 0;\n  overflow-wrap: anywhere;\n}\n\n.badge {\n  font-size: 11px;\n  padding: 0 7px;\n  border-radius: 8px;\n  background: #e8f5e9;\n  color: var(--ok);\n  font-weight: 500;\n}\n\n.node-label {\n  margin: 4px 0 2px;\n  font-weight: 500;\n  overflow-wrap: anywhere;\n}\n\n.meta {\n  color: var(--muted);\n  font-size: 12px;\n  overflow-wrap: anywhere;\n}\n\n.branch-link {\n  display: inline-block;\n  margin-top: 4px;\n  font-size: 12px;\n  overflow-wrap: anywhere;\n}\n\n.chart-box {\n  margin-top: 8px;\n}\n\nsvg.chart {\n  display: block;\n  max-width: 100%;\n  font-family: inherit;\n}\n\n.chart .grid {\n  stroke: #eeeeee;\n}\n.chart .axis {\n  stroke: #bdbdbd;\n}\n.chart .tick {\n  font-size: 10px;\n  fill: var(--muted);\n}\n.chart .series {\n  fill: none;\n  stroke-width: 1.6;\n}\n.chart .series.val {\n  stroke-dasharray: 4 3;\n  stroke-width: 1.4;\n}\n.chart .band {\n  fill: rgba(245, 124, 0, 0.08);\n}\n.chart .ckpt {\n  fill: #616161;\n}\n.chart-empty {\n  fill: var(--faint);\n  font-size: 12px;\n}\n\n.chart-placeholder {\n  height: 130px;\n  display: flex;\n  align-items: center;\n  justify-content: center;\n  color: var(--faint);\n  background: #fafafa;\n}\n\n.chart-legend {\n  font-size: 11px;\n  color: var(--muted);\n  display: flex;\n  align-items: center;\n  gap: 4px;\n  flex-wrap: wrap;\n}\n\n.key {\n  display: inline-block;\n  width: 14px;\n  height: 0;\n  margin-left: 6px;\n}\n.key-loss {\n  border-top: 2px solid;\n}\n.key-val {\n  border-top: 2px dashed;\n}\n.key-ckpt {\n  width: 0;\n  border-left: 4px solid transparent;\n  border-right: 4px solid transparent;\n  border-bottom: 6px solid #616161;\n}\n.key-band {\n  height: 9px;\n  width: 12px;\n  background: rgba(245, 124, 0, 0.18);\n}\n\ntable.kv {\n  border-collapse: collapse;\n  width: 100%;\n}\n\ntable.kv td,\ntable.kv th {\n  padding: 2px 4px;\n  border-bottom: 1px solid #f0f0f0;\n  text-align: left;\n  overflow-wrap: anywhere;\n}\n\ntable.kv th {\n  font-weight: 500;\n  color: var(--muted);\n  font-size: 12px;\n}\n\ntable.kv td.num,\ntable.kv th:not(:first-child) {\n  text-align: right;\n  font-family: var(--mono);\n  font-size: 12px;\n}\n\ntr.changed td {\n  background: #fff3e0;\n}\ntr.changed td:first-child {\n  font-weight: 500;\n}\n\nul.diff,\nul.checkpoints,\nul.log {\n  list-style: none;\n  margin: 0;\n  padding: 0;\n}\n\nul.diff li {\n  padding: 1px 0;\n}\n\n.hp-name {\n  font-weight: 500;\n}\n\n.old {\n  font-family: var(--mono);\n  color: var(--muted);\n  text-decoration: line-through;\n}\n\n.new {\n  font-family: var(--mono);\n  color: var(--accent-dark);\n}\n\nul.checkpoints {\n  max-height: 180px;\n  overflow-y: auto;\n}\n\nul.checkpoints li {\n  display: flex;\n  align-items: center;\n  justify-content: space-between;\n  padding: 2px 0;\n  border-bottom: 1px solid #f5f5f5;\n}\n\n.ckpt-step {\n  font-family: var(--mono);\n  font-size: 12px;\n}\n\nbutton.restore,\n.actions button {\n  padding: 3px 10px;\n  border: 1px solid #c7c7c7;\n  border-radius: 4px;\n  background: #fff;\n  cursor: pointer;\n}\nbutton.restore:hover,\n.actions button:hover {\n  background: #fff3e0;\n  border-color: var(--accent);\n}\nbutton:disabled {\n  opacity: 0.5;\n  cursor: default;\n}\n\n.actions button.primary {\n  background: var(--accent);\n  border-color: var(--accent);\n  color: #fff;\n  font-weight: 500;\n}\n.actions button.primary:hover {\n  background: var(--accent-dark);\n}\n\n.then-set {\n  display: flex;\n  flex-direction: column;\n  gap: 2px;\n  font-size: 12px;\n  color: var(--muted);\n  margin-bottom: 6px;\n}\n\ninput[type='text'] {\n  padding: 3px 6px;\n  border: 1px solid #c7c7c7;\n  border-radius: 4px;\n  background: #fff;\n  min-width: 0;\n  font-family: var(--mono);\n  font-size: 12px;\n}\n\ninput[type='text']:focus,\nselect:focus {\n  outline: 2px solid rgba(245, 124, 0, 0.35);\n  border-color: var(--accent);\n}\n\ninput.fixed {\n  background: #f5f5f5;\n  color: var(--muted);\n}\n\n.restore-message,\n.form-message,\n.form-error {\n  margin-top: 6px;\n  font-size: 12px;\n  overflow-wrap: anywhere;\n}\n\n.restore-message:empty,\n.form-message:empty,\n.form-error:empty {\n  display: none;\n}\n\n.msg-ok {\n  color: var(--ok);\n}\n.msg-error,\n.form-error {\n  color: var(--error);\n}\n.msg-info,\n.msg-info-static {\n  color: var(--muted);\n}\n\n.hint {\n  color: var(--muted);\n  font-size: 12px;\n  margin: 0 0 8px;\n}\n\n.fields {\n  display: grid;\n  grid-template-columns: 1fr 1fr;\n  gap: 6px 10px;\n}\n\n.field {\n  display: flex;\n  flex-direction: column;\n  gap: 2px;\n}\n\n.field label {\n  font-size: 12px;\n  color: var(--muted);\n  overflow-wrap: anywhere;\n}\n\n.field-bool {\n  flex-direction: row-reverse;\n  justify-content: flex-end;\n  align-items: center;\n  gap: 6px;\n  align-self: end;\n}\n\n.field-bool input {\n  accent-color: var(--accent);\n  margin: 0;\n}\n\n.actions {\n  display: flex;\n  gap: 6px;\n  margin-top: 10px;\n}\n\ndetails.config-details {\n  margin-top: 10px;\n}\n\ndetails.config-details summary {\n  cursor: pointer;\n  font-size: 11px;\n  font-weight: 500;\n  text-transform: uppercase;\n  letter-spacing: 0.04em;\n  color: var(--muted);\n}\n\npre.config {\n  font-family: var(--mono);\n  font-size: 11px;\n  background: #fafafa;\n  border: 1px solid #eeeeee;\n  border-radius: 4px;\n  padding: 6px 8px;\n  max-height: 320px;\n  overflow: auto;\n  white-space: pre;\n  margin: 6px 0 0;\n}\n\nul.log li {\n  padding: 2px 0;\n  font-size: 12px;\n  overflow-wrap: anywhere;\n}\n\nul.log .time,\nul.log .step {\n  font-family: var(--mono);\n  color: var(--muted);\n}\n\nul.errors .msg {\n  color: var(--error);\n}\n";
+var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2");unicode-range:U+0000-00FF,U+0131,U+0152-0153,U+02C6,U+02DA,U+02DC,U+2000-206F,U+2074,U+20AC,U+2212,U+2215}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2");unicode-range:U+0000-00FF,U+0131,U+0152-0153,U+02C6,U+02DA,U+02DC,U+2000-206F,U+2074,U+20AC,U+2212,U+2215}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2");unicode-range:U+0000-00FF,U+0131,U+0152-0153,U+02C6,U+02DA,U+02DC,U+2000-206F,U+2074,U+20AC,U+2212,U+2215}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid #bdbdbd;border-radius:4px;background:#fff}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:#757575}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:#fff8e1}.banner-ok{background:#e8f5e9}.banner-error{background:#ffebee;color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:#fafafa;overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:#fff;stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .card{stroke-width:3}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid #d0d0d0;border-radius:4px;background:#fff;cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:#f5f5f5}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:#ffffffeb;font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:#fff;border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:#e8f5e9;color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:#eee}.chart .axis{stroke:#bdbdbd}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:#616161}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:#fafafa}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid #616161}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid #f0f0f0;text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:#fff3e0}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid #f5f5f5}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;cursor:pointer}button.restore:hover,.actions button:hover{background:#fff3e0;border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:#f5f5f5;color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:#fafafa;border:1px solid #eeeeee;border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}\n';
 
 // src/dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -88,9 +88,6 @@ function formatValue(value) {
 function formatMetric(value) {
   if (typeof value !== "number") return value === null || value === void 0 ? "–" : String(value);
   if (!Number.isFinite(value)) return formatG(value);
-  if (value === 0) return "0";
-  const a = Math.abs(value);
-  if (a >= 1e-3 && a < 1e5) return stripZeros(value.toPrecision(4));
   return formatG(value, 4);
 }
 function formatSteps(start, end) {
@@ -168,7 +165,7 @@ function trainerSummary(trainer, status) {
   }
 }
 function escapeRegex(text) {
-  return String(text).replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&");
+  return String(text).replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 function runsRegex(runs) {
   const names = [...new Set(runs)].sort();
@@ -191,8 +188,7 @@ function tensorboardRoot(iframeHref) {
   const url = new URL(iframeHref);
   const marker = "/data/plugin_entry.html";
   const at = url.pathname.lastIndexOf(marker);
-  const path = at >= 0 ? url.pathname.slice(0, at + 1) : new URL("..", url).pathname;
-  return `${url.origin}${path}`;
+  return `${url.origin}${at >= 0 ? url.pathname.slice(0, at + 1) : "/"}`;
 }
 function inputKind(name, current) {
   if (FIXED_AT_BUILD.has(name)) return "fixed";
@@ -712,7 +708,7 @@ var resquarify = (function custom2(ratio) {
 // src/layout.js
 var NODE_W = 200;
 var NODE_H = 40;
-var COL_GAP = 56;
+var COL_GAP = 44;
 var ROW_GAP = 14;
 var PALETTE = Object.freeze([
   "#1e88e5",
@@ -836,6 +832,33 @@ function truncate(text, maxChars) {
   const s2 = String(text ?? "");
   if (s2.length <= maxChars) return s2;
   return `${s2.slice(0, Math.max(1, maxChars - 1))}…`;
+}
+function viewRect(t, width, height, margin = 0) {
+  const w = width / t.k;
+  const h2 = height / t.k;
+  const x0 = -t.x / t.k;
+  const y0 = -t.y / t.k;
+  return { x0: x0 - w * margin, y0: y0 - h2 * margin, x1: x0 + w * (1 + margin), y1: y0 + h2 * (1 + margin) };
+}
+function contains(outer, inner) {
+  return inner.x0 >= outer.x0 && inner.y0 >= outer.y0 && inner.x1 <= outer.x1 && inner.y1 <= outer.y1;
+}
+function cull(layout, rect) {
+  const nodes = [];
+  for (const n of layout.nodes) {
+    if (n.x + NODE_W >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1) nodes.push(n);
+  }
+  const links = [];
+  for (const l of layout.links) {
+    const a = l.source;
+    const b = l.target;
+    const lx0 = a.x + NODE_W;
+    const lx1 = b.x;
+    const ly0 = Math.min(a.y, b.y);
+    const ly1 = Math.max(a.y, b.y) + NODE_H;
+    if (lx1 >= rect.x0 && lx0 <= rect.x1 && ly1 >= rect.y0 && ly0 <= rect.y1) links.push(l);
+  }
+  return { nodes, links };
 }
 
 // src/model.js
@@ -998,7 +1021,7 @@ function niceTicks(min, max, count2 = 4) {
   const raw = span / Math.max(1, count2);
   const mag = 10 ** Math.floor(Math.log10(raw));
   const norm = raw / mag;
-  const step = (norm >= 5 ? 10 : norm >= 2 ? 5 : norm >= 1.5 ? 2 : 1) * mag;
+  const step = (norm >= 7.07 ? 10 : norm >= 3.16 ? 5 : norm >= 1.41 ? 2 : 1) * mag;
   const first = Math.ceil(min / step - 1e-9) * step;
   const out = [];
   for (let v = first; v <= max + step * 1e-9; v += step) {
@@ -1071,7 +1094,7 @@ function chartModel(series, opts) {
     last: { x: r(sx(d.points[d.points.length - 1][0])), y: r(sy(d.points[d.points.length - 1][1])) }
   }));
   const xTicks = niceTicks(sMin, sMax, 4).filter((s2) => s2 >= sMin && s2 <= sMax).map((s2) => ({ x: r(sx(s2)), label: String(s2) }));
-  const yTicks = niceTicks(vMin, vMax, 3).filter((v) => v >= vMin && v <= vMax).map((v) => ({ y: r(sy(v)), label: formatMetric(v) }));
+  const yTicks = niceTicks(vMin, vMax, 4).filter((v) => v >= vMin && v <= vMax).map((v) => ({ y: r(sy(v)), label: formatMetric(v) }));
   const markers = [...new Set(opts.checkpoints || [])].filter((s2) => Number.isFinite(s2) && s2 >= sMin && s2 <= sMax).sort((a, b) => a - b).map((s2) => ({ x: r(sx(s2)), step: s2 }));
   let band = null;
   if (Number.isFinite(opts.start)) {
@@ -1099,8 +1122,9 @@ function buildShell(root) {
   );
   const banners = h("div", { class: "banners", "aria-live": "polite" });
   const links = s("g", { class: "links" });
+  const halo = makeHalo();
   const nodes = s("g", { class: "nodes" });
-  const layer = s("g", { class: "viewport" }, links, nodes);
+  const layer = s("g", { class: "viewport" }, links, halo, nodes);
   const svg = s("svg", { class: "tree", role: "group", "aria-label": "Experiment tree" }, layer);
   const tool = (label, title) => h("button", { type: "button", class: "tool", title, "aria-label": title }, label);
   const tools = {
@@ -1119,7 +1143,7 @@ function buildShell(root) {
   const side = h("aside", { class: "side" }, nodeCard, formCard, logCard);
   const app2 = h("div", { class: "retune-app" }, toolbar, banners, h("main", { class: "body" }, treePane, side));
   replaceChildren(root, app2);
-  return { app: app2, picker, trainer, scalars, banners, svg, layer, links, nodes, tools, legend, treeMessage, nodeCard, formCard, logCard };
+  return { app: app2, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, legend, treeMessage, nodeCard, formCard, logCard };
 }
 function renderPicker(select, experiments, selected) {
   const names = experiments.map((e) => e.name);
@@ -1158,8 +1182,6 @@ function template() {
   nodeTemplate = s(
     "g",
     { class: "node", tabindex: "0", role: "button" },
-    s("title"),
-    s("rect", { class: "halo", x: -4, y: -4, width: NODE_W + 8, height: NODE_H + 8, rx: 7 }),
     s("rect", { class: "card", width: NODE_W, height: NODE_H, rx: 4 }),
     s("rect", { class: "stripe", width: 5, height: NODE_H, rx: 2 }),
     s("text", { class: "label", x: 13, y: 17 }),
@@ -1167,49 +1189,136 @@ function template() {
   );
   return nodeTemplate;
 }
-function renderTree(links, nodes, layout, selectedId) {
-  const groups = /* @__PURE__ */ new Map();
-  for (const link of layout.links) {
-    const key = `${link.color}|${link.restore ? 1 : 0}`;
-    if (!groups.has(key)) groups.set(key, { color: link.color, restore: link.restore, d: [] });
-    groups.get(key).d.push(link.path);
-  }
-  const linkFrag = document.createDocumentFragment();
-  for (const g of groups.values()) {
-    linkFrag.appendChild(
-      s("path", { class: g.restore ? "link restore" : "link", d: g.d.join(""), stroke: g.color })
-    );
-  }
-  replaceChildren(links, linkFrag);
-  const tpl = template();
-  const frag = document.createDocumentFragment();
-  const byId = /* @__PURE__ */ new Map();
-  for (const item of layout.nodes) {
-    const n = item.node;
-    const g = tpl.cloneNode(true);
-    g.setAttribute("transform", `translate(${item.x},${item.y})`);
-    g.setAttribute("data-id", n.id);
-    const steps = formatSteps(n.start_step, n.end_step);
-    g.setAttribute("aria-label", `${n.label} (${n.branch}, ${steps})${n.current ? ", current" : ""}`);
-    const [title, , card, stripe, label, sub] = g.childNodes;
-    title.textContent = `${n.label}
-${n.branch} · ${steps}${n.current ? " · current" : ""}`;
-    card.setAttribute("stroke", item.color);
-    stripe.setAttribute("fill", item.color);
-    label.textContent = truncate(n.label, 29);
-    sub.textContent = truncate(`${n.branch} · ${steps}`, 34);
-    if (n.current) {
-      g.setAttribute("class", "node current");
-      card.setAttribute("fill", item.color);
-      g.appendChild(s("circle", { class: "current-dot", cx: NODE_W - 10, cy: 10, r: 4, fill: item.color }));
-    }
-    if (n.id === selectedId) g.classList.add("selected");
-    frag.appendChild(g);
-    byId.set(n.id, g);
-  }
-  replaceChildren(nodes, frag);
-  return byId;
+function ensureTooltip(g, node) {
+  if (!g || g.querySelector("title")) return;
+  const steps = formatSteps(node.start_step, node.end_step);
+  g.insertBefore(s("title", { text: `${node.label}
+${node.branch} · ${steps}${node.current ? " · current" : ""}` }), g.firstChild);
 }
+function placeHalo(halo, item) {
+  if (!item) {
+    halo.setAttribute("visibility", "hidden");
+    return;
+  }
+  halo.setAttribute("visibility", "visible");
+  halo.setAttribute("transform", `translate(${item.x - 5},${item.y - 5})`);
+}
+function makeHalo() {
+  return s("rect", { class: "halo", width: NODE_W + 10, height: NODE_H + 10, rx: 8, visibility: "hidden", "pointer-events": "none" });
+}
+function nodeKey(item) {
+  const n = item.node;
+  return `${item.x},${item.y},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}`;
+}
+function nodeElement(item, selectedId) {
+  const n = item.node;
+  const g = template().cloneNode(true);
+  g.setAttribute("transform", `translate(${item.x},${item.y})`);
+  g.setAttribute("data-id", n.id);
+  const steps = formatSteps(n.start_step, n.end_step);
+  g.setAttribute("aria-label", `${n.label} (${n.branch}, ${steps})${n.current ? ", current" : ""}`);
+  const [card, stripe, label, sub] = g.childNodes;
+  card.setAttribute("stroke", item.color);
+  stripe.setAttribute("fill", item.color);
+  label.textContent = truncate(n.label, 29);
+  sub.textContent = truncate(`${n.branch} · ${steps}`, 34);
+  if (n.current) {
+    g.setAttribute("class", "node current");
+    card.setAttribute("fill", item.color);
+    g.appendChild(s("circle", { class: "current-dot", cx: NODE_W - 10, cy: 10, r: 4, fill: item.color }));
+  }
+  if (n.id === selectedId) g.classList.add("selected");
+  return g;
+}
+var TreeView = class {
+  constructor(linksLayer, nodesLayer) {
+    this.linksLayer = linksLayer;
+    this.nodesLayer = nodesLayer;
+    this.layout = null;
+    this.mounted = /* @__PURE__ */ new Map();
+    this.keys = /* @__PURE__ */ new Map();
+    this.rendered = null;
+    this.selected = null;
+  }
+  /**
+   * Shows a new layout. Nodes drawn before that look the same in the new
+   * one (same place, label, steps...) keep their element, and with it the
+   * focus and the pointer's hover; the others are dropped.
+   */
+  setLayout(layout) {
+    this.layout = layout;
+    this.rendered = null;
+    const keep = /* @__PURE__ */ new Map();
+    for (const [id, g] of this.mounted) {
+      const item = layout ? layout.index.get(id) : null;
+      if (item && this.keys.get(id) === nodeKey(item)) keep.set(id, g);
+      else {
+        g.remove();
+        this.keys.delete(id);
+      }
+    }
+    this.mounted = keep;
+    this.linksLayer.textContent = "";
+  }
+  /**
+   * Draws what the view `t` of size `width` x `height` shows, with one view
+   * of margin around it; does nothing while the view stays inside what was
+   * drawn last at about the same scale.
+   */
+  update(t, width, height, force = false) {
+    if (!this.layout) return;
+    const view = viewRect(t, width, height, 0);
+    const r = this.rendered;
+    if (!force && r && contains(r.rect, view) && t.k > r.k * 0.6) return;
+    const t0 = performance.now();
+    const rect = viewRect(t, width, height, 1);
+    this.rendered = { rect, k: t.k };
+    const { nodes, links } = cull(this.layout, rect);
+    const groups = /* @__PURE__ */ new Map();
+    for (const link of links) {
+      const key = `${link.color}|${link.restore ? 1 : 0}`;
+      if (!groups.has(key)) groups.set(key, { color: link.color, restore: link.restore, d: [] });
+      groups.get(key).d.push(link.path);
+    }
+    const linkFrag = document.createDocumentFragment();
+    for (const g of groups.values()) {
+      linkFrag.appendChild(s("path", { class: g.restore ? "link restore" : "link", d: g.d.join(""), stroke: g.color }));
+    }
+    replaceChildren(this.linksLayer, linkFrag);
+    const keep = /* @__PURE__ */ new Set();
+    const frag = document.createDocumentFragment();
+    for (const item of nodes) {
+      keep.add(item.id);
+      if (this.mounted.has(item.id)) continue;
+      const g = nodeElement(item, this.selected);
+      this.mounted.set(item.id, g);
+      this.keys.set(item.id, nodeKey(item));
+      frag.appendChild(g);
+    }
+    for (const [id, g] of this.mounted) {
+      if (keep.has(id)) continue;
+      if (g.contains(document.activeElement)) continue;
+      g.remove();
+      this.mounted.delete(id);
+      this.keys.delete(id);
+    }
+    this.nodesLayer.appendChild(frag);
+    globalThis.__retuneLastUpdateMs = performance.now() - t0;
+    globalThis.__retuneMountedNodes = this.mounted.size;
+  }
+  /** Marks `id` as the selected node. */
+  select(id) {
+    const old = this.selected !== null ? this.mounted.get(this.selected) : null;
+    if (old) old.classList.remove("selected");
+    this.selected = id;
+    const g = id !== null ? this.mounted.get(id) : null;
+    if (g) g.classList.add("selected");
+  }
+  /** The <g> of a node, if it is drawn. */
+  element(id) {
+    return this.mounted.get(id) || null;
+  }
+};
 function renderLegend(el, branches, onPick, limit = 12) {
   const shown = branches.slice(0, limit);
   replaceChildren(
@@ -1258,7 +1367,7 @@ function renderChart(series, { start, end, checkpoints, color, width = 340, heig
     svg.appendChild(
       s(
         "path",
-        { class: "ckpt", d: `M${c.x},${plot.bottom - 1}l-3.5,-6h7z` },
+        { class: "ckpt", d: `M${c.x},${plot.bottom - 7}l-3.5,6h7z` },
         s("title", { text: `checkpoint at step ${c.step}` })
       )
     );
@@ -1537,10 +1646,20 @@ function centerOn(cx, cy, width, height, k) {
   const s2 = clampScale(k);
   return { k: s2, x: width / 2 - cx * s2, y: height / 2 - cy * s2 };
 }
-function initialTransform(bounds, width, height, focus, readable = 0.55) {
+function initialTransform(bounds, width, height, focus, readable = 0.8, pad = 140) {
   const fit = fitTransform(bounds, width, height);
   if (fit.k >= readable || !focus) return fit;
-  return centerOn(focus.x, focus.y, width, height, 0.8);
+  const k = clampScale(readable);
+  const t = centerOn((bounds.x0 + bounds.x1) / 2, (bounds.y0 + bounds.y1) / 2, width, height, k);
+  const fx = focus.x * k + t.x;
+  const fy = focus.y * k + t.y;
+  const px = Math.min(pad, width / 2);
+  const py = Math.min(pad / 2, height / 2);
+  if (fx > width - px) t.x -= fx - (width - px);
+  if (fx < px) t.x += px - fx;
+  if (fy > height - py) t.y -= fy - (height - py);
+  if (fy < py) t.y += py - fy;
+  return t;
 }
 function wheelFactor(deltaY, deltaMode = 0) {
   const pixels = deltaMode === 1 ? deltaY * 16 : deltaMode === 2 ? deltaY * 400 : deltaY;
@@ -1563,6 +1682,13 @@ var PanZoom = class {
     this._drag = null;
     this._moved = false;
     this._frame = 0;
+    this._size = null;
+    if (typeof ResizeObserver === "function") {
+      new ResizeObserver((entries) => {
+        const r = entries[entries.length - 1].contentRect;
+        if (r.width > 0 && r.height > 0) this._size = [r.width, r.height];
+      }).observe(svg);
+    }
     svg.addEventListener(
       "wheel",
       (e) => {
@@ -1615,6 +1741,7 @@ var PanZoom = class {
     return [e.clientX - r.left, e.clientY - r.top];
   }
   size() {
+    if (this._size) return this._size;
     const r = this.svg.getBoundingClientRect();
     return [r.width || 800, r.height || 500];
   }
@@ -1651,6 +1778,9 @@ var PanZoom = class {
 var REFRESH_MS = 3e3;
 var STORAGE_KEY = "tb-retune.experiment";
 var TEXT_MIN_SCALE = 0.4;
+function treeSignature(tree2) {
+  return JSON.stringify([tree2.nodes || [], tree2.branches || []]);
+}
 var RetuneApp = class {
   constructor(root, api) {
     this.api = api;
@@ -1673,13 +1803,15 @@ var RetuneApp = class {
       formKey: "",
       formDirty: /* @__PURE__ */ new Set()
     };
-    this.nodeEls = /* @__PURE__ */ new Map();
+    this.treeView = new TreeView(this.ui.links, this.ui.nodes);
     this.viewFor = /* @__PURE__ */ new Map();
     this.tbRoot = tensorboardRoot(window.location.href);
     this.timer = 0;
     this.zoom = new PanZoom(this.ui.svg, this.ui.layer, (t) => {
       this.ui.svg.classList.toggle("lod-low", t.k < TEXT_MIN_SCALE);
       if (this.state.experiment !== null) this.viewFor.set(this.state.experiment, t);
+      const [w, hgt] = this.zoom.size();
+      this.treeView.update(t, w, hgt);
     });
     this.restoreInput = h("input", {
       type: "text",
@@ -1696,6 +1828,11 @@ var RetuneApp = class {
     this.ui.nodes.addEventListener("click", (e) => {
       const g = e.target.closest && e.target.closest("g.node");
       if (g) this.selectNode(g.getAttribute("data-id"));
+    });
+    this.ui.nodes.addEventListener("pointerover", (e) => {
+      const g = e.target.closest && e.target.closest("g.node");
+      const item = g && this.state.layout ? this.state.layout.index.get(g.getAttribute("data-id")) : null;
+      if (item) ensureTooltip(g, item.node);
     });
     this.ui.nodes.addEventListener("keydown", (e) => {
       if (e.key !== "Enter" && e.key !== " ") return;
@@ -1774,9 +1911,10 @@ var RetuneApp = class {
     }
     if (!this.seq.accepts(token, { experiment: this.state.experiment })) return;
     this.state.loadError = null;
-    const changed = answer.text !== this.state.treeText;
+    const signature = treeSignature(answer.body);
+    const changed = signature !== this.state.treeText;
     this.state.tree = answer.body;
-    this.state.treeText = answer.text;
+    this.state.treeText = signature;
     this.trackRequests();
     if (changed) this.renderTreeView();
     if (this.state.selected === null || !this.state.layout.index.has(this.state.selected)) {
@@ -1831,10 +1969,10 @@ var RetuneApp = class {
     this.restoreMessage.textContent = "";
     this.seq.cancel("tree");
     this.seq.cancel("node");
-    this.nodeEls = /* @__PURE__ */ new Map();
-    this.ui.links.textContent = "";
-    this.ui.nodes.textContent = "";
+    this.treeView.setLayout(null);
+    placeHalo(this.ui.halo, null);
     renderNoNode(this.ui.nodeCard, "Loading…");
+    this.nodeCardKey = "";
     this.ui.formCard.textContent = "";
     this.ui.logCard.textContent = "";
   }
@@ -2017,6 +2155,9 @@ var RetuneApp = class {
         items.push({ kind: "error", text: `The trainer refused ${r.what}: ${r.message}`, onclose: dismiss });
       }
     }
+    const key = JSON.stringify(items.map((b) => [b.kind, b.text, b.action ? b.action.label : null]));
+    if (key === this.bannersKey) return;
+    this.bannersKey = key;
     renderBanners(this.ui.banners, items);
   }
   renderTreeView() {
@@ -2024,11 +2165,10 @@ var RetuneApp = class {
     const tree2 = this.state.tree;
     const layout = layoutTree(tree2);
     this.state.layout = layout;
-    this.nodeEls = renderTree(this.ui.links, this.ui.nodes, layout, this.state.selected);
+    this.treeView.setLayout(layout);
     renderLegend(this.ui.legend, tree2.branches || [], (b) => this.selectNode(b.nodes[0], { reveal: true }));
-    const first = !this.viewFor.has(this.state.experiment);
-    if (first) {
-      const [w, hgt] = this.zoom.size();
+    const [w, hgt] = this.zoom.size();
+    if (!this.viewFor.has(this.state.experiment)) {
       const current = layout.nodes.find((n) => n.node.current) || layout.nodes[layout.nodes.length - 1];
       const focus = current ? { x: current.x + NODE_W / 2, y: current.y + NODE_H / 2 } : null;
       this.zoom.t = initialTransform(layout.bounds, w, hgt, focus);
@@ -2036,6 +2176,7 @@ var RetuneApp = class {
       this.zoom.t = this.viewFor.get(this.state.experiment);
     }
     this.zoom.apply();
+    this.markSelected();
     const ms = performance.now() - t0;
     window.__retuneLastRenderMs = ms;
     window.__retuneRenderCount = (window.__retuneRenderCount || 0) + 1;
@@ -2051,9 +2192,9 @@ var RetuneApp = class {
     });
   }
   markSelected() {
-    for (const g2 of this.ui.nodes.querySelectorAll("g.node.selected")) g2.classList.remove("selected");
-    const g = this.state.selected !== null ? this.nodeEls.get(this.state.selected) : null;
-    if (g) g.classList.add("selected");
+    const id = this.state.selected;
+    this.treeView.select(id);
+    placeHalo(this.ui.halo, id !== null && this.state.layout ? this.state.layout.index.get(id) : null);
   }
   renderSide() {
     this.renderNode();
@@ -2064,11 +2205,15 @@ var RetuneApp = class {
     const { layout, selected, tree: tree2 } = this.state;
     const item = layout && selected !== null ? layout.index.get(selected) : null;
     if (!item) {
+      this.nodeCardKey = "";
       renderNoNode(this.ui.nodeCard, tree2 ? "Click a node of the tree to see its details." : "Loading…");
       return;
     }
     const branch = (tree2.branches || []).find((b) => b.name === item.node.branch) || null;
     const color = branch ? branchColor(branch.color) : item.color;
+    const key = JSON.stringify([item.node, branch, color, this.state.details, this.state.detailsError, tree2.writable]);
+    if (key === this.nodeCardKey) return;
+    this.nodeCardKey = key;
     renderNodeCard(this.ui.nodeCard, {
       node: item.node,
       details: this.state.details,
