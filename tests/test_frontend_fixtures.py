@@ -11,7 +11,10 @@ from __future__ import annotations
 import filecmp
 import os
 
-import make_frontend_fixtures as fixtures
+try:  # tests/ as a package
+    from tests import make_frontend_fixtures as fixtures
+except ImportError:  # tests/ on sys.path (rootdir-relative imports)
+    import make_frontend_fixtures as fixtures  # type: ignore[no-redef]
 
 
 def test_committed_fixtures_are_current(tmp_path):
