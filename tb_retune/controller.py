@@ -541,13 +541,14 @@ class RetuneController:
             restore = revision.restore
             if restore is not None and restore.id in self._restores_done:
                 restore = None
+            new_schedule = revision.schedule != self._schedule
+            self._schedule = revision.schedule
             if restore is not None:
                 retrace |= self._apply_restore(restore, step)
             if wanted:
                 retrace |= self._apply_change(wanted, reason="control", request_id=None)
             self._control_seen = dict(revision.hyperparameters)
-            if revision.schedule != self._schedule:
-                self._schedule = revision.schedule
+            if new_schedule:
                 self._plan_schedule()
             if revision.stop and not self.stop_requested:
                 self.stop_requested = True
@@ -679,6 +680,13 @@ class RetuneController:
                                        "kind": "restore", "node": self.node, "branch": new_branch,
                                        "from_branch": old_branch, "what": what})
         self._sync_status_lists()
+        # The branch starts from the state at the restored step: schedule
+        # entries at or before it belong to the past it inherits (firing
+        # them now would undo the restore's own hyperparameters).
+        for entry in self._schedule:
+            if entry.at_step <= info.step:
+                self._fired.add(f"{new_branch}|{entry.key()}")
+        self.status.update(schedule_fired=sorted(self._fired))
         self.status.write_now()
         self._plan_schedule()
         self._log(f"retune: step {step} {what}")

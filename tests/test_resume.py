@@ -65,6 +65,9 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Any) -> None:
     assert status["restores_done"] == ["r-offline"]
     branch = status["branch"]
     assert branch == "main-s20"
+    # The branch starts from the state just before the change at 20; the
+    # schedule entry at 20 belongs to the past it inherits and does not fire.
+    assert status["hyperparameters"]["learning_rate"] == pytest.approx(0.05)
     # fit counts epochs from where it was: the branch ends at epoch 12.
     assert status["epoch"] == 12
 
