@@ -204,9 +204,14 @@ def test_restore_button_writes_the_request_and_shows_the_new_branch(
     assert f"Written: restore main @ 100, then learning_rate=0.0002 ({restore['id']})" in frame.text_content(".banners")
 
     # The trainer picks it up: a new branch whose first node carries the request id.
+    view = frame.get_attribute("svg.tree g.viewport", "transform")
     _carry_out_restore(folder, restore)
     banner = frame.wait_for_selector(".banner-ok", timeout=20000)
     assert "new branch main-r1" in banner.text_content()
+    # The refreshes kept the zoom and the selection.
+    assert frame.get_attribute("svg.tree g.viewport", "transform") == view
+    assert frame.text_content(".node-card h2") == "main-1"
+    frame.wait_for_selector('svg.tree g.node[data-id="main-r1-1"]')
     frame.click(".banner-ok button.link-button")
     frame.wait_for_function("document.querySelector('.node-card h2').textContent === 'main-r1-1'")
 

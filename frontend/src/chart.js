@@ -99,7 +99,11 @@ export function chartModel(series, opts) {
     }));
   const xTicks = niceTicks(sMin, sMax, 4)
     .filter((s) => s >= sMin && s <= sMax)
-    .map((s) => ({ x: r(sx(s)), label: String(s) }));
+    .map((s) => {
+      const x = r(sx(s));
+      // A label at the right edge is right-aligned, so it is not cut off.
+      return { x, label: String(s), anchor: x > plot.right - 14 ? 'end' : 'middle' };
+    });
   const yTicks = niceTicks(vMin, vMax, 4)
     .filter((v) => v >= vMin && v <= vMax)
     .map((v) => ({ y: r(sy(v)), label: formatMetric(v) }));

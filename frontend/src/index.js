@@ -102,9 +102,19 @@ class RetuneApp {
     this.ui.tools.zoomIn.addEventListener('click', () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener('click', () => this.zoom.zoomBy(1 / 1.4));
     this.ui.tools.current.addEventListener('click', () => this.showCurrent());
+    this.visible = true;
     document.addEventListener('visibilitychange', () => {
-      if (document.visibilityState === 'visible') this.refresh();
+      this.visible = document.visibilityState === 'visible';
+      if (this.visible) this.refresh();
     });
+    if (typeof IntersectionObserver === 'function') {
+      new IntersectionObserver((entries) => {
+        const shown = entries[entries.length - 1].isIntersecting;
+        const was = this.visible;
+        this.visible = shown && document.visibilityState !== 'hidden';
+        if (this.visible && !was) this.refresh();
+      }).observe(this.ui.app);
+    }
     renderNoNode(this.ui.nodeCard, 'Loading…');
   }
 
@@ -123,6 +133,11 @@ class RetuneApp {
   /** One refresh: experiments, then the selected experiment's tree and node. */
   async refresh() {
     clearTimeout(this.timer);
+    // While TensorBoard shows another tab, the frame is hidden: ask nothing.
+    if (!this.visible && this.state.tree) {
+      this.schedule();
+      return;
+    }
     try {
       await this.loadExperiments();
       if (this.state.experiment !== null) await this.loadTree();
@@ -555,9 +570,16 @@ class RetuneApp {
       this.formFields = built.fields;
       this.state.formKey = key;
     }
-    // Fields the person has not touched follow the values in force.
+    // Fields the person has not touched follow the values in force; values
+    // written and not yet applied stay shown until the trainer applies them.
+    const written = new Set();
+    for (const r of this.state.requests) {
+      if (r.kind === 'hyperparameters' && r.state === 'waiting' && r.experiment === this.state.experiment) {
+        for (const name of Object.keys(r.values || {})) written.add(name);
+      }
+    }
     for (const [name, f] of this.formFields) {
-      if (this.state.formDirty.has(name) || document.activeElement === f.input) continue;
+      if (this.state.formDirty.has(name) || written.has(name) || document.activeElement === f.input) continue;
       const value = hps[name];
       if (f.kind === 'bool') f.input.checked = Boolean(value);
       else {

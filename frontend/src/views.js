@@ -320,7 +320,7 @@ export function renderChart(series, { start, end, checkpoints, color, width = 34
   }
   svg.appendChild(s('line', { class: 'axis', x1: plot.left, x2: plot.right, y1: plot.bottom, y2: plot.bottom }));
   for (const t of m.xTicks) {
-    svg.appendChild(s('text', { class: 'tick', x: t.x, y: plot.bottom + 13, 'text-anchor': 'middle' }, t.label));
+    svg.appendChild(s('text', { class: 'tick', x: t.anchor === 'end' ? plot.right : t.x, y: plot.bottom + 13, 'text-anchor': t.anchor }, t.label));
   }
   for (const c of m.markers) {
     svg.appendChild(

@@ -30,6 +30,7 @@ test('chartModel draws the loss of a node fixture with its checkpoints and range
   assert.ok(m.band.x0 < m.band.x1 && m.band.x1 <= m.plot.right);
   assert.ok(m.yTicks.length >= 2, 'at least two y ticks');
   assert.ok(m.xTicks.length >= 2, 'at least two x ticks');
+  assert.equal(m.xTicks[m.xTicks.length - 1].anchor, 'end', 'the last step label is right-aligned');
   for (const line of m.lines) assert.doesNotMatch(line.path, /NaN|Infinity/);
 });
 

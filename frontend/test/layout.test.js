@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { NODE_H, NODE_W, PALETTE, branchColor, layoutTree, linkPath, truncate } from '../src/layout.js';
+import { NODE_H, NODE_W, PALETTE, branchColor, contains, cull, layoutTree, linkPath, truncate, viewRect } from '../src/layout.js';
 import { bigTree, fixture, treeFixtures } from './helpers.js';
 
 function overlaps(a, b) {
@@ -85,4 +85,27 @@ test('edges, colours and truncation', () => {
   assert.equal(branchColor(undefined), PALETTE[0]);
   assert.equal(truncate('short', 10), 'short');
   assert.equal(truncate('lr 1e-3 → 3e-4, mom 0.9 → 0.5 @ 1200', 20), 'lr 1e-3 → 3e-4, mom…');
+});
+
+test('viewRect and cull keep what the view shows, with a margin', () => {
+  const t = { k: 0.5, x: 100, y: 50 };
+  assert.deepEqual(viewRect(t, 1000, 600), { x0: -200, y0: -100, x1: 1800, y1: 1100 });
+  assert.deepEqual(viewRect({ k: 1, x: 0, y: 0 }, 100, 50, 1), { x0: -100, y0: -50, x1: 200, y1: 100 });
+  assert.ok(contains({ x0: 0, y0: 0, x1: 10, y1: 10 }, { x0: 1, y0: 1, x1: 9, y1: 10 }));
+  assert.ok(!contains({ x0: 0, y0: 0, x1: 10, y1: 10 }, { x0: -1, y0: 1, x1: 9, y1: 9 }));
+
+  const layout = layoutTree(bigTree(1000, 60));
+  const all = cull(layout, layout.bounds);
+  assert.equal(all.nodes.length, 1000);
+  assert.equal(all.links.length, layout.links.length);
+  const rect = { x0: 0, y0: 0, x1: 1200, y1: 800 };
+  const some = cull(layout, rect);
+  assert.ok(some.nodes.length > 0 && some.nodes.length < 1000);
+  const inside = (n) => n.x + NODE_W >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1;
+  assert.deepEqual(some.nodes.map((n) => n.id).sort(), layout.nodes.filter(inside).map((n) => n.id).sort());
+  // Every edge between two kept nodes is kept.
+  const kept = new Set(some.nodes.map((n) => n.id));
+  for (const l of layout.links) {
+    if (kept.has(l.source.id) && kept.has(l.target.id)) assert.ok(some.links.includes(l), `${l.target.id}`);
+  }
 });

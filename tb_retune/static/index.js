@@ -1093,7 +1093,10 @@ function chartModel(series, opts) {
     path: d.points.map(([s2, v], i) => `${i ? "L" : "M"}${r(sx(s2))},${r(sy(v))}`).join(""),
     last: { x: r(sx(d.points[d.points.length - 1][0])), y: r(sy(d.points[d.points.length - 1][1])) }
   }));
-  const xTicks = niceTicks(sMin, sMax, 4).filter((s2) => s2 >= sMin && s2 <= sMax).map((s2) => ({ x: r(sx(s2)), label: String(s2) }));
+  const xTicks = niceTicks(sMin, sMax, 4).filter((s2) => s2 >= sMin && s2 <= sMax).map((s2) => {
+    const x = r(sx(s2));
+    return { x, label: String(s2), anchor: x > plot.right - 14 ? "end" : "middle" };
+  });
   const yTicks = niceTicks(vMin, vMax, 4).filter((v) => v >= vMin && v <= vMax).map((v) => ({ y: r(sy(v)), label: formatMetric(v) }));
   const markers = [...new Set(opts.checkpoints || [])].filter((s2) => Number.isFinite(s2) && s2 >= sMin && s2 <= sMax).sort((a, b) => a - b).map((s2) => ({ x: r(sx(s2)), step: s2 }));
   let band = null;
@@ -1361,7 +1364,7 @@ function renderChart(series, { start, end, checkpoints, color, width = 340, heig
   }
   svg.appendChild(s("line", { class: "axis", x1: plot.left, x2: plot.right, y1: plot.bottom, y2: plot.bottom }));
   for (const t of m.xTicks) {
-    svg.appendChild(s("text", { class: "tick", x: t.x, y: plot.bottom + 13, "text-anchor": "middle" }, t.label));
+    svg.appendChild(s("text", { class: "tick", x: t.anchor === "end" ? plot.right : t.x, y: plot.bottom + 13, "text-anchor": t.anchor }, t.label));
   }
   for (const c of m.markers) {
     svg.appendChild(
@@ -1845,9 +1848,19 @@ var RetuneApp = class {
     this.ui.tools.zoomIn.addEventListener("click", () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener("click", () => this.zoom.zoomBy(1 / 1.4));
     this.ui.tools.current.addEventListener("click", () => this.showCurrent());
+    this.visible = true;
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") this.refresh();
+      this.visible = document.visibilityState === "visible";
+      if (this.visible) this.refresh();
     });
+    if (typeof IntersectionObserver === "function") {
+      new IntersectionObserver((entries) => {
+        const shown = entries[entries.length - 1].isIntersecting;
+        const was = this.visible;
+        this.visible = shown && document.visibilityState !== "hidden";
+        if (this.visible && !was) this.refresh();
+      }).observe(this.ui.app);
+    }
     renderNoNode(this.ui.nodeCard, "Loading…");
   }
   // -------------------------------------------------------------------------
@@ -1862,6 +1875,10 @@ var RetuneApp = class {
   /** One refresh: experiments, then the selected experiment's tree and node. */
   async refresh() {
     clearTimeout(this.timer);
+    if (!this.visible && this.state.tree) {
+      this.schedule();
+      return;
+    }
     try {
       await this.loadExperiments();
       if (this.state.experiment !== null) await this.loadTree();
@@ -2262,8 +2279,14 @@ var RetuneApp = class {
       this.formFields = built.fields;
       this.state.formKey = key;
     }
+    const written = /* @__PURE__ */ new Set();
+    for (const r of this.state.requests) {
+      if (r.kind === "hyperparameters" && r.state === "waiting" && r.experiment === this.state.experiment) {
+        for (const name of Object.keys(r.values || {})) written.add(name);
+      }
+    }
     for (const [name, f] of this.formFields) {
-      if (this.state.formDirty.has(name) || document.activeElement === f.input) continue;
+      if (this.state.formDirty.has(name) || written.has(name) || document.activeElement === f.input) continue;
       const value = hps[name];
       if (f.kind === "bool") f.input.checked = Boolean(value);
       else {
