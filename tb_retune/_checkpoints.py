@@ -240,22 +240,32 @@ class CheckpointStore:
             saved = {key: data[f"v{i}"] for i, key in enumerate(meta["keys"])}
         variables = collect_variables(model, optimizer)
         plan: list[tuple[Any, np.ndarray]] = []
-        for key, var in variables:
-            value = saved.get(key)
-            if value is None:
-                if key.startswith("optimizer/"):
-                    value = np.zeros(tuple(var.shape), dtype=np.dtype(var.dtype))
-                else:
-                    raise CheckpointError(
-                        f"checkpoint {os.path.basename(info.path)} has no value for {key}; "
-                        "was the model changed since it was taken?"
-                    )
-            if tuple(value.shape) != tuple(var.shape):
+        name = os.path.basename(info.path)
+        for section in ("model/", "optimizer/"):
+            ours = [(k, v) for k, v in variables if k.startswith(section)]
+            theirs = [(k, a) for k, a in saved.items() if k.startswith(section)]
+            same_layout = len(ours) == len(theirs) and all(
+                tuple(a.shape) == tuple(v.shape) for (_, v), (_, a) in zip(ours, theirs, strict=True)
+            )
+            if same_layout:
+                # By position: variable paths depend on Keras's automatic
+                # names (dense_1, dense_2, ...), the order does not.
+                plan.extend((v, a) for (_, v), (_, a) in zip(ours, theirs, strict=True))
+                continue
+            if section == "model/":
                 raise CheckpointError(
-                    f"checkpoint {os.path.basename(info.path)}: {key} has shape {tuple(value.shape)}, "
-                    f"the model has {tuple(var.shape)}"
+                    f"checkpoint {name} does not fit this model: it holds {len(theirs)} weights "
+                    f"with shapes {[tuple(a.shape) for _, a in theirs][:6]}..., the model has {len(ours)} "
+                    f"with shapes {[tuple(v.shape) for _, v in ours][:6]}...; was the model changed?"
                 )
-            plan.append((var, value))
+            # Optimizer slots turned on after the checkpoint (e.g. momentum
+            # from 0): match by path and start the missing ones at zero.
+            by_path = dict(theirs)
+            for key, var in ours:
+                value = by_path.get(key)
+                if value is None or tuple(value.shape) != tuple(var.shape):
+                    value = np.zeros(tuple(var.shape), dtype=np.dtype(var.dtype))
+                plan.append((var, value))
         for var, value in plan:
             var.assign(value)
         return dict(meta)

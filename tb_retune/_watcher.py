@@ -21,6 +21,16 @@ from watchdog.observers.polling import PollingObserver
 logger = logging.getLogger("tb_retune")
 
 
+class _QuietStopFilter(logging.Filter):
+    """Drops watchdog's harmless error when events arrive while it stops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStopFilter())
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, path: str, poke: Callable[[], None]) -> None:
         self._path = os.path.abspath(path)

@@ -80,6 +80,7 @@ class RetuneCallback(keras.callbacks.Callback):
             **kwargs,
         )
         self.logdir = self.controller.logdir
+        self._batches = 0
         if isinstance(update_freq, int) and not isinstance(update_freq, bool):
             # Batch-level scalars need the logs of on_train_batch_end; only
             # then do we override it (it turns off Keras's async dispatch).
@@ -133,7 +134,11 @@ class RetuneCallback(keras.callbacks.Callback):
         guarded._retune_guard = True  # type: ignore[attr-defined]
         self.model.train_function = guarded
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._batches = 0
+
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._batches += 1
         if self.controller.before_step():
             self.model.make_train_function(force=True)
             self._guard_train_function()
@@ -144,7 +149,9 @@ class RetuneCallback(keras.callbacks.Callback):
         self.controller.after_step(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.controller.end_epoch(epoch, logs)
+        steps = (self.params or {}).get("steps")
+        complete = not (self.controller.stop_requested and steps and self._batches < steps)
+        self.controller.end_epoch(epoch, logs, complete=complete)
         if self.controller.stop_requested:
             self.model.stop_training = True
 

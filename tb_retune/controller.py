@@ -309,7 +309,7 @@ class RetuneController:
             return False, False
         self.status = self._new_status()
         data = self.status.data
-        for key in ("applied", "errors", "restores_done", "schedule_fired", "node_seq", "branches"):
+        for key in ("applied", "errors", "restores_done", "schedule_fired", "node_seq", "branches", "stop_seen"):
             if key in previous:
                 data[key] = previous[key]
         data["control_seen"] = previous.get("control_seen")
@@ -459,12 +459,19 @@ class RetuneController:
             self.writer.hyperparameters(step, self.handle.get())
             self._last_scalar_tags.add("\0hp")
 
-    def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Call at the end of each epoch: scalars, and the epoch checkpoint."""
+    def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None, *, complete: bool = True) -> None:
+        """Call at the end of each epoch: scalars, and the epoch checkpoint.
+
+        ``complete=False`` (an epoch cut short by a stop) logs the scalars
+        but does not count the epoch, so a resumed run trains it again.
+        """
         step = self.sync_step()
-        self.epoch = epoch + 1
         if logs:
             self.log_scalars(step, logs)
+        if not complete:
+            self.epoch = epoch
+            return
+        self.epoch = epoch + 1
         if (self.checkpoint_every_epochs and self.epoch % self.checkpoint_every_epochs == 0
                 and self.store is not None and self.store.get(self.branch, step) is None):
             self._checkpoint("epoch", step)
@@ -550,7 +557,11 @@ class RetuneController:
             self._control_seen = dict(revision.hyperparameters)
             if new_schedule:
                 self._plan_schedule()
-            if revision.stop and not self.stop_requested:
+            # Like hyperparameters, stop is obeyed when it changes to true, so
+            # a "stop": true left in the file does not stop every later run.
+            stop_was = self.status.data.get("stop_seen", False)
+            self.status.update(stop_seen=revision.stop)
+            if revision.stop and not stop_was and not self.stop_requested:
                 self.stop_requested = True
                 self._log(f"retune: step {self._step_known} stop requested; finishing after this batch")
             sha = self.status.data.get("control_sha256_pending")

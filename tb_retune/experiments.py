@@ -241,8 +241,8 @@ def resolve_for_write(logdir: str, name: Any, *, known: Iterable[str] = ()) -> s
 # -- reading through the data provider --------------------------------------
 
 
-def _series_key(index: Mapping[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
-    return tuple(sorted((tag, ts.max_step, ts.max_wall_time) for tag, ts in index.items()))
+def _series_key(index: Mapping[str, Any]) -> frozenset[tuple[str, Any, Any]]:
+    return frozenset((tag, ts.max_step, ts.max_wall_time) for tag, ts in index.items())
 
 
 def decode_record(datum: Any) -> dict[str, Any] | None:
@@ -264,7 +264,7 @@ def decode_record(datum: Any) -> dict[str, Any] | None:
 class _Branch:
     """What the event files of one branch hold, with the key it was read at."""
 
-    key: tuple[Any, ...]
+    key: tuple[Any, Any]
     records: list[dict[str, Any]]
     last_step: int | None
     series: list[tuple[int, dict[str, float]]]
@@ -272,8 +272,8 @@ class _Branch:
 
 @dataclasses.dataclass
 class _Tree:
-    key: tuple[Any, ...]
-    status_key: str
+    key: dict[str, Any]
+    status_key: dict[str, Any]
     tree: dict[str, Any]
     json: bytes | None = None
 
@@ -473,13 +473,10 @@ class ExperimentStore:
         """The (cached) tree of ``name``, its branches and its status file."""
         name = check_name(name)
         branches = self._read_branches(ctx, experiment_id, name)
-        key = tuple(sorted((b, br.key) for b, br in branches.items()))
+        key = {b: br.key for b, br in branches.items()}
         status = read_status(self.logdir, name) if self.logdir else None
         # Only these keys of the status shape the nodes; the heartbeat does not.
-        status_key = json.dumps(
-            {k: (status or {}).get(k) for k in ("node", "checkpoints", "checkpoint_nodes")},
-            sort_keys=True, default=str,
-        )
+        status_key = {k: (status or {}).get(k) for k in ("node", "checkpoints", "checkpoint_nodes")}
         with self._lock:
             cached = self._trees.get((experiment_id, name))
         if cached is None or cached.key != key or cached.status_key != status_key:

@@ -335,3 +335,32 @@ def test_custom_training_loop(tmp_path: Any) -> None:
         expected.append(w)
     assert weights == pytest.approx(expected, rel=1e-5)
     assert read_status(logdir)["state"] == "finished"
+
+
+def test_stop_is_one_shot_and_a_cut_epoch_is_trained_again(tmp_path: Any) -> None:
+    import keras
+
+    import tb_retune
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(128)  # 16 steps per epoch with batch 8
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            if int(self.model.optimizer.iterations.numpy()) == 20:
+                atomic_save(os.path.join(logdir, "retune.json"), {"stop": True})
+
+    model = tiny_model()
+    model.fit(x, y, batch_size=8, epochs=5, verbose=0,
+              callbacks=[tb_retune.RetuneCallback(logdir, verbose=False), StopAt(), SlowBatches(0.01)])
+    status = read_status(logdir)
+    assert status["state"] == "stopped"
+    stopped_at = status["step"]
+    assert 20 < stopped_at < 32 and status["epoch"] == 1  # epoch 2 was cut short: not counted
+    assert stopped_at in status["checkpoints"]["main"]
+    # The file still says stop: a new run is not stopped by it, and trains the cut epoch again.
+    model2 = tiny_model()
+    model2.fit(x, y, batch_size=8, epochs=5, verbose=0, callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
+    status = read_status(logdir)
+    assert status["state"] == "finished" and status["epoch"] == 5
+    assert status["step"] == stopped_at + 4 * 16
