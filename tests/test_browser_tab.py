@@ -178,6 +178,23 @@ def test_tab_loads_with_the_tree_of_an_experiment(tensorboard: str, logdir: str,
     # Rendering is measured for the benchmark.
     assert frame.evaluate("window.__retuneLastRenderMs") > 0
 
+    # The wheel zooms about the pointer, a drag pans (and selects nothing).
+    def transform() -> str:
+        return frame.get_attribute("svg.tree g.viewport", "transform")
+
+    box = frame.locator("svg.tree").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 40)
+    before = transform()
+    page.mouse.wheel(0, -300)
+    frame.wait_for_function("t => document.querySelector('svg.tree g.viewport').getAttribute('transform') !== t", arg=before)
+    zoomed = transform()
+    assert float(re.search(r"scale\(([\d.]+)\)", zoomed).group(1)) > float(re.search(r"scale\(([\d.]+)\)", before).group(1))
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 120, box["y"] + 90, steps=5)
+    page.mouse.up()
+    frame.wait_for_function("t => document.querySelector('svg.tree g.viewport').getAttribute('transform') !== t", arg=zoomed)
+    assert frame.text_content(".node-card h2") == "main-1"
+
     # The Scalars link opens TensorBoard's time series dashboard with the run filter set.
     frame.click("a.scalars-link")
     page.wait_for_url(re.compile(r".*#timeseries$"))
