@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from tb_retune._errors import ExperimentLockedError
 
@@ -33,13 +33,19 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Writes ``data`` to ``path`` atomically (temp file, fsync, os.replace)."""
+@contextlib.contextmanager
+def atomic_open(path: str, *, durable: bool = True, prefix: str | None = None) -> Iterator[BinaryIO]:
+    """Opens a temporary file beside ``path``; on success it becomes ``path``.
+
+    The file is flushed and fsynced before ``os.replace``, so readers see
+    the old content or the new, never a mix; on error the temporary file
+    is removed and ``path`` is untouched.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix or ("." + os.path.basename(path) + "."), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -50,6 +56,12 @@ def atomic_write_bytes(path: str, data: bytes, *, durable: bool = True) -> None:
         raise
     if durable:
         fsync_dir(folder)
+
+
+def atomic_write_bytes(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Writes ``data`` to ``path`` atomically (temp file, fsync, os.replace)."""
+    with atomic_open(path, durable=durable) as f:
+        f.write(data)
 
 
 def dumps(obj: Any) -> bytes:

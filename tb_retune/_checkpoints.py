@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tb_retune._atomic import fsync_dir
+from tb_retune._atomic import atomic_open, fsync_dir
 from tb_retune._errors import CheckpointError
 
 logger = logging.getLogger("tb_retune")
@@ -160,18 +160,8 @@ class CheckpointStore:
         bdir = os.path.join(self.folder, branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(branch, step, node, kind)
-        fd, tmp = tempfile.mkstemp(dir=bdir, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(bdir)
+        with atomic_open(final, prefix=".tmp-") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
         info = CheckpointInfo(branch, step, node, kind, final)
         self._add(info)
         self._prune(branch)
