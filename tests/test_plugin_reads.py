@@ -216,3 +216,17 @@ def test_loader_imports_nothing_heavy() -> None:
         " 'tb_retune.plugin.loader'], mine\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_plugin_is_active_only_with_retune_data(logdir: str, tmp_path: Any) -> None:
+    from tensorboard.plugins import base_plugin
+
+    from tb_retune.plugin.loader import RetuneLoader
+
+    for folder, active in [(logdir, True), (str(tmp_path), False)]:
+        multiplexer, provider = load_multiplexer(folder)
+        multiplexer.AddRunsFromDirectory(folder)
+        multiplexer.Reload()
+        plugin = RetuneLoader().load(base_plugin.TBContext(data_provider=provider, logdir=folder))
+        assert plugin.plugin_name == "retune" and plugin.is_active() is active
+        assert plugin.frontend_metadata().es_module_path == "/static/index.js"
