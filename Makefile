@@ -32,7 +32,7 @@ frontend: frontend-deps
 	cd frontend && npm run build
 
 lint: deps
-	$(BIN)/ruff check tb_retune tests demo benchmarks
+	$(BIN)/ruff check tb_retune tests demo $(wildcard benchmarks)
 	$(BIN)/mypy tb_retune
 
 test: deps chromium frontend-deps lint
