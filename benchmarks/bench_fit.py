@@ -1,0 +1,397 @@
+"""``fit`` with RetuneCallback against ``fit`` with TensorBoard's callback and bare ``fit``,
+and the latency of a live change from the save of ``retune.json`` to the optimizer.
+
+All fits use one compiled model whose weights and optimizer state are reset
+before each run, so every run trains the same steps from the same state with an
+already-traced train function (tracing takes longer than the fit itself and
+would hide what a callback costs). Each run gets a fresh log folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import Profile, interleaved, median, pair_ratios, percentile
+
+#: The small MLP of the overhead benchmark and how long it trains.
+INPUTS, HIDDEN, CLASSES = 32, 64, 10
+SAMPLES, BATCH = 3200, 32  # 100 steps per epoch
+EPOCHS = 5
+
+#: The learning rates of the control-latency benchmark cycle through these.
+_LR_BASE = 1e-3
+
+
+def _data(samples: int = SAMPLES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(samples, INPUTS)).astype("float32")
+    y = rng.integers(0, CLASSES, size=samples).astype("int32")
+    return x, y
+
+
+def make_model(hidden: int = HIDDEN, depth: int = 2, inputs: int = INPUTS, optimizer: str = "adam") -> Any:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((inputs,))]
+    layers += [keras.layers.Dense(hidden, activation="relu") for _ in range(depth)]
+    layers += [keras.layers.Dense(CLASSES)]
+    model = keras.Sequential(layers)
+    opt = keras.optimizers.Adam(_LR_BASE) if optimizer == "adam" else keras.optimizers.SGD(_LR_BASE, momentum=0.9)
+    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+class _Resettable:
+    """One compiled model, put back to the same weights and optimizer state before each run."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._weights = model.get_weights()
+        self._opt = [v.numpy() for v in model.optimizer.variables]
+
+    def reset(self) -> None:
+        self.model.set_weights(self._weights)
+        for var, value in zip(self.model.optimizer.variables, self._opt, strict=True):
+            var.assign(value)
+        self.model.stop_training = False
+
+
+def _callbacks(kind: str, logdir: str) -> list[Any]:
+    import keras
+
+    import tb_retune
+
+    if kind == "bare":
+        return []
+    if kind == "tensorboard":
+        # What a person adds instead: the defaults, at the same frequency as ours.
+        return [keras.callbacks.TensorBoard(logdir, update_freq="epoch")]
+    if kind == "tensorboard_nograph":
+        return [keras.callbacks.TensorBoard(logdir, update_freq="epoch", write_graph=False)]
+    if kind == "retune":
+        # The defaults: scalars each epoch, a checkpoint each epoch.
+        return [tb_retune.RetuneCallback(logdir, verbose=False)]
+    if kind == "retune_nockpt":
+        return [tb_retune.RetuneCallback(logdir, verbose=False, checkpoint_every_epochs=None)]
+    raise ValueError(kind)
+
+
+def _hook_timer(callback: Any) -> dict[str, float]:
+    """Wraps the hooks that RetuneCallback overrides and sums the time spent in each.
+
+    ``on_train_batch_end`` is left alone: wrapping it would turn off Keras's
+    async callback dispatch and change what is measured.
+    """
+    spent: dict[str, float] = collections.defaultdict(float)
+    for name in ("on_train_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end"):
+        inner = getattr(callback, name)
+
+        def wrapper(*args: Any, _inner: Callable[..., Any] = inner, _name: str = name, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _inner(*args, **kwargs)
+            finally:
+                spent[_name] += time.perf_counter() - t0
+
+        setattr(callback, name, wrapper)
+    return spent
+
+
+def overhead(*, pairs: int, epochs: int = EPOCHS, nograph: bool = True, profile: bool = True) -> dict[str, Any]:
+    """Wall time of ``fit`` with RetuneCallback over ``fit`` with TensorBoard / with nothing."""
+    x, y = _data()
+    state = _Resettable(make_model())
+    root = tempfile.mkdtemp(prefix="tbr-bench-fit-")
+    kinds = ["bare", "tensorboard", "retune", "retune_nockpt"] + (["tensorboard_nograph"] if nograph else [])
+    counter = [0]
+
+    def run(kind: str) -> tuple[float, float]:
+        state.reset()
+        counter[0] += 1
+        logdir = os.path.join(root, f"{kind}-{counter[0]}")
+        cbs = _callbacks(kind, logdir)
+        c0, t0 = time.process_time(), time.perf_counter()
+        state.model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=cbs, shuffle=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        shutil.rmtree(logdir, ignore_errors=True)
+        return wall, cpu
+
+    try:
+        # Warm up: the first fit traces the train function; each callback kind
+        # imports and initialises what it needs once.
+        for kind in kinds:
+            run(kind)
+        wall: dict[str, list[float]] = {k: [] for k in kinds}
+        cpu: dict[str, list[float]] = {k: [] for k in kinds}
+        for _, kind in interleaved(pairs, kinds):
+            w, c = run(kind)
+            wall[kind].append(w)
+            cpu[kind].append(c)
+
+        # Where our time goes: two extra, instrumented runs (not in the ratios).
+        hooks: dict[str, dict[str, float]] = {}
+        for kind in ("retune", "retune_nockpt"):
+            per: list[dict[str, float]] = []
+            for _ in range(2):
+                state.reset()
+                counter[0] += 1
+                logdir = os.path.join(root, f"hooks-{counter[0]}")
+                cb = _callbacks(kind, logdir)[0]
+                spent = _hook_timer(cb)
+                state.model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+                per.append(dict(spent))
+            hooks[kind] = {name: round(median([p.get(name, 0.0) for p in per]) * 1000, 2)
+                           for name in ("on_train_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end")}
+            hooks[kind]["total"] = round(sum(hooks[kind].values()), 2)
+
+        r_tb = pair_ratios(wall["retune"], wall["tensorboard"])
+        r_bare = pair_ratios(wall["retune_nockpt"], wall["bare"])
+        out: dict[str, Any] = {
+            "overhead_vs_tensorboard_callback": round(median(r_tb), 4),
+            "overhead_vs_bare_fit": round(median(r_bare), 4),
+            "details": {
+                "fit": {"model": f"MLP {INPUTS}-{HIDDEN}-{HIDDEN}-{CLASSES}, Adam", "samples": SAMPLES,
+                        "batch_size": BATCH, "epochs": epochs, "steps": epochs * SAMPLES // BATCH,
+                        "pairs": pairs},
+                "wall_s_median": {k: round(median(v), 4) for k, v in wall.items()},
+                "wall_s_min": {k: round(min(v), 4) for k, v in wall.items()},
+                "cpu_s_median": {k: round(median(v), 4) for k, v in cpu.items()},
+                "pair_ratios": {
+                    "retune/tensorboard": [round(r, 3) for r in r_tb],
+                    "retune_nockpt/bare": [round(r, 3) for r in r_bare],
+                },
+                "overhead_with_checkpoints_vs_bare": round(median(pair_ratios(wall["retune"], wall["bare"])), 4),
+                "ratio_of_minimums": {
+                    "retune/tensorboard": round(min(wall["retune"]) / min(wall["tensorboard"]), 4),
+                    "retune_nockpt/bare": round(min(wall["retune_nockpt"]) / min(wall["bare"]), 4),
+                },
+                "cpu_ratio": {
+                    "retune/tensorboard": round(median(pair_ratios(cpu["retune"], cpu["tensorboard"])), 4),
+                    "retune_nockpt/bare": round(median(pair_ratios(cpu["retune_nockpt"], cpu["bare"])), 4),
+                },
+                "retune_hook_ms_per_fit": hooks,
+                "hook_share_of_bare_fit": {
+                    k: round(v["total"] / 1000 / median(wall["bare"]), 4) for k, v in hooks.items()
+                },
+            },
+        }
+        if nograph:
+            out["details"]["overhead_vs_tensorboard_nograph"] = round(
+                median(pair_ratios(wall["retune"], wall["tensorboard_nograph"])), 4)
+        if profile:
+            # One more run with cProfile switched on inside RetuneCallback's hooks only.
+            state.reset()
+            counter[0] += 1
+            cb = _callbacks("retune_nockpt", os.path.join(root, f"prof-{counter[0]}"))[0]
+            prof = Profile()
+            prof.wrap(cb, ("on_train_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end"))
+            state.model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+            out["details"]["profile_retune_nockpt_fit"] = prof.top()
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- control latency -----------------------------------------------------------
+
+
+def _atomic_save(path: str, doc: str, tmp_dir: str | None = None) -> float:
+    """What an editor or a script does: write a temporary file, then rename it onto the file.
+
+    The temporary file is next to the file (as editors and our own writers do),
+    or in ``tmp_dir`` (a folder on the same filesystem that is not watched).
+    Returns ``time.perf_counter()`` just before the rename: the moment the save
+    becomes visible (taken before, as a thread that waits for the GIL after
+    the rename would read the clock late).
+    """
+    tmp = os.path.join(tmp_dir or os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(doc)
+    t = time.perf_counter()
+    os.replace(tmp, path)
+    return t
+
+
+def control_latency(*, saves: int, batch_ms: float = 5.0, seed: int = 0,
+                    tmp_outside: bool = False, profiler: Profile | None = None) -> dict[str, Any]:
+    """Milliseconds from an atomic save of ``retune.json`` to the new learning rate in the optimizer.
+
+    A probe callback placed after RetuneCallback reads the optimizer's learning
+    rate at each batch boundary (the training thread's view) and pads each batch
+    to ``batch_ms``. Another thread saves a new learning rate, waits until the
+    probe sees it, pauses a random 10-40 ms, and saves the next one. Each save
+    is timed in three parts: save -> revision parsed (watcher thread),
+    parsed -> the next batch boundary, and the work done there to apply it.
+    With ``profiler``, RetuneCallback's batch hook runs under it.
+    """
+    import keras
+
+    import tb_retune
+
+    rng = random.Random(seed)
+    # 1,000 steps (about 5 s) per epoch: an epoch end (with its checkpoint) falls
+    # within the run, as in real training, but not every second.
+    x, y = _data(32000)
+    model = make_model()
+    root = tempfile.mkdtemp(prefix="tbr-bench-latency-")
+    logdir = os.path.join(root, "exp")
+    control = os.path.join(logdir, "retune.json")
+    tmp_dir = os.path.join(root, "tmp") if tmp_outside else None
+    if tmp_dir:
+        os.makedirs(tmp_dir)
+    lock = threading.Lock()
+    wanted: list[float | None] = [None]
+    seen_at: list[float] = [0.0]
+    seen = threading.Event()
+    done = threading.Event()
+    boundaries: list[float] = []  # perf_counter at each batch boundary (probe)
+    batch_index: list[int] = []  # the batch number within its epoch at each boundary
+    applies: list[tuple[float, float]] = []  # RetuneCallback's hook on batches that applied a revision
+    revision_at: list[float] = []  # the watcher thread has parsed and handed over a revision
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self._begin = 0.0
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            now = time.perf_counter()
+            lr = float(self.model.optimizer.learning_rate)
+            with lock:
+                target = wanted[0]
+                if target is not None and not seen.is_set() and abs(lr - target) <= 1e-6 * target:
+                    seen_at[0] = now
+                    seen.set()
+            if done.is_set():
+                self.model.stop_training = True
+            boundaries.append(now)
+            batch_index.append(batch)
+            # Pad the batch to batch_ms (sleeping releases the GIL, as a real step does).
+            pad = batch_ms / 1000 - (now - self._begin) if self._begin else 0.0
+            if pad > 0:
+                time.sleep(pad)
+            self._begin = time.perf_counter()
+
+    retune = tb_retune.RetuneCallback(logdir, verbose=False)
+    if profiler is not None:
+        profiler.wrap(retune, ("on_train_batch_begin",))
+    controller = retune.controller
+    inner_revision = controller._on_revision
+
+    def on_revision(data: bytes | None) -> None:
+        inner_revision(data)
+        revision_at.append(time.perf_counter())
+
+    # Set before fit: the controller hands this bound attribute to its watcher.
+    controller._on_revision = on_revision  # type: ignore[method-assign]
+    inner_hook = retune.on_train_batch_begin
+
+    def hook(batch: int, logs: Any = None) -> None:
+        before = controller._applied_version
+        t0 = time.perf_counter()
+        inner_hook(batch, logs)
+        if controller._applied_version != before:
+            applies.append((t0, time.perf_counter()))
+
+    retune.on_train_batch_begin = hook  # type: ignore[method-assign]
+    timeline: list[dict[str, float]] = []
+    errors: list[str] = []
+    watcher_kind: list[str] = ["?"]
+
+    def writer() -> None:
+        try:
+            # Wait until training runs (the first batches have gone by).
+            while len(boundaries) < 5 and not done.is_set():
+                time.sleep(0.01)
+            if controller.watcher is not None:
+                watcher_kind[0] = controller.watcher.kind
+            for i in range(saves):
+                target = float(f"{_LR_BASE * (1 + (i + 1) / 100):.6g}")
+                with lock:
+                    wanted[0] = target
+                    seen.clear()
+                    n_rev, n_apply = len(revision_at), len(applies)
+                doc = json.dumps({"hyperparameters": {"learning_rate": target}}) + "\n"
+                t_save = _atomic_save(control, doc, tmp_dir)
+                if not seen.wait(5.0):
+                    errors.append(f"save {i}: learning rate {target} not in force after 5 s")
+                    break
+                row = {"total": seen_at[0] - t_save}
+                if len(revision_at) > n_rev:
+                    row["parsed"] = revision_at[n_rev] - t_save
+                if len(applies) > n_apply:
+                    row["boundary"] = applies[n_apply][0] - t_save
+                    row["apply"] = applies[n_apply][1] - applies[n_apply][0]
+                    # 0 when the change waited for an epoch to end and the next to start
+                    row["batch"] = batch_index[-1] if batch_index else -1
+                timeline.append({k: (v if k == "batch" else v * 1000) for k, v in row.items()})
+                time.sleep(rng.uniform(0.010, 0.040))
+        except Exception as e:  # reported, never hangs the fit
+            errors.append(repr(e))
+        finally:
+            done.set()
+
+    try:
+        os.makedirs(logdir, exist_ok=True)
+        t = threading.Thread(target=writer, name="bench-control-writer", daemon=True)
+        t.start()
+        model.fit(x, y, batch_size=BATCH, epochs=10_000, verbose=0, callbacks=[retune, Probe()], shuffle=False)
+        t.join(timeout=10)
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        latencies = [r["total"] for r in timeline]
+        parsed = [r["parsed"] for r in timeline if "parsed" in r]
+        waits = [r["boundary"] - r["parsed"] for r in timeline if "boundary" in r and "parsed" in r]
+        apply = [r["apply"] for r in timeline if "apply" in r]
+        gaps = [(b - a) * 1000 for a, b in zip(boundaries, boundaries[1:], strict=False)]
+        epoch_gaps = [g for g, i in zip(gaps, batch_index[1:], strict=False) if i == 0]
+        inner_gaps = [g for g, i in zip(gaps, batch_index[1:], strict=False) if i != 0]
+        slow = sorted(timeline, key=lambda r: -r["total"])[:3]
+        return {
+            "control_latency_ms_p50": round(percentile(latencies, 50), 2),
+            "control_latency_ms_p99": round(percentile(latencies, 99), 2),
+            "details": {
+                "saves": len(latencies),
+                "temp_file": "outside the watched folder" if tmp_outside else "next to retune.json",
+                "watcher": watcher_kind[0],
+                "debounce_ms": controller.debounce_s * 1000,
+                "steps_per_epoch": len(x) // BATCH,
+                "batch_ms_median": round(median(gaps), 2),
+                "batch_ms_max_within_epoch": round(max(inner_gaps), 2) if inner_gaps else None,
+                # Keras ends an epoch and starts the next between two batches
+                "epoch_transition_ms": {"median": round(median(epoch_gaps), 2),
+                                        "max": round(max(epoch_gaps), 2)} if epoch_gaps else None,
+                "saves_applied_at_epoch_start": sum(1 for r in timeline if r.get("batch") == 0),
+                "latency_ms_min": round(min(latencies), 2),
+                "latency_ms_max": round(max(latencies), 2),
+                # save -> the watcher thread has read, parsed and validated the new revision
+                "save_to_parsed_ms": {"p50": round(percentile(parsed, 50), 2),
+                                      "p99": round(percentile(parsed, 99), 2)},
+                # parsed -> the training thread's next batch boundary
+                "parsed_to_boundary_ms": {"p50": round(percentile(waits, 50), 2),
+                                          "p99": round(percentile(waits, 99), 2)},
+                # time in RetuneCallback.on_train_batch_begin on the batch that applies it
+                "apply_in_hook_ms": {"p50": round(percentile(apply, 50), 2),
+                                     "p99": round(percentile(apply, 99), 2)},
+                "slowest_saves_ms": [{k: round(v, 1) for k, v in r.items()} for r in slow],
+                "p99_without_epoch_transitions": round(
+                    percentile([r["total"] for r in timeline if r.get("batch") != 0], 99), 2),
+            },
+        }
+    finally:
+        done.set()
+        shutil.rmtree(root, ignore_errors=True)
