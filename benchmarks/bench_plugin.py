@@ -1,0 +1,219 @@
+"""The plugin's ``tree`` route against TensorBoard's own scalars route, and the tab in Chromium.
+
+One logdir of 50 experiments: the big ones (100 nodes over 10 branches, 1,000
+over 100, and in full mode 10,000 over 1,000) written by
+``tb_retune._synthetic.make_experiment`` with the trainer's own writers, the
+rest small (9 nodes over 3 branches). It is read by TensorBoard's own
+multiplexer and data provider (what ``tensorboard --load_fast=false`` uses)
+and served by TensorBoard's real WSGI app with the Scalars plugin and ours.
+Routes are called through ``werkzeug.test.Client``; the tab is loaded in
+Debian's headless Chromium from the same app served over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import threading
+from typing import Any
+
+from benchmarks._common import log, median, pair_ratios, profile_top, timed
+
+CHROMIUM = os.environ.get("TB_RETUNE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+EXPERIMENTS = 50
+#: nodes -> branches (ten nodes per branch, as in the headline 1,000 over 100).
+SHAPES = {100: 10, 1000: 100, 10000: 1000}
+
+
+def name_of(nodes: int) -> str:
+    return f"big{nodes}"
+
+
+class Served:
+    """A logdir, TensorBoard's data provider over it, and the WSGI app with the Scalars and Retune plugins."""
+
+    def __init__(self, sizes: list[int], root: str | None = None) -> None:
+        from tb_retune._synthetic import make_experiment
+
+        self.root = root or tempfile.mkdtemp(prefix="tbr-bench-logdir-")
+        self.sizes = sizes
+        t_write = 0.0
+        for i, nodes in enumerate(sizes):
+            dt, _ = timed(lambda nodes=nodes, i=i: make_experiment(
+                os.path.join(self.root, name_of(nodes)), branches=SHAPES[nodes], nodes=nodes, seed=100 + i))
+            t_write += dt
+        for i in range(EXPERIMENTS - len(sizes)):
+            dt, _ = timed(lambda i=i: make_experiment(os.path.join(self.root, f"exp{i:02d}"), branches=3,
+                                                      nodes=9, seed=i))
+            t_write += dt
+        self.write_s = t_write
+        from tensorboard.backend import application
+        from tensorboard.plugins.scalar import scalars_plugin
+
+        from tb_retune.experiments import load_multiplexer
+        from tb_retune.plugin.loader import RetuneLoader
+
+        self.multiplexer, self.provider = load_multiplexer(self.root)
+
+        def load() -> None:
+            self.multiplexer.AddRunsFromDirectory(self.root)
+            self.multiplexer.Reload()
+
+        self.load_s, _ = timed(load)
+        flags = argparse.Namespace(logdir=self.root, path_prefix="", samples_per_plugin={}, window_title="")
+        self.app = application.TensorBoardWSGIApp(flags, [scalars_plugin.ScalarsPlugin, RetuneLoader()],
+                                                  self.provider)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]:
+    """Warm medians of the tree route and of the scalars routes over the same experiment."""
+    from werkzeug.test import Client
+
+    client = Client(served.app)
+    out: dict[str, Any] = {"sizes": {}}
+    for nodes in served.sizes:
+        name = name_of(nodes)
+
+        def tree(name: str = name) -> Any:
+            r = client.get(f"/data/plugin/retune/tree?experiment={name}")
+            assert r.status_code == 200, r.data[:300]
+            return r
+
+        cold, first = timed(tree)
+        doc = json.loads(first.data)
+        assert len(doc["nodes"]) == nodes, (name, len(doc["nodes"]))
+        runs = [b["run"] for b in doc["branches"]]
+
+        def multirun(runs: list[str] = runs) -> Any:
+            # What the Scalars dashboard asks for to show the experiment's branches.
+            r = client.post("/data/plugin/scalars/scalars_multirun", data={"tag": "loss", "runs": runs})
+            assert r.status_code == 200, r.data[:300]
+            return r
+
+        def single(run: str = runs[0]) -> Any:
+            r = client.get(f"/data/plugin/scalars/scalars?run={run}&tag=loss")
+            assert r.status_code == 200, r.data[:300]
+            return r
+
+        multirun()
+        single()
+        t_tree: list[float] = []
+        t_multi: list[float] = []
+        t_single: list[float] = []
+        for i in range(reps):
+            calls = [(tree, t_tree), (multirun, t_multi), (single, t_single)]
+            if i % 2:
+                calls.reverse()
+            for fn, into in calls:
+                dt, _ = timed(fn)
+                into.append(dt * 1000)
+        entry = {
+            "branches": len(runs),
+            "tree_cold_ms": round(cold * 1000, 2),
+            "tree_ms": round(median(t_tree), 2),
+            "tree_bytes": len(first.data),
+            "scalars_multirun_ms": round(median(t_multi), 2),
+            "scalars_multirun_bytes": len(multirun().data),
+            "scalars_single_run_ms": round(median(t_single), 2),
+            "tree_vs_scalars_multirun": round(median(pair_ratios(t_tree, t_multi)), 4),
+            "tree_vs_scalars_single_run": round(median(pair_ratios(t_tree, t_single)), 4),
+        }
+        out["sizes"][nodes] = entry
+        out[f"tree_route_ms_{nodes}_nodes"] = entry["tree_ms"]
+        log(f"  tree route {nodes} nodes: {entry['tree_ms']} ms warm, {entry['tree_cold_ms']} ms cold; "
+            f"scalars over its {len(runs)} runs {entry['scalars_multirun_ms']} ms")
+    head = out["sizes"].get(1000) or out["sizes"][max(out["sizes"])]
+    out["scalars_route_ms_same_logdir"] = head["scalars_multirun_ms"]
+    out["scalars_single_run_route_ms_same_logdir"] = head["scalars_single_run_ms"]
+    out["tree_vs_scalars_route"] = head["tree_vs_scalars_multirun"]
+    out["tree_vs_scalars_single_run_route"] = head["tree_vs_scalars_single_run"]
+    t_exp, _ = timed(lambda: client.get("/data/plugin/retune/experiments"))
+    out["experiments_route_ms"] = round(t_exp * 1000, 2)
+    if profile:
+        # Where a warm tree request of the largest experiment spends its time.
+        big = name_of(max(served.sizes))
+        out["profile_tree_warm"] = profile_top(
+            lambda: client.get(f"/data/plugin/retune/tree?experiment={big}"))
+    return out
+
+
+_RENDERED = """(n) => {
+  const w = window;
+  if (w.__retuneLastRenderNodes !== n || w.__retuneLastPaintMs === undefined) return null;
+  const fetches = performance.getEntriesByType("resource").filter((e) => e.name.includes("/tree?"));
+  return {
+    render_ms: w.__retuneLastRenderMs, paint_ms: w.__retuneLastPaintMs, visible_ms: performance.now(),
+    renders: w.__retuneRenderCount, nodes: w.__retuneLastRenderNodes,
+    svg_nodes: document.querySelectorAll("svg.tree g.node").length,
+    tree_fetch_ms: fetches.length ? fetches[fetches.length - 1].duration : null,
+  };
+}"""
+
+_VISIBLE = """(n) => document.querySelectorAll("svg.tree g.node").length > 0
+  && document.querySelector("svg.tree") !== null ? performance.now() : null"""
+
+
+def tab(served: Served, *, reps: dict[int, int]) -> dict[str, Any]:
+    """The Retune tab in headless Chromium: render, paint and time to a visible tree, per size."""
+    from playwright.sync_api import sync_playwright
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, served.app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="bench-http", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    out: dict[str, Any] = {"sizes": {}}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            out["chromium"] = browser.version
+            try:
+                for nodes in served.sizes:
+                    name = name_of(nodes)
+                    context = browser.new_context(viewport={"width": 1400, "height": 900})
+                    # The tab opens the experiment it showed last (kept in localStorage).
+                    context.add_init_script(
+                        f"try {{ localStorage.setItem('tb-retune.experiment', {json.dumps(name)}); }} catch (e) {{}}")
+                    page = context.new_page()
+                    samples: list[dict[str, Any]] = []
+                    timeout = 120_000 if nodes >= 10000 else 30_000
+                    for i in range(reps.get(nodes, 3) + 1):  # the first load warms caches and is dropped
+                        page.goto(f"{base}/data/plugin_entry.html?name=retune")
+                        visible = page.wait_for_function(_VISIBLE, arg=nodes, timeout=timeout).json_value()
+                        got = page.wait_for_function(_RENDERED, arg=nodes, timeout=timeout).json_value()
+                        got["visible_ms"] = visible
+                        if i:
+                            samples.append(got)
+                    context.close()
+                    entry = {
+                        "loads": len(samples),
+                        "paint_ms": round(median([s["paint_ms"] for s in samples]), 2),
+                        "render_js_ms": round(median([s["render_ms"] for s in samples]), 2),
+                        "navigation_to_tree_ms": round(median([s["visible_ms"] for s in samples]), 2),
+                        "tree_fetch_ms": round(median([s["tree_fetch_ms"] or 0.0 for s in samples]), 2),
+                        "layout_nodes": samples[-1]["nodes"],
+                        "svg_node_elements": samples[-1]["svg_nodes"],
+                        "paint_ms_all": [round(s["paint_ms"], 1) for s in samples],
+                    }
+                    out["sizes"][nodes] = entry
+                    out[f"tab_render_ms_{nodes}_nodes"] = entry["paint_ms"]
+                    log(f"  tab {nodes} nodes: paint {entry['paint_ms']} ms (JS {entry['render_js_ms']} ms), "
+                        f"tree visible {entry['navigation_to_tree_ms']} ms after navigation")
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    return out
