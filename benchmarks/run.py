@@ -1,0 +1,297 @@
+"""tb-retune's benchmarks, each side by side with what a person would use instead.
+
+Usage:
+    python benchmarks/run.py                          # everything, then the table
+    python benchmarks/run.py --quick --json bench.json  # the short version (under 3 minutes on 2 cores)
+    python benchmarks/run.py --only fit,latency       # some sections
+
+Everything runs in this one process, against real things: real ``fit`` on a
+small MLP, real files and watchdog events, the real plugin in TensorBoard's
+WSGI app over a real data provider, the real tab in headless Chromium. Results
+are ratios (ours / theirs, < 1 means tb-retune is faster) of runs interleaved
+with each other, so they hold on a noisy shared machine where absolute times
+drift. See benchmarks/README.md for how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+# Runnable as a script from anywhere: the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab")
+
+#: key -> (comparison, bound). ``<=``/``<``: the value must not exceed the bound.
+TARGETS: dict[str, tuple[str, float]] = {
+    "overhead_vs_tensorboard_callback": ("<=", 1.02),
+    "overhead_vs_bare_fit": ("<=", 1.05),
+    "control_latency_ms_p99": ("<=", 50.0),
+    "checkpoint_vs_save_weights": ("<=", 1.2),
+    "restore_vs_load_weights": ("<=", 1.2),
+    "tab_render_ms_1000_nodes": ("<", 300.0),
+}
+
+#: target key -> the profiles (by name prefix) that explain it when it is missed.
+PROFILE_OF = {
+    "overhead_vs_tensorboard_callback": "fit.",
+    "overhead_vs_bare_fit": "fit.",
+    "control_latency_ms_p99": "latency.",
+    "checkpoint_vs_save_weights": "checkpoint.profile_save",
+    "restore_vs_load_weights": "checkpoint.profile_load",
+    "tab_render_ms_1000_nodes": "plugin.",
+}
+
+#: The rows of the table: (key, what it is, unit).
+ROWS: list[tuple[str, str, str]] = [
+    ("overhead_vs_tensorboard_callback", "fit + RetuneCallback (ckpt each epoch) / fit + TensorBoard callback", "x"),
+    ("overhead_vs_bare_fit", "fit + RetuneCallback (no epoch ckpt) / bare fit", "x"),
+    ("overhead_vs_bare_fit_from_hooks", "  1 + time inside RetuneCallback's hooks / bare fit", "x"),
+    ("retune_fixed_ms_per_fit", "  of which on_train_begin + on_train_end", "ms"),
+    ("retune_ms_per_epoch", "  of which per epoch (scalars, status)", "ms"),
+    ("retune_ms_per_epoch_with_checkpoint", "  per epoch with the default epoch checkpoint", "ms"),
+    ("retune_us_per_batch", "  of which per batch (on_train_batch_begin), microseconds", "us"),
+    ("overhead_with_checkpoints_vs_bare", "fit + RetuneCallback (ckpt each epoch) / bare fit", "x"),
+    ("overhead_vs_tensorboard_nograph", "fit + RetuneCallback / fit + TensorBoard(write_graph=False)", "x"),
+    ("control_latency_ms_p50", "save of retune.json -> new lr in the optimizer, p50", "ms"),
+    ("control_latency_ms_p99", "save of retune.json -> new lr in the optimizer, p99", "ms"),
+    ("checkpoint_vs_save_weights", "CheckpointStore.save / model.save_weights (worst size)", "x"),
+    ("checkpoint_vs_save_weights_small", "  small MLP (7 k params)", "x"),
+    ("checkpoint_vs_save_weights_medium", "  1 M params", "x"),
+    ("checkpoint_vs_save_weights_large", "  17 M params", "x"),
+    ("checkpoint_vs_save_weights_fsynced", "CheckpointStore.save / (save_weights + fsync) (worst size)", "x"),
+    ("restore_vs_load_weights", "CheckpointStore.load / model.load_weights (worst size)", "x"),
+    ("restore_vs_load_weights_small", "  small MLP (7 k params)", "x"),
+    ("restore_vs_load_weights_medium", "  1 M params", "x"),
+    ("restore_vs_load_weights_large", "  17 M params", "x"),
+    ("tree_route_ms_100_nodes", "tree route, warm, 100 nodes / 10 branches", "ms"),
+    ("tree_route_ms_1000_nodes", "tree route, warm, 1,000 nodes / 100 branches", "ms"),
+    ("tree_route_ms_10000_nodes", "tree route, warm, 10,000 nodes / 1,000 branches", "ms"),
+    ("scalars_route_ms_same_logdir", "TensorBoard scalars_multirun, loss of the same 100 runs", "ms"),
+    ("tree_vs_scalars_route", "tree route / scalars_multirun (1,000 nodes)", "x"),
+    ("scalars_single_run_route_ms_same_logdir", "TensorBoard scalars route, one run, loss", "ms"),
+    ("tree_vs_scalars_single_run_route", "tree route / scalars route of one run (1,000 nodes)", "x"),
+    ("tab_render_ms_100_nodes", "tab: render + paint, 100 nodes", "ms"),
+    ("tab_render_ms_1000_nodes", "tab: render + paint, 1,000 nodes", "ms"),
+    ("tab_render_ms_10000_nodes", "tab: render + paint, 10,000 nodes", "ms"),
+]
+
+
+def _check(key: str, value: Any) -> str:
+    target = TARGETS.get(key)
+    if target is None or not isinstance(value, (int, float)) or math.isnan(value):
+        return ""
+    op, bound = target
+    ok = value <= bound if op == "<=" else value < bound
+    return "yes" if ok else "NO"
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    if unit == "x":
+        return f"{value:.3f}"
+    return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "| metric | what | value | target | met |",
+        "|---|---|---:|---|---|",
+    ]
+    for key, what, unit in ROWS:
+        if key not in result:
+            continue
+        target = TARGETS.get(key)
+        t = f"{target[0]} {target[1]:g}" if target else ""
+        lines.append(f"| `{key}` | {what} | {_fmt(result[key], unit)} {unit if unit in ('ms', 'us') else ''}".rstrip()
+                     + f" | {t} | {_check(key, result[key])} |")
+    return "\n".join(lines)
+
+
+def growth_table(result: dict[str, Any]) -> str:
+    routes = result.get("details", {}).get("plugin", {}).get("sizes", {})
+    tab = result.get("details", {}).get("tab", {}).get("sizes", {})
+    if not routes and not tab:
+        return ""
+    lines = [
+        "| nodes | branches | tree route warm ms | cold ms | JSON KiB | scalars_multirun ms | tab paint ms | tab JS ms | tree visible after navigation ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for nodes in sorted({int(n) for n in list(routes) + list(tab)}):
+        r = routes.get(nodes) or routes.get(str(nodes)) or {}
+        t = tab.get(nodes) or tab.get(str(nodes)) or {}
+        lines.append(
+            f"| {nodes:,} | {r.get('branches', '-')} | {r.get('tree_ms', '-')} | {r.get('tree_cold_ms', '-')} | "
+            f"{round(r['tree_bytes'] / 1024) if 'tree_bytes' in r else '-'} | {r.get('scalars_multirun_ms', '-')} | "
+            f"{t.get('paint_ms', '-')} | {t.get('render_js_ms', '-')} | {t.get('navigation_to_tree_ms', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def checkpoint_table(result: dict[str, Any]) -> str:
+    sizes = result.get("details", {}).get("checkpoint", {}).get("sizes", {})
+    if not sizes:
+        return ""
+    lines = [
+        "| size | params | file MiB | save ms (ours / save_weights / +fsync) | load ms (ours / load_weights) | save x | load x |",
+        "|---|---:|---:|---|---|---:|---:|",
+    ]
+    for name, e in sizes.items():
+        s, lo = e["save_ms"], e["load_ms"]
+        lines.append(
+            f"| {name} | {e['params']:,} | {e['file_mb']['ours']} | {s['ours']} / {s['save_weights']} / "
+            f"{s['save_weights+fsync']} | {lo['ours']} / {lo['load_weights']} | "
+            f"{e['checkpoint_vs_save_weights']:.3f} | {e['restore_vs_load_weights']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the short version (under 3 minutes on 2 cores)")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile breakdowns")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    from benchmarks._common import log, machine, quiet
+
+    quiet()
+    started = time.perf_counter()
+    quick = args.quick
+    profile = not args.no_profile
+    result: dict[str, Any] = {"mode": "quick" if quick else "full", "details": {}, "profiles": {}}
+    info = machine()
+
+    def section(name: str, fn: Any) -> None:
+        if name not in only:
+            return
+        log(f"[{time.perf_counter() - started:6.1f}s] {name} ...")
+        t0 = time.perf_counter()
+        out = fn()
+        details = out.pop("details", None)
+        for key in [k for k in out if k.startswith("profile")]:
+            result["profiles"][f"{name}.{key}"] = out.pop(key)
+        for key, value in out.items():
+            if key == "sizes":
+                continue
+            result[key] = value
+        result["details"][name] = {**(details or {}), **({"sizes": out["sizes"]} if "sizes" in out else {}),
+                                   "seconds": round(time.perf_counter() - t0, 1)}
+
+    if "fit" in only or "latency" in only:
+        from benchmarks import bench_fit
+
+        def fit() -> dict[str, Any]:
+            out = bench_fit.overhead(pairs=5 if quick else 15, nograph=not quick, profile=profile)
+            d = out["details"]
+            out["overhead_with_checkpoints_vs_bare"] = d["overhead_with_checkpoints_vs_bare"]
+            if "overhead_vs_tensorboard_nograph" in d:
+                out["overhead_vs_tensorboard_nograph"] = d["overhead_vs_tensorboard_nograph"]
+            hooks = d["retune_hook_ms_per_fit"]
+            nockpt, ckpt = hooks["retune_nockpt"], hooks["retune"]
+            # Our own hooks, timed directly: far less noisy than the difference of two fits.
+            out["overhead_vs_bare_fit_from_hooks"] = round(1 + nockpt["total"] / 1000 / d["wall_s_median"]["bare"], 4)
+            out["retune_fixed_ms_per_fit"] = round(nockpt["on_train_begin"] + nockpt["on_train_end"], 1)
+            out["retune_ms_per_epoch"] = round(nockpt["on_epoch_end"] / d["fit"]["epochs"], 2)
+            out["retune_ms_per_epoch_with_checkpoint"] = round(ckpt["on_epoch_end"] / d["fit"]["epochs"], 2)
+            out["retune_us_per_batch"] = round(nockpt["on_train_batch_begin"] * 1000 / d["fit"]["steps"], 2)
+            if "profile_retune_nockpt_fit" in d:
+                out["profile_retune_nockpt_fit"] = d.pop("profile_retune_nockpt_fit")
+            return out
+
+        section("fit", fit)
+
+        def latency() -> dict[str, Any]:
+            out = bench_fit.control_latency(saves=50 if quick else 200)
+            if profile and out["control_latency_ms_p99"] > TARGETS["control_latency_ms_p99"][1]:
+                from benchmarks._common import Profile
+
+                # The training thread's side: RetuneCallback's batch hook, where changes are applied.
+                prof = Profile()
+                bench_fit.control_latency(saves=20, profiler=prof)
+                out["profile_apply"] = prof.top()
+            return out
+
+        section("latency", latency)
+
+    if "checkpoint" in only:
+        from benchmarks import bench_checkpoint
+
+        def checkpoint() -> dict[str, Any]:
+            reps = {"small": 7, "medium": 5, "large": 3} if quick else {"small": 15, "medium": 9, "large": 7}
+            out = bench_checkpoint.compare(reps=reps, profile=profile)
+            for name, e in out["sizes"].items():
+                for key in [k for k in e if k.startswith("profile")]:
+                    out[f"{key}_{name}"] = e.pop(key)
+            return out
+
+        section("checkpoint", checkpoint)
+
+    if "plugin" in only or "tab" in only:
+        from benchmarks import bench_plugin
+
+        sizes = [100, 1000] if quick else [100, 1000, 10000]
+        log(f"[{time.perf_counter() - started:6.1f}s] writing a logdir of {bench_plugin.EXPERIMENTS} experiments "
+            f"({', '.join(f'{n:,}' for n in sizes)} nodes and small ones) ...")
+        served = bench_plugin.Served(sizes)
+        result["details"]["logdir"] = {"experiments": bench_plugin.EXPERIMENTS, "write_s": round(served.write_s, 1),
+                                       "multiplexer_load_s": round(served.load_s, 1)}
+        try:
+            section("plugin", lambda: bench_plugin.routes(served, reps=10 if quick else 30, profile=profile))
+            if "tab" in only:
+                if not os.path.exists(bench_plugin.CHROMIUM):
+                    log(f"no Chromium at {bench_plugin.CHROMIUM} (`make chromium`); skipping the tab")
+                else:
+                    reps = {100: 3, 1000: 5} if quick else {100: 10, 1000: 10, 10000: 5}
+                    section("tab", lambda: bench_plugin.tab(served, reps=reps))
+        finally:
+            served.close()
+
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"] = info
+    result["targets"] = {k: {"target": f"{op} {bound:g}", "value": result.get(k), "met": _check(k, result.get(k)) == "yes"}
+                         for k, (op, bound) in TARGETS.items() if k in result}
+
+    print()
+    print(f"tb-retune benchmarks ({result['mode']}, {result['seconds']} s) on {info['nproc']} x {info['cpu']}, "
+          f"Python {info['python']}, TensorFlow {info.get('tensorflow')}, load {info.get('loadavg_at_start')}")
+    print()
+    print(table(result))
+    for extra in (checkpoint_table(result), growth_table(result)):
+        if extra:
+            print()
+            print(extra)
+    missed = [k for k, t in result["targets"].items() if not t["met"]]
+    shown = [name for name in result["profiles"] if any(name.startswith(PROFILE_OF[k]) for k in missed)]
+    if shown:
+        print()
+        print("Targets not met: " + ", ".join(missed) + ". Where the time goes (cProfile, own time in ms of")
+        print("our code and what it calls, the largest first; the JSON has the call chains too):")
+        for name in shown:
+            print(f"  {name}:")
+            for row in result["profiles"][name]["own"][:8]:
+                print(f"    {row['own_ms']:>9.1f}  {row['calls']:>6}x  {row['function']}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1, sort_keys=False)
+            f.write("\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
