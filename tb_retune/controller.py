@@ -423,6 +423,7 @@ class RetuneController:
             if revision is not None:
                 retrace |= self._apply_revision(revision, step)
                 step = self._step_known
+                self._calls = 1  # a restore re-read the step; count the batch about to run
         if self._next_schedule_step is not None and step >= self._next_schedule_step:
             retrace |= self._fire_schedule(step)
         if (self.checkpoint_every_steps and step and step % self.checkpoint_every_steps == 0

@@ -178,3 +178,33 @@ def test_a_second_trainer_is_refused(tmp_path: Any) -> None:
     finally:
         atomic_save(os.path.join(logdir, "retune.json"), {"stop": True})
         fit.join_ok()
+
+
+def test_steps_are_counted_right_after_a_mid_epoch_restore(tmp_path: Any) -> None:
+    """Batch scalars and the status step follow optimizer.iterations on the new branch."""
+    import keras
+
+    import tb_retune
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(320)  # 10 batches of 32
+    cb = tb_retune.RetuneCallback(logdir, update_freq=1, verbose=False)
+    seen: list[tuple[str, int, int]] = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            if int(self.model.optimizer.iterations.numpy()) == 15 and cb.controller.branch == "main":
+                atomic_save(os.path.join(logdir, "retune.json"), {"restore": {"id": "r1", "branch": "main", "step": 10}})
+                wait_for(lambda: cb.controller._version != cb.controller._applied_version, what="revision read")
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            seen.append((cb.controller.branch, int(self.model.optimizer.iterations.numpy()), cb.controller.current_step()))
+
+    tiny_model().fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[Probe(), cb])
+    assert any(b == "main-s10" for b, _, _ in seen)
+    assert [s for s in seen if s[1] != s[2]] == []
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(os.path.join(logdir, "main-s10"), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    assert min(e.step for e in acc.Tensors("loss")) == 11  # the batch from 10 to 11
