@@ -26,13 +26,15 @@ class StatusFile:
     """
 
     def __init__(self, path: str, data: dict[str, Any], *, heartbeat_s: float = 2.0,
-                 refresh: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 refresh: Callable[[dict[str, Any]], None] | None = None,
+                 tick: Callable[[], None] | None = None) -> None:
         self.path = path
         self.data = data
         self.lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._heartbeat_s = heartbeat_s
         self._refresh = refresh
+        self._tick = tick
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,6 +49,8 @@ class StatusFile:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if self._tick is not None:
+                self._tick()
             try:
                 self.write_now(durable=False)
             except OSError as e:

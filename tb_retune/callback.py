@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 import keras
@@ -92,6 +93,9 @@ class RetuneCallback(keras.callbacks.Callback):
         frame = sys._getframe(1)
         while frame is not None:
             if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is self.model:
+                # If fit ends without on_train_end (another callback raised),
+                # the controller notices that this frame is gone and cleans up.
+                self.controller.watch_frame(threading.get_ident(), frame)
                 bs = frame.f_locals.get("batch_size")
                 x = frame.f_locals.get("x")
                 if bs is None and hasattr(x, "shape"):

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -164,6 +165,9 @@ class RetuneController:
         self._config_static: dict[str, Any] = {}
         self._params: dict[str, Any] = {}
         self._begun = False
+        self._end_lock = threading.Lock()
+        self._abandoned = False
+        self._watched: tuple[int, Any] | None = None
         self._initial_epoch = 0
 
     # ------------------------------------------------------------------ paths
@@ -270,7 +274,32 @@ class RetuneController:
             "node_seq": {},
             "watcher": None,
         }
-        return StatusFile(self.status_path, data, heartbeat_s=self.heartbeat_s, refresh=self._refresh_status)
+        return StatusFile(self.status_path, data, heartbeat_s=self.heartbeat_s, refresh=self._refresh_status,
+                          tick=self._check_abandoned)
+
+    def watch_frame(self, thread_ident: int, frame: Any) -> None:
+        """Ends the run as failed if ``frame`` (``fit``'s) leaves its thread's
+        stack without ``end()`` being called: Keras calls no callback when
+        ``fit`` raises from another callback or from validation."""
+        self._watched = (thread_ident, frame)
+
+    def _fit_gone(self) -> bool:
+        watched = getattr(self, "_watched", None)
+        if watched is None:
+            return False
+        ident, target = watched
+        frame = sys._current_frames().get(ident)
+        while frame is not None:
+            if frame is target:
+                return False
+            frame = frame.f_back
+        return True
+
+    def _check_abandoned(self) -> None:
+        """Runs on the heartbeat thread."""
+        if self._begun and not self._abandoned and self._fit_gone():
+            self._abandoned = True
+            threading.Thread(target=self.end, args=("failed",), name="tb-retune-cleanup", daemon=True).start()
 
     def _refresh_status(self, data: dict[str, Any]) -> None:
         # Runs under the status lock, on any thread: plain reads only.
@@ -354,9 +383,11 @@ class RetuneController:
 
     def end(self, state: str = "finished") -> None:
         """Takes a final checkpoint, stops the threads and closes the files."""
-        if not self._begun:
-            return
-        self._begun = False
+        with self._end_lock:
+            if not self._begun:
+                return
+            self._begun = False
+            self._watched = None
         try:
             if self.watcher is not None:
                 self.watcher.stop()

@@ -364,3 +364,26 @@ def test_stop_is_one_shot_and_a_cut_epoch_is_trained_again(tmp_path: Any) -> Non
     status = read_status(logdir)
     assert status["state"] == "finished" and status["epoch"] == 5
     assert status["step"] == stopped_at + 4 * 16
+
+
+def test_fit_raising_elsewhere_ends_the_run_as_failed(tmp_path: Any) -> None:
+    """Keras calls no callback when another callback raises: the run is still closed."""
+    import keras
+
+    import tb_retune
+
+    logdir = str(tmp_path / "exp")
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch == 1:
+                raise RuntimeError("boom")
+
+    x, y = tiny_data(64)
+    with pytest.raises(RuntimeError, match="boom"):
+        tiny_model().fit(x, y, batch_size=8, epochs=5, verbose=0,
+                         callbacks=[tb_retune.RetuneCallback(logdir, verbose=False, heartbeat_s=0.3), Boom()])
+    wait_for(lambda: read_status(logdir).get("state") == "failed", timeout=10, what="state failed")
+    # The lock is released: a new run on the experiment resumes.
+    tiny_model().fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
+    assert read_status(logdir)["state"] == "finished"
