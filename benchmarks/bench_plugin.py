@@ -82,8 +82,11 @@ def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]
     for nodes in served.sizes:
         name = name_of(nodes)
 
-        def tree(name: str = name) -> Any:
-            r = client.get(f"/data/plugin/retune/tree?experiment={name}")
+        def tree(name: str = name, gzip: bool = False) -> Any:
+            # A browser sends Accept-Encoding: gzip, and TensorBoard's Respond then
+            # compresses the reply (level 3) on every request.
+            headers = {"Accept-Encoding": "gzip"} if gzip else {}
+            r = client.get(f"/data/plugin/retune/tree?experiment={name}", headers=headers)
             assert r.status_code == 200, r.data[:300]
             return r
 
@@ -105,6 +108,7 @@ def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]
 
         multirun()
         single()
+        t_gzip = [timed(lambda: tree(gzip=True))[0] * 1000 for _ in range(max(3, reps // 3))]
         t_tree: list[float] = []
         t_multi: list[float] = []
         t_single: list[float] = []
@@ -120,6 +124,8 @@ def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]
             "tree_cold_ms": round(cold * 1000, 2),
             "tree_ms": round(median(t_tree), 2),
             "tree_bytes": len(first.data),
+            "tree_gzip_ms": round(median(t_gzip), 2),
+            "tree_gzip_bytes": len(tree(gzip=True).data),
             "scalars_multirun_ms": round(median(t_multi), 2),
             "scalars_multirun_bytes": len(multirun().data),
             "scalars_single_run_ms": round(median(t_single), 2),

@@ -121,15 +121,17 @@ def growth_table(result: dict[str, Any]) -> str:
     if not routes and not tab:
         return ""
     lines = [
-        "| nodes | branches | tree route warm ms | cold ms | JSON KiB | scalars_multirun ms | tab paint ms | tab JS ms | tree visible after navigation ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| nodes | branches | tree route warm ms | cold ms | JSON KiB | with gzip ms (KiB) | scalars_multirun ms | tab paint ms | tab JS ms | tree visible after navigation ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for nodes in sorted({int(n) for n in list(routes) + list(tab)}):
         r = routes.get(nodes) or routes.get(str(nodes)) or {}
         t = tab.get(nodes) or tab.get(str(nodes)) or {}
         lines.append(
             f"| {nodes:,} | {r.get('branches', '-')} | {r.get('tree_ms', '-')} | {r.get('tree_cold_ms', '-')} | "
-            f"{round(r['tree_bytes'] / 1024) if 'tree_bytes' in r else '-'} | {r.get('scalars_multirun_ms', '-')} | "
+            f"{round(r['tree_bytes'] / 1024) if 'tree_bytes' in r else '-'} | "
+            f"{r.get('tree_gzip_ms', '-')} ({round(r['tree_gzip_bytes'] / 1024) if 'tree_gzip_bytes' in r else '-'}) | "
+            f"{r.get('scalars_multirun_ms', '-')} | "
             f"{t.get('paint_ms', '-')} | {t.get('render_js_ms', '-')} | {t.get('navigation_to_tree_ms', '-')} |"
         )
     return "\n".join(lines)
