@@ -34,15 +34,19 @@ def fsync_dir(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, *, durable: bool = True, prefix: str | None = None) -> Iterator[BinaryIO]:
+def atomic_open(path: str, *, durable: bool = True, prefix: str | None = None,
+                tmp_dir: str | None = None) -> Iterator[BinaryIO]:
     """Opens a temporary file beside ``path``; on success it becomes ``path``.
 
     The file is flushed and fsynced before ``os.replace``, so readers see
     the old content or the new, never a mix; on error the temporary file
-    is removed and ``path`` is untouched.
+    is removed and ``path`` is untouched. ``tmp_dir`` (on the same
+    filesystem) keeps the temporary file out of a watched folder.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix or ("." + os.path.basename(path) + "."), suffix=".tmp")
+    if tmp_dir is not None:
+        os.makedirs(tmp_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or folder, prefix=prefix or ("." + os.path.basename(path) + "."), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -58,9 +62,9 @@ def atomic_open(path: str, *, durable: bool = True, prefix: str | None = None) -
         fsync_dir(folder)
 
 
-def atomic_write_bytes(path: str, data: bytes, *, durable: bool = True) -> None:
+def atomic_write_bytes(path: str, data: bytes, *, durable: bool = True, tmp_dir: str | None = None) -> None:
     """Writes ``data`` to ``path`` atomically (temp file, fsync, os.replace)."""
-    with atomic_open(path, durable=durable) as f:
+    with atomic_open(path, durable=durable, tmp_dir=tmp_dir) as f:
         f.write(data)
 
 
@@ -68,8 +72,8 @@ def dumps(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
 
 
-def atomic_write_json(path: str, obj: Any, *, durable: bool = True) -> None:
-    atomic_write_bytes(path, dumps(obj), durable=durable)
+def atomic_write_json(path: str, obj: Any, *, durable: bool = True, tmp_dir: str | None = None) -> None:
+    atomic_write_bytes(path, dumps(obj), durable=durable, tmp_dir=tmp_dir)
 
 
 def read_json(path: str) -> Any:

@@ -1,9 +1,14 @@
 """The checkpoint store: model weights and optimizer state, per branch.
 
-``checkpoints/<branch>/step-<step>--<node>--<kind>.npz`` holds every model
+``checkpoints/<branch>/step-<step>--<node>--<kind>.ckpt`` holds every model
 weight and every optimizer variable (slots, iteration count) by variable path,
-and a JSON ``__meta__`` entry (step, epoch, hyperparameters in force). The
-file name carries what the index needs, so listing the folder is the index.
+and the metadata (step, epoch, hyperparameters in force). The file name
+carries what the index needs, so listing the folder is the index.
+
+The format is raw, to cost no more than the bytes: a magic line, a JSON
+header (metadata and, per variable, its key, dtype, shape and offset), then
+the buffers, each 64-byte aligned. No compression and no checksum pass: the
+durability comes from fsync and the atomic rename.
 
 A checkpoint is written to a hidden temporary file, fsynced, then renamed:
 a crash in the middle leaves a ``.tmp`` file that is never read (and is swept
@@ -17,10 +22,12 @@ import dataclasses
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +40,52 @@ logger = logging.getLogger("tb_retune")
 #: Kinds a retention policy never removes: the state just before a change,
 #: the first state of a branch, and the last state of a run.
 KEPT_KINDS = frozenset({"boundary", "branch", "final"})
-_NAME = re.compile(r"^step-(\d{10})--(.+)--([a-z]+)\.npz$")
+_NAME = re.compile(r"^step-(\d{10})--(.+)--([a-z]+)\.ckpt$")
+MAGIC = b"TBRETUNE-CKPT-1\n"
+_ALIGN = 64
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """The values of a checkpoint, copied on the training thread; written later."""
+
+    branch: str
+    step: int
+    node: str
+    kind: str
+    meta: dict[str, Any]
+    keys: list[str]
+    arrays: list[np.ndarray]
+
+
+def _write_raw(f: Any, meta: Mapping[str, Any], keys: list[str], arrays: list[np.ndarray]) -> None:
+    entries = []
+    offset = 0
+    for key, arr in zip(keys, arrays, strict=True):
+        entries.append({"key": key, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset})
+        offset += -(-arr.nbytes // _ALIGN) * _ALIGN
+    header = json.dumps({"meta": dict(meta), "arrays": entries}, default=str).encode("utf-8")
+    start = -(-(len(MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
+    f.write(MAGIC)
+    f.write(len(header).to_bytes(8, "little"))
+    f.write(header)
+    f.write(b"\0" * (start - len(MAGIC) - 8 - len(header)))
+    for arr in arrays:
+        data = np.ascontiguousarray(arr)
+        f.write(data.data if data.nbytes else b"")
+        pad = -data.nbytes % _ALIGN
+        if pad:
+            f.write(b"\0" * pad)
+
+
+def _read_header(f: Any, path: str) -> tuple[dict[str, Any], int]:
+    magic = f.read(len(MAGIC))
+    if magic != MAGIC:
+        raise CheckpointError(f"checkpoint {path} is not a tb-retune checkpoint (bad magic)")
+    size = int.from_bytes(f.read(8), "little")
+    header = json.loads(f.read(size).decode("utf-8"))
+    start = -(-(len(MAGIC) + 8 + size) // _ALIGN) * _ALIGN
+    return header, start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +133,7 @@ class CheckpointStore:
         self.keep_last = keep_last
         os.makedirs(folder, exist_ok=True)
         self._index: dict[str, dict[int, CheckpointInfo]] = {}
+        self._lock = threading.RLock()
         self._sweep_and_scan()
 
     # -- index -------------------------------------------------------------
@@ -117,16 +170,20 @@ class CheckpointStore:
         self._index[info.branch][info.step] = info
 
     def steps(self) -> dict[str, list[int]]:
-        return {b: sorted(s) for b, s in self._index.items() if s}
+        with self._lock:
+            return {b: sorted(s) for b, s in self._index.items() if s}
 
     def infos(self, branch: str) -> list[CheckpointInfo]:
-        return [self._index[branch][s] for s in sorted(self._index.get(branch, {}))]
+        with self._lock:
+            return [self._index[branch][s] for s in sorted(self._index.get(branch, {}))]
 
     def node_index(self) -> dict[str, list[dict[str, Any]]]:
-        return {b: [{"step": i.step, "node": i.node} for i in self.infos(b)] for b in self._index}
+        with self._lock:
+            return {b: [{"step": i.step, "node": i.node} for i in self.infos(b)] for b in self._index}
 
     def get(self, branch: str, step: int) -> CheckpointInfo | None:
-        return self._index.get(branch, {}).get(step)
+        with self._lock:
+            return self._index.get(branch, {}).get(step)
 
     def latest(self, branch: str) -> CheckpointInfo | None:
         infos = self.infos(branch)
@@ -134,9 +191,9 @@ class CheckpointStore:
 
     # -- writing -----------------------------------------------------------
     def _path(self, branch: str, step: int, node: str, kind: str) -> str:
-        return os.path.join(self.folder, branch, f"step-{step:010d}--{node}--{kind}.npz")
+        return os.path.join(self.folder, branch, f"step-{step:010d}--{node}--{kind}.ckpt")
 
-    def save(
+    def snapshot(
         self,
         model: Any,
         optimizer: Any,
@@ -146,33 +203,40 @@ class CheckpointStore:
         node: str,
         kind: str,
         meta: Mapping[str, Any],
-    ) -> CheckpointInfo:
-        """Writes a checkpoint of the current state and publishes it atomically."""
+    ) -> Snapshot:
+        """Copies the current values (on the training thread; cheap)."""
         variables = collect_variables(model, optimizer)
-        arrays: dict[str, np.ndarray] = {}
-        keys = []
-        for i, (key, var) in enumerate(variables):
-            arrays[f"v{i}"] = np.asarray(var.numpy())
-            keys.append(key)
+        keys = [key for key, _ in variables]
+        arrays = [np.array(var.numpy(), copy=True) for _, var in variables]
         full_meta = dict(meta)
-        full_meta.update({"branch": branch, "step": step, "node": node, "kind": kind, "keys": keys})
-        arrays["__meta__"] = np.frombuffer(json.dumps(full_meta, default=str).encode("utf-8"), dtype=np.uint8)
-        bdir = os.path.join(self.folder, branch)
+        full_meta.update({"branch": branch, "step": step, "node": node, "kind": kind})
+        return Snapshot(branch, step, node, kind, full_meta, keys, arrays)
+
+    def write(self, snap: Snapshot) -> CheckpointInfo:
+        """Writes a snapshot, fsyncs it and publishes it (any thread)."""
+        bdir = os.path.join(self.folder, snap.branch)
         os.makedirs(bdir, exist_ok=True)
-        final = self._path(branch, step, node, kind)
+        final = self._path(snap.branch, snap.step, snap.node, snap.kind)
         with atomic_open(final, prefix=".tmp-") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-        info = CheckpointInfo(branch, step, node, kind, final)
-        self._add(info)
-        self._prune(branch)
+            _write_raw(f, snap.meta, snap.keys, snap.arrays)
+        info = CheckpointInfo(snap.branch, snap.step, snap.node, snap.kind, final)
+        with self._lock:
+            self._add(info)
+            self._prune(snap.branch)
         return info
+
+    def save(self, model: Any, optimizer: Any, *, branch: str, step: int, node: str, kind: str,
+             meta: Mapping[str, Any]) -> CheckpointInfo:
+        """Writes a checkpoint of the current state and publishes it atomically."""
+        return self.write(self.snapshot(model, optimizer, branch=branch, step=step, node=node,
+                                        kind=kind, meta=meta))
 
     def fork(self, source: CheckpointInfo, *, branch: str, node: str) -> CheckpointInfo:
         """Makes ``source`` the first checkpoint of a new branch (a hard link)."""
         bdir = os.path.join(self.folder, branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(branch, source.step, node, "branch")
-        fd, tmp = tempfile.mkstemp(dir=bdir, prefix=".tmp-", suffix=".npz")
+        fd, tmp = tempfile.mkstemp(dir=bdir, prefix=".tmp-", suffix=".ckpt")
         os.close(fd)
         os.unlink(tmp)
         try:
@@ -182,18 +246,20 @@ class CheckpointStore:
         os.replace(tmp, final)
         fsync_dir(bdir)
         info = CheckpointInfo(branch, source.step, node, "branch", final)
-        self._add(info)
+        with self._lock:
+            self._add(info)
         return info
 
     def promote(self, branch: str, step: int, kind: str) -> None:
         """Makes the checkpoint at ``step`` one of a kept kind (a rename)."""
-        info = self.get(branch, step)
-        if info is None or info.kind in KEPT_KINDS:
-            return
-        final = self._path(branch, step, info.node, kind)
-        os.replace(info.path, final)
-        fsync_dir(os.path.dirname(final))
-        self._index[branch][step] = CheckpointInfo(branch, step, info.node, kind, final)
+        with self._lock:
+            info = self.get(branch, step)
+            if info is None or info.kind in KEPT_KINDS:
+                return
+            final = self._path(branch, step, info.node, kind)
+            os.replace(info.path, final)
+            fsync_dir(os.path.dirname(final))
+            self._index[branch][step] = CheckpointInfo(branch, step, info.node, kind, final)
 
     def _prune(self, branch: str) -> None:
         if self.keep_last is None:
@@ -208,26 +274,38 @@ class CheckpointStore:
     @staticmethod
     def read_meta(info: CheckpointInfo) -> dict[str, Any]:
         try:
-            with np.load(info.path, allow_pickle=False) as data:
-                return dict(json.loads(bytes(data["__meta__"]).decode("utf-8")))
+            with open(info.path, "rb") as f:
+                header, _ = _read_header(f, info.path)
         except (OSError, ValueError, KeyError) as e:
             raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
+        return dict(header["meta"])
+
+    @staticmethod
+    def read_arrays(info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The metadata and the arrays (views of one read of the file)."""
+        try:
+            with open(info.path, "rb") as f:
+                header, start = _read_header(f, info.path)
+                f.seek(0)
+                buf = f.read()
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
+        saved: dict[str, np.ndarray] = {}
+        for entry in header["arrays"]:
+            dtype = np.dtype(entry["dtype"])
+            count = int(np.prod(entry["shape"], dtype=np.int64))
+            arr = np.frombuffer(buf, dtype=dtype, count=count, offset=start + int(entry["offset"]))
+            saved[entry["key"]] = arr.reshape(entry["shape"])
+        return dict(header["meta"]), saved
 
     def load(self, model: Any, optimizer: Any, info: CheckpointInfo) -> dict[str, Any]:
         """Assigns the checkpoint's values to the model and optimizer.
 
-        Variables are matched by path; an optimizer slot that the checkpoint
-        lacks (turned on after it was taken) is set to zero. Raises
-        CheckpointError, before assigning anything, when the checkpoint does
-        not fit the model.
+        Variables are matched by position (by path for optimizer slots that
+        the checkpoint lacks, which start at zero). Raises CheckpointError,
+        before assigning anything, when the checkpoint does not fit.
         """
-        try:
-            data = np.load(info.path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
-        with data:
-            meta = json.loads(bytes(data["__meta__"]).decode("utf-8"))
-            saved = {key: data[f"v{i}"] for i, key in enumerate(meta["keys"])}
+        meta, saved = self.read_arrays(info)
         variables = collect_variables(model, optimizer)
         plan: list[tuple[Any, np.ndarray]] = []
         name = os.path.basename(info.path)
@@ -258,8 +336,77 @@ class CheckpointStore:
                 plan.append((var, value))
         for var, value in plan:
             var.assign(value)
-        return dict(meta)
+        return meta
 
     def all_infos(self) -> Iterable[CheckpointInfo]:
         for branch in sorted(self._index):
             yield from self.infos(branch)
+
+
+class BackgroundWriter:
+    """Writes checkpoints on a thread of its own, in the order submitted.
+
+    The training thread only copies the values (:meth:`CheckpointStore.snapshot`);
+    the write, the fsync and the publication happen here, so a node boundary
+    costs the training loop a memory copy. A checkpoint is published (and
+    listed as restorable) only once it is durable.
+    """
+
+    def __init__(self, store: CheckpointStore, on_written: Callable[[CheckpointInfo], None],
+                 on_error: Callable[[str], None]) -> None:
+        self.store = store
+        self._on_written = on_written
+        self._on_error = on_error
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._pending: set[tuple[str, int]] = set()
+        self._pending_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="tb-retune-checkpoints", daemon=True)
+        self._thread.start()
+
+    def submit(self, snap: Snapshot) -> None:
+        with self._pending_lock:
+            self._pending.add((snap.branch, snap.step))
+        self._queue.put(snap)
+
+    def promote(self, branch: str, step: int, kind: str) -> None:
+        self._queue.put(("promote", branch, step, kind))
+
+    def pending(self, branch: str, step: int) -> bool:
+        with self._pending_lock:
+            return (branch, step) in self._pending
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if isinstance(job, Snapshot):
+                    try:
+                        info = self.store.write(job)
+                    except OSError as e:
+                        self._on_error(f"checkpoint at step {job.step} failed: {e}")
+                    else:
+                        self._on_written(info)
+                    finally:
+                        with self._pending_lock:
+                            self._pending.discard((job.branch, job.step))
+                else:
+                    _, branch, step, kind = job
+                    try:
+                        self.store.promote(branch, step, kind)
+                    except OSError as e:
+                        self._on_error(f"checkpoint at step {step}: {e}")
+            except Exception as e:  # never let the writer die silently
+                logger.exception("retune: checkpoint writer error")
+                self._on_error(f"checkpoint writer: {type(e).__name__}: {e}")
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Waits until everything submitted is written."""
+        self._queue.join()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)

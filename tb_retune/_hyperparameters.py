@@ -46,6 +46,7 @@ class OptimizerHandle:
     def __init__(self, optimizer: Any) -> None:
         self.optimizer = optimizer
         self._schedule_replaced = False
+        self._cached_names: list[str] | None = None
 
     # -- reading ---------------------------------------------------------
     def has_schedule(self) -> bool:
@@ -57,20 +58,33 @@ class OptimizerHandle:
     def learning_rate(self) -> float:
         return float(_plain(self.optimizer.learning_rate))
 
+    def _names(self) -> list[str]:
+        if self._cached_names is None:
+            config = self.optimizer.get_config()
+            self._cached_names = [
+                name for name, value in config.items()
+                if name not in FIXED_AT_BUILD
+                and (name == "learning_rate" or value is None or isinstance(value, (bool, int, float)))
+                and not (name == "ema_momentum" and not config.get("use_ema"))  # only used with EMA
+            ]
+        return self._cached_names
+
     def get(self) -> dict[str, Any]:
-        """The changeable hyperparameters in force, ``{name: value}``."""
-        config = self.optimizer.get_config()
+        """The changeable hyperparameters in force, ``{name: value}``.
+
+        Reads the attributes directly (``get_config()`` once, for the names):
+        this is called at every change and every logged step.
+        """
         out: dict[str, Any] = {}
-        for name, value in config.items():
-            if name in FIXED_AT_BUILD:
-                continue
+        config: dict[str, Any] | None = None
+        for name in self._names():
             if name == "learning_rate":
                 out[name] = self.learning_rate()
-                continue
-            if name == "ema_momentum" and not config.get("use_ema"):
-                continue  # only used with use_ema, which is fixed at build
-            if value is None or isinstance(value, (bool, int, float)):
-                out[name] = _plain(value)
+            elif hasattr(self.optimizer, name):
+                out[name] = _plain(getattr(self.optimizer, name))
+            else:  # stored under another attribute name: ask the config
+                config = config if config is not None else self.optimizer.get_config()
+                out[name] = _plain(config.get(name))
         return out
 
     def full_config(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
@@ -66,7 +67,7 @@ def model_summary(model: Any) -> dict[str, Any]:
         total = int(model.count_params())
     except Exception:
         total = None
-    trainable = sum(int(v.numpy().size) for v in model.trainable_weights) if model.built else None
+    trainable = sum(math.prod(int(d) for d in v.shape) for v in model.trainable_weights) if model.built else None
     return {"name": getattr(model, "name", None), "class_name": type(model).__name__,
             "layers": layers, "total_params": total, "trainable_params": trainable}
 

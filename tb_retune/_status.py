@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -76,7 +77,11 @@ class StatusFile:
                     self._refresh(self.data)
                 self.data["heartbeat"] = time.time()
                 snapshot = copy.deepcopy(self.data)
-            _atomic.atomic_write_json(self.path, snapshot, durable=durable)
+            # The temporary file lives in a sub-folder: the control-file
+            # watcher watches the experiment folder, and a rename from inside
+            # it makes watchdog hold its events while it pairs the move.
+            tmp_dir = os.path.join(os.path.dirname(self.path), ".retune-tmp")
+            _atomic.atomic_write_json(self.path, snapshot, durable=durable, tmp_dir=tmp_dir)
 
     def stop(self) -> None:
         self._stop.set()

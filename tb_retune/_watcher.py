@@ -32,18 +32,20 @@ logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStopFilter())
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, path: str, poke: Callable[[], None]) -> None:
+    def __init__(self, path: str, poke: Callable[[bool], None]) -> None:
         self._path = os.path.abspath(path)
         self._poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        paths = [event.src_path, getattr(event, "dest_path", "")]
-        for p in paths:
-            if p and os.path.abspath(os.fsdecode(p)) == self._path:
-                self._poke()
-                return
+        dest = getattr(event, "dest_path", "")
+        if event.event_type == "moved" and dest and os.path.abspath(os.fsdecode(dest)) == self._path:
+            # An atomic save: the file is complete, no need to wait.
+            self._poke(True)
+            return
+        if event.src_path and os.path.abspath(os.fsdecode(event.src_path)) == self._path:
+            self._poke(False)
 
 
 class ControlWatcher:
@@ -77,6 +79,7 @@ class ControlWatcher:
         self._poll_interval_s = poll_interval_s
         self._max_bytes = max_bytes
         self._wake = threading.Event()
+        self._complete = threading.Event()
         self._stopping = threading.Event()
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
@@ -86,7 +89,7 @@ class ControlWatcher:
     def start(self, *, initial: bool = True) -> None:
         folder = os.path.dirname(self.path)
         os.makedirs(folder, exist_ok=True)
-        handler = _Handler(self.path, self._wake.set)
+        handler = _Handler(self.path, self._poke)
         observer: BaseObserver
         if self._polling:
             observer = PollingObserver(timeout=self._poll_interval_s)
@@ -109,6 +112,11 @@ class ControlWatcher:
         if initial:
             self._wake.set()
 
+    def _poke(self, complete: bool) -> None:
+        if complete:
+            self._complete.set()
+        self._wake.set()
+
     def read_now(self) -> bytes | None:
         """Reads the file on the caller's thread; later events only report
         content that differs from this."""
@@ -130,13 +138,16 @@ class ControlWatcher:
             self._wake.wait()
             if self._stopping.is_set():
                 return
-            # Debounce: wait until the events stop for debounce_s.
-            while True:
+            # Debounce: wait until the events stop for debounce_s, unless the
+            # file was renamed into place whole.
+            while not self._complete.is_set():
                 self._wake.clear()
                 if self._stopping.wait(self._debounce_s):
                     return
                 if not self._wake.is_set():
                     break
+            self._complete.clear()
+            self._wake.clear()
             data = self._read()
             if data == self._last:
                 continue

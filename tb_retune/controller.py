@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tb_retune import _atomic
-from tb_retune._checkpoints import CheckpointInfo, CheckpointStore
+from tb_retune._checkpoints import BackgroundWriter, CheckpointInfo, CheckpointStore
 from tb_retune._control import (
     CHECKPOINTS_DIRNAME,
     CONTROL_FILENAME,
@@ -90,6 +90,8 @@ class RetuneController:
         resume: Bool. Resume an existing experiment from its latest
             checkpoint. Defaults to True.
         heartbeat_s: Float. Seconds between status heartbeats. Defaults to 2.
+        background_checkpoints: Bool. Write checkpoints on a thread of their
+            own (the training loop only copies the values). Defaults to True.
         verbose: Bool. Print each applied change. Defaults to True.
     """
 
@@ -105,6 +107,7 @@ class RetuneController:
         resume: bool = True,
         heartbeat_s: float = 2.0,
         debounce_s: float = 0.02,
+        background_checkpoints: bool = True,
         verbose: bool = True,
     ) -> None:
         if not isinstance(logdir, (str, os.PathLike)) or not str(logdir):
@@ -137,6 +140,8 @@ class RetuneController:
         self.status: StatusFile | None = None
         self.writer: BranchWriter | None = None
         self.watcher: ControlWatcher | None = None
+        self._ckpt_writer: BackgroundWriter | None = None
+        self.background_checkpoints = background_checkpoints
         self._lock: _atomic.TrainerLock | None = None
 
         # Shared with the watcher thread: plain references swapped atomically.
@@ -219,6 +224,8 @@ class RetuneController:
         except Exception as e:  # never fail a run for the recorder
             self._config_static = {"environment": {"error": str(e)}}
         self.store = CheckpointStore(os.path.join(self.logdir, CHECKPOINTS_DIRNAME), self.keep_checkpoints)
+        if self.background_checkpoints:
+            self._ckpt_writer = BackgroundWriter(self.store, self._on_checkpoint_written, self._report_error)
         previous = None
         try:
             previous = _atomic.read_json(self.status_path)
@@ -327,7 +334,7 @@ class RetuneController:
         self._checkpoint("branch", step)
         self.status.update(hyperparameters=hps)
         self._sync_status_lists()
-        self.status.write_now()
+        self.status.write_now(durable=False)
 
     def _resume(self, previous: dict[str, Any]) -> tuple[bool, bool]:
         """Resumes the active branch from its latest checkpoint."""
@@ -376,7 +383,7 @@ class RetuneController:
         self.status.update(hyperparameters=self.handle.get(), node_start=node_start,
                            node_record=previous.get("node_record"))
         self._sync_status_lists()
-        self.status.write_now()
+        self.status.write_now(durable=False)
         self._log(f"retune: resumed branch {branch} at step {step} (node {node}) from "
                   f"{os.path.basename(info.path)}" + (f"; dropped {dropped} logged points after it" if dropped else ""))
         return True, True
@@ -393,7 +400,7 @@ class RetuneController:
                 self.watcher.stop()
             if state in ("finished", "stopped"):
                 step = self.sync_step()
-                if self.store is not None and self.store.get(self.branch, step) is None:
+                if self.store is not None and not self._has_checkpoint(self.branch, step):
                     self._checkpoint("final", step)
                 elif self.store is not None:
                     self._sync_status_lists()
@@ -406,6 +413,11 @@ class RetuneController:
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
+        if self._ckpt_writer is not None:
+            self._ckpt_writer.flush()
+            self._ckpt_writer.stop()
+            self._ckpt_writer = None
+            self._sync_status_lists()
         if self.status is not None:
             self.status.stop()
             try:
@@ -458,7 +470,7 @@ class RetuneController:
         if self._next_schedule_step is not None and step >= self._next_schedule_step:
             retrace |= self._fire_schedule(step)
         if (self.checkpoint_every_steps and step and step % self.checkpoint_every_steps == 0
-                and self.store is not None and self.store.get(self.branch, step) is None):
+                and self.store is not None and not self._has_checkpoint(self.branch, step)):
             self._checkpoint("steps", step)
         if retrace:
             self.trace_version += 1
@@ -505,7 +517,7 @@ class RetuneController:
             return
         self.epoch = epoch + 1
         if (self.checkpoint_every_epochs and self.epoch % self.checkpoint_every_epochs == 0
-                and self.store is not None and self.store.get(self.branch, step) is None):
+                and self.store is not None and not self._has_checkpoint(self.branch, step)):
             self._checkpoint("epoch", step)
         if self.status is not None:
             self.status.poke()
@@ -598,7 +610,10 @@ class RetuneController:
                 self._log(f"retune: step {self._step_known} stop requested; finishing after this batch")
             sha = self.status.data.get("control_sha256_pending")
             self.status.update(control_seen=self._control_seen, control_sha256=sha)
-            self.status.write_now()
+            if restore is not None:
+                self.status.write_now()  # durable: a restore id is done exactly once
+            else:
+                self.status.poke()
         except (ControlError, CheckpointError) as e:
             self._report_error(str(e))
         return retrace
@@ -625,7 +640,7 @@ class RetuneController:
                     self._report_error(str(e))
         if self.status is not None:
             self.status.update(schedule_fired=sorted(self._fired))
-            self.status.write_now()
+            self.status.poke()
         self._plan_schedule()
         return retrace
 
@@ -634,7 +649,7 @@ class RetuneController:
         assert self.handle is not None and self.status is not None
         step = self._step_known
         # The state just before the change stays restorable.
-        if self.store is not None and self.store.get(self.branch, step) is None:
+        if self.store is not None and not self._has_checkpoint(self.branch, step):
             self._checkpoint("boundary", step)
         elif self.store is not None:
             self._mark_boundary(step)
@@ -663,8 +678,11 @@ class RetuneController:
         """A checkpoint already exists at ``step`` (it holds the state just
         before the change): keep it from the retention policy."""
         assert self.store is not None
-        self.store.promote(self.branch, step, "boundary")
-        self._sync_status_lists()
+        if self._ckpt_writer is not None:
+            self._ckpt_writer.promote(self.branch, step, "boundary")  # after a pending write
+        else:
+            self.store.promote(self.branch, step, "boundary")
+            self._sync_status_lists()
 
     def _apply_restore(self, request: RestoreRequest, step: int) -> bool:
         assert self.store is not None and self.handle is not None and self.status is not None
@@ -675,7 +693,7 @@ class RetuneController:
                 f"restorable steps: {', '.join(map(str, self.store.steps().get(request.branch, []))) or 'none'}"
             )
         # Leave the current branch restorable where it is now.
-        if self.store.get(self.branch, step) is None:
+        if not self._has_checkpoint(self.branch, step):
             self._checkpoint("boundary", step)
         meta = self.store.load(self.model, self.optimizer, info)
         saved_hps = {k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in self.handle.get()}
@@ -799,25 +817,40 @@ class RetuneController:
     def _open_writer(self, step: int, *, resumed: bool) -> None:
         self.writer = BranchWriter(os.path.join(self.logdir, self.branch), start_step=step, resumed=resumed)
 
-    def _checkpoint(self, kind: str, step: int) -> CheckpointInfo | None:
+    def _has_checkpoint(self, branch: str, step: int) -> bool:
+        assert self.store is not None
+        if self.store.get(branch, step) is not None:
+            return True
+        return self._ckpt_writer is not None and self._ckpt_writer.pending(branch, step)
+
+    def _checkpoint(self, kind: str, step: int) -> None:
+        """Copies the state now; the background writer makes it durable."""
         assert self.store is not None and self.handle is not None
         if self.writer is not None:
             # Points logged before a checkpoint must survive a crash after it:
             # a resume from here will not log them again.
             self.writer.flush()
+        snap = self.store.snapshot(
+            self.model, self.optimizer, branch=self.branch, step=step, node=self.node, kind=kind,
+            meta={"epoch": self.epoch, "hyperparameters": self.handle.get(), "time": time.time()},
+        )
+        if self._ckpt_writer is not None:
+            self._ckpt_writer.submit(snap)
+            return
         try:
-            info = self.store.save(
-                self.model, self.optimizer, branch=self.branch, step=step, node=self.node, kind=kind,
-                meta={"epoch": self.epoch, "hyperparameters": self.handle.get(), "time": time.time()},
-            )
+            info = self.store.write(snap)
         except OSError as e:
             self._report_error(f"checkpoint at step {step} failed: {e}")
-            return None
+            return
+        self._on_checkpoint_written(info)
+
+    def _on_checkpoint_written(self, info: CheckpointInfo) -> None:
+        """Runs on the checkpoint writer's thread once a checkpoint is durable."""
+        assert self.store is not None
         self._sync_status_lists()
-        self._publish_known()
+        self._known = (self._known[0], self.store.steps())
         if self.status is not None:
             self.status.poke()
-        return info
 
     def _sync_status_lists(self) -> None:
         if self.status is None or self.store is None:
@@ -836,7 +869,7 @@ class RetuneController:
         return self._initial_epoch
 
 
-_THREAD_NAMES = ("tb-retune-control", "tb-retune-status")
+_THREAD_NAMES = ("tb-retune-control", "tb-retune-status", "tb-retune-checkpoints")
 
 
 def live_threads() -> list[threading.Thread]:

@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_OUR_THREADS = ("tb-retune-control", "tb-retune-status")
+_OUR_THREADS = ("tb-retune-control", "tb-retune-status", "tb-retune-checkpoints")
 
 
 @pytest.fixture(autouse=True)

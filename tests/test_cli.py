@@ -586,7 +586,7 @@ def test_live_set_restore_and_refusals(tmp_path: Any) -> None:
         assert "learning_rate=0.02 (it runs with 0.03): the trainer last read this value" in line
 
         # A request the trainer itself refuses: its checkpoint file is gone.
-        for path in glob.glob(os.path.join(folder, "checkpoints", "main", "step-0000000000--*.npz")):
+        for path in glob.glob(os.path.join(folder, "checkpoints", "main", "step-0000000000--*.ckpt")):
             os.remove(path)
         started = time.monotonic()
         line = refused(*run("restore", folder, "--branch", "main", "--step", "0", "--wait", "--timeout", "20")[::2])

@@ -373,9 +373,9 @@ def test_retune_restore_error_crash_and_resume_through_the_tab(loop: Loop, page:
     killed_at = loop.status()
     first.process.send_signal(signal.SIGKILL)
     assert first.process.wait(timeout=30) == -signal.SIGKILL
-    # checkpoints/<branch>/step-<step>--<node>--<kind>.npz (temporary files start with a dot).
-    on_disk = sorted(int(m.group(1)) for p in glob.glob(str(loop.logdir / "checkpoints" / new_branch / "step-*.npz"))
-                     if (m := re.match(r"step-(\d+)(--.*)?\.npz$", os.path.basename(p))))
+    # checkpoints/<branch>/step-<step>--<node>--<kind>.ckpt (temporary files start with a dot).
+    on_disk = sorted(int(m.group(1)) for p in glob.glob(str(loop.logdir / "checkpoints" / new_branch / "step-*.ckpt"))
+                     if (m := re.match(r"step-(\d+)(--.*)?\.ckpt$", os.path.basename(p))))
     assert on_disk and max(killed_at["checkpoints"][new_branch]) <= max(on_disk), (on_disk, killed_at["checkpoints"])
     last_checkpoint = max(on_disk)
     mark("killed")
