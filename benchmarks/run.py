@@ -66,6 +66,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("checkpoint_vs_save_weights_medium", "  1 M params", "x"),
     ("checkpoint_vs_save_weights_large", "  17 M params", "x"),
     ("checkpoint_vs_save_weights_fsynced", "CheckpointStore.save / (save_weights + fsync) (worst size)", "x"),
+    ("checkpoint_training_thread_vs_save_weights", "what fit pays (copy; written by a background thread) / save_weights (worst size)", "x"),
     ("restore_vs_load_weights", "CheckpointStore.load / model.load_weights (worst size)", "x"),
     ("restore_vs_load_weights_small", "  small MLP (7 k params)", "x"),
     ("restore_vs_load_weights_medium", "  1 M params", "x"),

@@ -207,7 +207,9 @@ class CheckpointStore:
         """Copies the current values (on the training thread; cheap)."""
         variables = collect_variables(model, optimizer)
         keys = [key for key, _ in variables]
-        arrays = [np.array(var.numpy(), copy=True) for _, var in variables]
+        # Keras's Variable.numpy() returns a fresh copy (np.array of the
+        # value), which later updates of the variable do not touch.
+        arrays = [np.asarray(var.numpy()) for _, var in variables]
         full_meta = dict(meta)
         full_meta.update({"branch": branch, "step": step, "node": node, "kind": kind})
         return Snapshot(branch, step, node, kind, full_meta, keys, arrays)
@@ -282,20 +284,24 @@ class CheckpointStore:
 
     @staticmethod
     def read_arrays(info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The metadata and the arrays (views of one read of the file)."""
+        """The metadata and the arrays, read straight into their buffers."""
+        saved: dict[str, np.ndarray] = {}
         try:
-            with open(info.path, "rb") as f:
+            with open(info.path, "rb", buffering=0) as f:
                 header, start = _read_header(f, info.path)
-                f.seek(0)
-                buf = f.read()
+                for entry in header["arrays"]:
+                    arr = np.empty(entry["shape"], dtype=np.dtype(entry["dtype"]))
+                    f.seek(start + int(entry["offset"]))
+                    view = arr.reshape(-1).view(np.uint8).data if arr.nbytes else memoryview(b"")
+                    got = 0
+                    while got < arr.nbytes:
+                        n = f.readinto(view[got:])
+                        if not n:
+                            raise ValueError(f"{entry['key']} is cut short")
+                        got += n
+                    saved[entry["key"]] = arr
         except (OSError, ValueError, KeyError) as e:
             raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
-        saved: dict[str, np.ndarray] = {}
-        for entry in header["arrays"]:
-            dtype = np.dtype(entry["dtype"])
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-            arr = np.frombuffer(buf, dtype=dtype, count=count, offset=start + int(entry["offset"]))
-            saved[entry["key"]] = arr.reshape(entry["shape"])
         return dict(header["meta"]), saved
 
     def load(self, model: Any, optimizer: Any, info: CheckpointInfo) -> dict[str, Any]:
