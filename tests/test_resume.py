@@ -11,7 +11,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.conftest import read_status, wait_for
@@ -78,7 +77,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Any) -> None:
     for info in store.all_infos():
         meta, arrays = store.read_arrays(info)
         assert meta["step"] == info.step and arrays
-    for root, _, files in os.walk(os.path.join(logdir, "checkpoints")):
+    for _root, _, files in os.walk(os.path.join(logdir, "checkpoints")):
         assert not [name for name in files if name.startswith(".")]
 
     # Scalars and tree, as TensorBoard's data provider serves them: no duplicates.
