@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SlowBatches
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tb_retune.cli import main  # noqa: E402
@@ -519,15 +521,6 @@ def test_console_script(digits: str) -> None:
 # -- a live trainer ----------------------------------------------------------------------
 
 
-class _Slow:
-    def __new__(cls, seconds: float) -> Any:
-        import keras
-
-        class Slow(keras.callbacks.Callback):
-            def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-                time.sleep(seconds)
-
-        return Slow()
 
 
 @contextlib.contextmanager
@@ -537,7 +530,7 @@ def live_trainer(folder: str) -> Iterator[threading.Thread]:
 
     def target() -> None:
         try:
-            fit(make_model(), folder, 400, _Slow(0.004))
+            fit(make_model(), folder, 400, SlowBatches(0.004))
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
