@@ -387,4 +387,10 @@ def run_demo(args: argparse.Namespace, title: str,
         return 1
     finally:
         if tb is not None:
-            tb.stop()
+            # A second Ctrl-C while TensorBoard is being stopped must not
+            # leave it running or print a traceback.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                tb.stop()
+            finally:
+                signal.signal(signal.SIGINT, previous)
