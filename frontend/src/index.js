@@ -7,7 +7,7 @@ import { h } from './dom.js';
 import { parseAssignments, scalarsUrl, tensorboardRoot, trainerSummary, validateForm, formatValue, sameValue } from './format.js';
 import { NODE_H, NODE_W, branchColor, layoutTree } from './layout.js';
 import { Api, experimentRuns, requestProgress } from './model.js';
-import { Sequencer } from './sequence.js';
+import { Sequencer, sequenced } from './sequence.js';
 import {
   buildForm,
   buildShell,
@@ -147,17 +147,14 @@ class RetuneApp {
   }
 
   async loadExperiments() {
-    const token = this.seq.begin('experiments');
-    let body;
-    try {
-      body = await this.api.experiments();
-    } catch (e) {
-      if (!this.seq.isCurrent(token)) return;
-      this.state.loadError = e.message;
+    const r = await sequenced(this.seq, 'experiments', {}, () => this.api.experiments(), () => ({}));
+    if (r.stale) return;
+    if (!r.ok) {
+      this.state.loadError = r.error.message;
       this.renderChrome();
       return;
     }
-    if (!this.seq.isCurrent(token)) return;
+    const body = r.value;
     this.state.loadError = null;
     const experiments = Array.isArray(body.experiments) ? body.experiments : [];
     this.state.experiments = experiments;
@@ -177,17 +174,15 @@ class RetuneApp {
 
   async loadTree() {
     const experiment = this.state.experiment;
-    const token = this.seq.begin('tree', { experiment });
-    let answer;
-    try {
-      answer = await this.api.tree(experiment);
-    } catch (e) {
-      if (!this.seq.accepts(token, { experiment: this.state.experiment })) return;
-      this.state.loadError = `Cannot load the tree of ${experiment}: ${e.message}`;
+    const r = await sequenced(this.seq, 'tree', { experiment }, () => this.api.tree(experiment),
+      () => ({ experiment: this.state.experiment }));
+    if (r.stale) return;
+    if (!r.ok) {
+      this.state.loadError = `Cannot load the tree of ${experiment}: ${r.error.message}`;
       this.renderChrome();
       return;
     }
-    if (!this.seq.accepts(token, { experiment: this.state.experiment })) return;
+    const answer = r.value;
     this.state.loadError = null;
     // Redraw only when what the tree shows changed (not the trainer's age).
     const signature = treeSignature(answer.body);
@@ -216,18 +211,15 @@ class RetuneApp {
     // Ask again only when the node changed (a running node grows).
     const key = `${experiment}\u0000${id}\u0000${item.node.end_step}\u0000${JSON.stringify(item.node.metrics)}`;
     if (!force && key === this.state.nodeKey && this.state.details) return;
-    const token = this.seq.begin('node', { experiment, node: id });
-    let details;
-    try {
-      details = await this.api.node(experiment, id);
-    } catch (e) {
-      if (!this.seq.accepts(token, { experiment: this.state.experiment, node: this.state.selected })) return;
-      this.state.detailsError = e.message;
+    const r = await sequenced(this.seq, 'node', { experiment, node: id }, () => this.api.node(experiment, id),
+      () => ({ experiment: this.state.experiment, node: this.state.selected }));
+    if (r.stale) return;
+    if (!r.ok) {
+      this.state.detailsError = r.error.message;
       this.renderSide();
       return;
     }
-    if (!this.seq.accepts(token, { experiment: this.state.experiment, node: this.state.selected })) return;
-    this.state.details = details;
+    this.state.details = r.value;
     this.state.detailsError = null;
     this.state.nodeKey = key;
     this.renderSide();

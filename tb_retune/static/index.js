@@ -1012,6 +1012,18 @@ var Sequencer = class {
     this._latest.delete(channel);
   }
 };
+async function sequenced(sequencer, channel, context, fetcher, currentContext) {
+  const token = sequencer.begin(channel, context);
+  let value;
+  try {
+    value = await fetcher();
+  } catch (error) {
+    if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
+    return { ok: false, error };
+  }
+  if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
+  return { ok: true, value };
+}
 
 // src/chart.js
 function niceTicks(min, max, count2 = 4) {
@@ -1887,17 +1899,14 @@ var RetuneApp = class {
     }
   }
   async loadExperiments() {
-    const token = this.seq.begin("experiments");
-    let body;
-    try {
-      body = await this.api.experiments();
-    } catch (e) {
-      if (!this.seq.isCurrent(token)) return;
-      this.state.loadError = e.message;
+    const r = await sequenced(this.seq, "experiments", {}, () => this.api.experiments(), () => ({}));
+    if (r.stale) return;
+    if (!r.ok) {
+      this.state.loadError = r.error.message;
       this.renderChrome();
       return;
     }
-    if (!this.seq.isCurrent(token)) return;
+    const body = r.value;
     this.state.loadError = null;
     const experiments = Array.isArray(body.experiments) ? body.experiments : [];
     this.state.experiments = experiments;
@@ -1916,17 +1925,20 @@ var RetuneApp = class {
   }
   async loadTree() {
     const experiment = this.state.experiment;
-    const token = this.seq.begin("tree", { experiment });
-    let answer;
-    try {
-      answer = await this.api.tree(experiment);
-    } catch (e) {
-      if (!this.seq.accepts(token, { experiment: this.state.experiment })) return;
-      this.state.loadError = `Cannot load the tree of ${experiment}: ${e.message}`;
+    const r = await sequenced(
+      this.seq,
+      "tree",
+      { experiment },
+      () => this.api.tree(experiment),
+      () => ({ experiment: this.state.experiment })
+    );
+    if (r.stale) return;
+    if (!r.ok) {
+      this.state.loadError = `Cannot load the tree of ${experiment}: ${r.error.message}`;
       this.renderChrome();
       return;
     }
-    if (!this.seq.accepts(token, { experiment: this.state.experiment })) return;
+    const answer = r.value;
     this.state.loadError = null;
     const signature = treeSignature(answer.body);
     const changed = signature !== this.state.treeText;
@@ -1952,18 +1964,20 @@ var RetuneApp = class {
     if (!item) return;
     const key = `${experiment}\0${id}\0${item.node.end_step}\0${JSON.stringify(item.node.metrics)}`;
     if (!force && key === this.state.nodeKey && this.state.details) return;
-    const token = this.seq.begin("node", { experiment, node: id });
-    let details;
-    try {
-      details = await this.api.node(experiment, id);
-    } catch (e) {
-      if (!this.seq.accepts(token, { experiment: this.state.experiment, node: this.state.selected })) return;
-      this.state.detailsError = e.message;
+    const r = await sequenced(
+      this.seq,
+      "node",
+      { experiment, node: id },
+      () => this.api.node(experiment, id),
+      () => ({ experiment: this.state.experiment, node: this.state.selected })
+    );
+    if (r.stale) return;
+    if (!r.ok) {
+      this.state.detailsError = r.error.message;
       this.renderSide();
       return;
     }
-    if (!this.seq.accepts(token, { experiment: this.state.experiment, node: this.state.selected })) return;
-    this.state.details = details;
+    this.state.details = r.value;
     this.state.detailsError = null;
     this.state.nodeKey = key;
     this.renderSide();
