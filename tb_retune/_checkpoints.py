@@ -274,15 +274,6 @@ class CheckpointStore:
 
     # -- reading -----------------------------------------------------------
     @staticmethod
-    def read_meta(info: CheckpointInfo) -> dict[str, Any]:
-        try:
-            with open(info.path, "rb") as f:
-                header, _ = _read_header(f, info.path)
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
-        return dict(header["meta"])
-
-    @staticmethod
     def read_arrays(info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The metadata and the arrays, read straight into their buffers."""
         saved: dict[str, np.ndarray] = {}

@@ -6,7 +6,6 @@ not touch the TensorFlow graph and costs microseconds per value.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping
@@ -75,14 +74,13 @@ def truncate_run(run_dir: str, step: int) -> int:
 class BranchWriter:
     """Writes one branch's run folder (``<experiment>/<branch>/``)."""
 
-    def __init__(self, logdir: str, *, start_step: int, resumed: bool) -> None:
+    def __init__(self, logdir: str, *, start_step: int) -> None:
         os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
         self._writer = EventFileWriter(logdir, max_queue_size=100, flush_secs=5)
         # A SessionLog.START tells TensorBoard that the run (re)starts at this
         # step: after a crash and resume it drops the orphaned points above it.
         self._add(event_pb2.Event(session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)), start_step)
-        self.resumed = resumed
 
     def _add(self, event: event_pb2.Event, step: int) -> None:
         event.wall_time = time.time()
@@ -93,22 +91,16 @@ class BranchWriter:
         clean = {}
         for tag, value in values.items():
             try:
-                f = float(value)
+                clean[tag] = float(value)  # NaN and inf are kept: a diverging loss is news
             except (TypeError, ValueError):
                 continue
-            if math.isfinite(f) or math.isnan(f) or math.isinf(f):
-                clean[tag] = f
         if clean:
             self._add(event_pb2.Event(summary=scalars_pb(clean)), step)
 
     def hyperparameters(self, step: int, values: Mapping[str, Any]) -> None:
-        numeric = {}
-        for name, value in values.items():
-            if isinstance(value, bool):
-                numeric[metadata.hyperparameter_tag(name)] = float(value)
-            elif isinstance(value, (int, float)):
-                numeric[metadata.hyperparameter_tag(name)] = float(value)
-        self.scalars(step, numeric)
+        # Numbers and booleans (as 0/1); None (a setting turned off) is left out.
+        self.scalars(step, {metadata.hyperparameter_tag(name): value for name, value in values.items()
+                            if isinstance(value, (bool, int, float))})
 
     def node(self, record: Mapping[str, Any]) -> None:
         """Writes a node record and flushes, so the tree survives a crash."""

@@ -57,7 +57,7 @@ def make_experiment(
             start = src["step"] + steps_per_node // 2
             hps = dict(src["hyperparameters"])
             restore = {"branch": src["branch"], "step": start, "node": src["id"]}
-        writer = BranchWriter(os.path.join(folder, name), start_step=start, resumed=False)
+        writer = BranchWriter(os.path.join(folder, name), start_step=start)
         step = start
         checkpoints[name] = []
         checkpoint_nodes[name] = []

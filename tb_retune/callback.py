@@ -116,9 +116,11 @@ class RetuneCallback(keras.callbacks.Callback):
         self._guard_train_function()
 
     def _guard_train_function(self) -> None:
-        """Wraps the train function so that an exception escaping ``fit``
-        (which then never calls ``on_train_end``) still marks the run failed
-        and stops our threads."""
+        """Wraps the train function so that an exception in a train step ends
+        the run at once (``stopped`` for Ctrl-C). Any other way out of ``fit``
+        without ``on_train_end`` is caught by the heartbeat (``watch_frame``)."""
+        from tensorflow.errors import OutOfRangeError
+
         inner = self.model.train_function
         if inner is None or getattr(inner, "_retune_guard", False):
             return
@@ -127,12 +129,10 @@ class RetuneCallback(keras.callbacks.Callback):
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return inner(*args, **kwargs)
-            except StopIteration:
-                raise
+            except (StopIteration, OutOfRangeError):
+                raise  # the end of the data: fit handles it
             except BaseException as e:
-                if not isinstance(e, (StopIteration,)) and "OutOfRange" not in type(e).__name__:
-                    state = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
-                    controller.end(state)
+                controller.end("stopped" if isinstance(e, KeyboardInterrupt) else "failed")
                 raise
 
         guarded._retune_guard = True  # type: ignore[attr-defined]
@@ -164,10 +164,3 @@ class RetuneCallback(keras.callbacks.Callback):
         self.controller.end(state)
         if getattr(self.model, "_initial_epoch", None):
             self.model._initial_epoch = None
-
-    def __del__(self) -> None:  # a fit that raised never calls on_train_end
-        try:
-            if self.controller._begun:
-                self.controller.end("failed")
-        except Exception:
-            pass

@@ -30,6 +30,7 @@ from tb_retune._control import (
     ScheduleEntry,
     describe_change,
     parse_control,
+    parse_restore,
     validate_hyperparameters,
 )
 from tb_retune._errors import CheckpointError, ControlError
@@ -41,6 +42,7 @@ from tb_retune._watcher import ControlWatcher
 logger = logging.getLogger("tb_retune")
 
 LOCK_FILENAME = ".retune-trainer.lock"
+_MISSING = object()
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -145,7 +147,7 @@ class RetuneController:
         self._lock: _atomic.TrainerLock | None = None
 
         # Shared with the watcher thread: plain references swapped atomically.
-        self._pending: ControlRevision | None = None
+        self._pending: tuple[ControlRevision, str] | None = None
         self._version = 0
         self._applied_version = 0
         self._known: tuple[dict[str, Any], dict[str, list[int]]] = ({}, {})
@@ -253,8 +255,8 @@ class RetuneController:
         return retrace
 
     def _due_now(self) -> bool:
-        retrace = self._due(self.current_step())
-        self._calls = 0
+        retrace = self._due()
+        self._calls = 0  # no batch is about to run yet
         return retrace
 
     def _new_status(self) -> StatusFile:
@@ -325,7 +327,7 @@ class RetuneController:
         self.branch = "main"
         step = self.sync_step()
         self.status.data["branches"] = {"main": {"parent_node": None, "start_step": step}}
-        self._open_writer(step, resumed=False)
+        self._open_writer(step)
         hps = self.handle.get()
         self.node = self._next_node_id("main")
         self.node_start = step
@@ -345,11 +347,10 @@ class RetuneController:
             return False, False
         self.status = self._new_status()
         data = self.status.data
-        for key in ("applied", "errors", "restores_done", "schedule_fired", "node_seq", "branches", "stop_seen"):
+        for key in ("applied", "errors", "restores_done", "schedule_fired", "node_seq", "branches", "stop_seen",
+                    "control_seen", "control_sha256"):
             if key in previous:
                 data[key] = previous[key]
-        data["control_seen"] = previous.get("control_seen")
-        data["control_sha256"] = previous.get("control_sha256")
         self._restores_done = set(previous.get("restores_done", []))
         self._fired = set(previous.get("schedule_fired", []))
         self._node_seq = {str(k): int(v) for k, v in (previous.get("node_seq") or {}).items()}
@@ -375,7 +376,7 @@ class RetuneController:
         from tb_retune._summaries import truncate_run
 
         dropped = truncate_run(os.path.join(self.logdir, branch), step)
-        self._open_writer(step, resumed=True)
+        self._open_writer(step)
         # Re-emit the node in force: TensorBoard drops points at or after the
         # resume step, and with them the node if it started exactly there.
         self._write_node_record(previous.get("node_record"))
@@ -446,25 +447,25 @@ class RetuneController:
 
         Returns True when the train function must be traced again.
         """
-        step = self._step_known + self._calls * self.steps_per_call
+        step = self.current_step()
         self._calls += 1
         if self._version == self._applied_version and (
             self._next_schedule_step is None or step < self._next_schedule_step
         ) and (self.checkpoint_every_steps is None or step == 0 or step % self.checkpoint_every_steps):
             return False
-        return self._due(step)
+        return self._due()
 
-    def _due(self, approx_step: int) -> bool:
-        self._calls -= 1
+    def _due(self) -> bool:
+        """Applies what is due, at the step read from the optimizer; the batch
+        about to run is counted (``_calls = 1``) once the step is re-read."""
         step = self.sync_step()
         self._calls = 1
         retrace = False
         if self._version != self._applied_version:
-            version = self._version
-            revision = self._pending
-            self._applied_version = version
-            if revision is not None:
-                retrace |= self._apply_revision(revision, step)
+            self._applied_version = self._version
+            if self._pending is not None:
+                revision, sha = self._pending
+                retrace |= self._apply_revision(revision, sha)
                 step = self._step_known
                 self._calls = 1  # a restore re-read the step; count the batch about to run
         if self._next_schedule_step is not None and step >= self._next_schedule_step:
@@ -483,7 +484,7 @@ class RetuneController:
             if step % self.update_freq == 0:
                 self.log_scalars(step, logs)
 
-    def log_scalars(self, step: int, logs: Mapping[str, Any], *, with_hyperparameters: bool = True) -> None:
+    def log_scalars(self, step: int, logs: Mapping[str, Any]) -> None:
         if self.writer is None:
             return
         if step != self._last_scalar_step:
@@ -499,7 +500,7 @@ class RetuneController:
                 continue
         self._last_scalar_tags.update(values)
         self.writer.scalars(step, values)
-        if with_hyperparameters and self.handle is not None and "\0hp" not in self._last_scalar_tags:
+        if self.handle is not None and "\0hp" not in self._last_scalar_tags:
             self.writer.hyperparameters(step, self.handle.get())
             self._last_scalar_tags.add("\0hp")
 
@@ -552,19 +553,14 @@ class RetuneController:
             revision = parse_control(data, known, None)
             restore = revision.restore
             if restore is not None and restore.id not in self._restores_done:
-                steps = checkpoints.get(restore.branch)
-                if steps is None or restore.step not in steps:
-                    # Re-check through the full validator for its message.
-                    parse_control(data, known, checkpoints)
+                parse_restore(revision.raw["restore"], known, checkpoints)  # its checkpoint must exist
         except ControlError as e:
             self._report_error(str(e))
             if self.status is not None:
                 self.status.update(control_sha256=sha)
                 self.status.poke()
             return
-        if self.status is not None:
-            self.status.update(control_sha256_pending=sha)
-        self._pending = revision
+        self._pending = (revision, sha)
         self._version += 1
 
     def _report_error(self, message: str) -> None:
@@ -577,17 +573,16 @@ class RetuneController:
             self.status.poke()
 
     # ------------------------------------------------- training thread side
-    def _apply_revision(self, revision: ControlRevision, step: int) -> bool:
+    def _apply_revision(self, revision: ControlRevision, sha: str) -> bool:
         assert self.handle is not None and self.store is not None and self.status is not None
         retrace = False
         try:
             known = self.handle.get()
             # Hyperparameters: only the keys whose value changed in the file.
-            seen = self._control_seen or {}
-            first = self._control_seen is None
+            seen = self._control_seen
             wanted = {k: v for k, v in revision.hyperparameters.items()
-                      if (first and known.get(k) != v) or (not first and seen.get(k, object()) != v)}
-            wanted = {k: v for k, v in wanted.items() if known.get(k) != v}
+                      if known.get(k) != v and (seen is None or seen.get(k, _MISSING) != v)}
+            # Checked before anything is applied: a revision is whole or nothing.
             validate_hyperparameters("hyperparameters", wanted, known)
             restore = revision.restore
             if restore is not None and restore.id in self._restores_done:
@@ -595,9 +590,8 @@ class RetuneController:
             new_schedule = revision.schedule != self._schedule
             self._schedule = revision.schedule
             if restore is not None:
-                retrace |= self._apply_restore(restore, step)
-            if wanted:
-                retrace |= self._apply_change(wanted, reason="control", request_id=None)
+                retrace |= self._apply_restore(restore)
+            retrace |= self._apply_change(wanted, reason="control", where="hyperparameters")
             self._control_seen = dict(revision.hyperparameters)
             if new_schedule:
                 self._plan_schedule()
@@ -608,7 +602,6 @@ class RetuneController:
             if revision.stop and not stop_was and not self.stop_requested:
                 self.stop_requested = True
                 self._log(f"retune: step {self._step_known} stop requested; finishing after this batch")
-            sha = self.status.data.get("control_sha256_pending")
             self.status.update(control_seen=self._control_seen, control_sha256=sha)
             if restore is not None:
                 self.status.write_now()  # durable: a restore id is done exactly once
@@ -629,31 +622,28 @@ class RetuneController:
             if entry.at_step > step or key in self._fired:
                 continue
             self._fired.add(key)
-            assert self.handle is not None
-            known = self.handle.get()
-            wanted = {k: v for k, v in entry.hyperparameters.items() if known.get(k) != v}
-            if wanted:
-                try:
-                    validate_hyperparameters(f"schedule(at_step={entry.at_step})", wanted, known)
-                    retrace |= self._apply_change(wanted, reason="schedule", request_id=None)
-                except ControlError as e:
-                    self._report_error(str(e))
+            try:
+                retrace |= self._apply_change(entry.hyperparameters, reason="schedule",
+                                              where=f"schedule(at_step={entry.at_step})")
+            except ControlError as e:
+                self._report_error(str(e))
         if self.status is not None:
             self.status.update(schedule_fired=sorted(self._fired))
             self.status.poke()
         self._plan_schedule()
         return retrace
 
-    def _apply_change(self, wanted: Mapping[str, Any], *, reason: str, request_id: str | None) -> bool:
-        """Closes the current node, applies ``wanted``, opens a child node."""
+    def _apply_change(self, values: Mapping[str, Any], *, reason: str, where: str) -> bool:
+        """Closes the current node, applies the values not yet in force, opens
+        a child node. Nothing happens when all are in force already."""
         assert self.handle is not None and self.status is not None
-        step = self._step_known
-        # The state just before the change stays restorable.
-        if self.store is not None and not self._has_checkpoint(self.branch, step):
-            self._checkpoint("boundary", step)
-        elif self.store is not None:
-            self._mark_boundary(step)
         before = self.handle.get()
+        wanted = {k: v for k, v in values.items() if before.get(k) != v}
+        if not wanted:
+            return False
+        validate_hyperparameters(where, wanted, before)
+        step = self._step_known
+        self._keep_state_before_change(step)
         try:
             old, retrace = self.handle.set(wanted)
         except Exception as e:
@@ -666,25 +656,28 @@ class RetuneController:
         self.node_start = step
         change = {k: [old.get(k), after[k]] for k in wanted if old.get(k) != after[k]}
         self.writer.hyperparameters(step, after)  # type: ignore[union-attr]
-        self._write_node(reason=reason, parent=parent, change=change, hps=after, step=step, request_id=request_id)
+        self._write_node(reason=reason, parent=parent, change=change, hps=after, step=step)
         self.status.update(hyperparameters=after, node_start=step)
-        self.status.append("applied", {"time": time.time(), "step": step, "id": request_id,
+        self.status.append("applied", {"time": time.time(), "step": step, "id": None,
                                        "kind": reason, "node": self.node, "what": what})
         self._log(f"retune: step {step} {what}")
         self._publish_known()
         return retrace
 
-    def _mark_boundary(self, step: int) -> None:
-        """A checkpoint already exists at ``step`` (it holds the state just
-        before the change): keep it from the retention policy."""
+    def _keep_state_before_change(self, step: int) -> None:
+        """Keeps the state at ``step``, just before a change or a restore,
+        restorable: a boundary checkpoint, or the one already there promoted
+        out of the retention policy's reach."""
         assert self.store is not None
-        if self._ckpt_writer is not None:
+        if not self._has_checkpoint(self.branch, step):
+            self._checkpoint("boundary", step)
+        elif self._ckpt_writer is not None:
             self._ckpt_writer.promote(self.branch, step, "boundary")  # after a pending write
         else:
             self.store.promote(self.branch, step, "boundary")
             self._sync_status_lists()
 
-    def _apply_restore(self, request: RestoreRequest, step: int) -> bool:
+    def _apply_restore(self, request: RestoreRequest) -> bool:
         assert self.store is not None and self.handle is not None and self.status is not None
         info = self.store.get(request.branch, request.step)
         if info is None:
@@ -692,9 +685,8 @@ class RetuneController:
                 f"restore.step: branch {request.branch!r} has no checkpoint at step {request.step}; "
                 f"restorable steps: {', '.join(map(str, self.store.steps().get(request.branch, []))) or 'none'}"
             )
-        # Leave the current branch restorable where it is now.
-        if not self._has_checkpoint(self.branch, step):
-            self._checkpoint("boundary", step)
+        step = self._step_known  # where the current branch is left
+        self._keep_state_before_change(step)
         meta = self.store.load(self.model, self.optimizer, info)
         saved_hps = {k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in self.handle.get()}
         retrace = False
@@ -716,7 +708,7 @@ class RetuneController:
         new_step = self.sync_step()
         if self.writer is not None:
             self.writer.close()
-        self._open_writer(new_step, resumed=False)
+        self._open_writer(new_step)
         hps = self.handle.get()
         self.node = self._next_node_id(new_branch)
         self.node_start = new_step
@@ -814,8 +806,8 @@ class RetuneController:
         if record and self.writer is not None:
             self.writer.node(record)
 
-    def _open_writer(self, step: int, *, resumed: bool) -> None:
-        self.writer = BranchWriter(os.path.join(self.logdir, self.branch), start_step=step, resumed=resumed)
+    def _open_writer(self, step: int) -> None:
+        self.writer = BranchWriter(os.path.join(self.logdir, self.branch), start_step=step)
 
     def _has_checkpoint(self, branch: str, step: int) -> bool:
         assert self.store is not None
@@ -869,9 +861,5 @@ class RetuneController:
         return self._initial_epoch
 
 
-_THREAD_NAMES = ("tb-retune-control", "tb-retune-status", "tb-retune-checkpoints")
-
-
-def live_threads() -> list[threading.Thread]:
-    """Our threads still alive (tests use it to find leaks)."""
-    return [t for t in threading.enumerate() if t.name in _THREAD_NAMES and t.is_alive()]
+#: The names of our threads (tests look for leaked ones).
+THREAD_NAMES = ("tb-retune-control", "tb-retune-status", "tb-retune-checkpoints")

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from tb_retune.controller import THREAD_NAMES
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_OUR_THREADS = ("tb-retune-control", "tb-retune-status", "tb-retune-checkpoints")
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +27,7 @@ def no_leaked_threads() -> Iterator[None]:
         leaked = [
             t for t in threading.enumerate()
             if t.ident not in before and t.is_alive()
-            and (t.name in _OUR_THREADS or "Observer" in type(t).__name__ or "Emitter" in type(t).__name__)
+            and (t.name in THREAD_NAMES or "Observer" in type(t).__name__ or "Emitter" in type(t).__name__)
         ]
         if not leaked or time.monotonic() > deadline:
             break

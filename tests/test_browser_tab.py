@@ -241,7 +241,7 @@ def _carry_out_restore(folder: str, restore: dict[str, Any]) -> None:
     with open(os.path.join(folder, "retune-status.json"), encoding="utf-8") as f:
         status = json.load(f)
     hps = dict(status["hyperparameters"], **restore.get("hyperparameters", {}))
-    writer = BranchWriter(os.path.join(folder, "main-r1"), start_step=restore["step"], resumed=False)
+    writer = BranchWriter(os.path.join(folder, "main-r1"), start_step=restore["step"])
     record = {
         "version": 1, "id": "main-r1-1", "branch": "main-r1", "parent": "main-1",
         "step": restore["step"], "seq": 99, "time": time.time(), "reason": "restore",

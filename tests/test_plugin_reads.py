@@ -159,7 +159,7 @@ def test_cache_rereads_only_what_changed(tmp_path: Any) -> None:
     # Event files are named by the second they are made in (and a counter that
     # does not sort as a number): a resumed trainer's file comes in a later second.
     time.sleep(1.05 - time.time() % 1)
-    writer = BranchWriter(os.path.join(folder, "main"), start_step=last + 1, resumed=True)
+    writer = BranchWriter(os.path.join(folder, "main"), start_step=last + 1)
     parent = {n["id"]: n for n in first["nodes"]}["main-2"]
     record = {
         "version": 1, "id": "main-9", "branch": "main", "parent": "main-2", "step": last + 1,
