@@ -8,7 +8,6 @@ never lose one another and the file is never left invalid.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -89,8 +88,5 @@ def write_control(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
             # a checkpoint since removed): keep only what is still valid.
             merged = merge_control({k: v for k, v in current.items() if k == "hyperparameters"}, update)
             parse_control_object(merged, known, None)
-        _atomic.atomic_write_bytes(
-            os.path.join(folder, CONTROL_FILENAME),
-            (json.dumps(merged, indent=2, allow_nan=False) + "\n").encode("utf-8"),
-        )
+        _atomic.atomic_write_json(os.path.join(folder, CONTROL_FILENAME), merged)
     return merged
