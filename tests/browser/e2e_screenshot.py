@@ -12,11 +12,9 @@ repository root:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,13 +26,8 @@ from tests.browser import support  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "screenshot-restore.png"))
-    parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=900)
+    parser = support.screenshot_arguments(__doc__.split("\n\n")[0], os.path.join(ROOT, "docs", "screenshot-restore.png"))
     args = parser.parse_args(argv)
-
-    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="retune-e2e-shot-") as tmp:
         loop = e2e.Loop(Path(tmp))
@@ -43,49 +36,42 @@ def main(argv: list[str] | None = None) -> int:
             loop.start_trainer()
             loop.wait_steps("the trainer to train", 0, timeout=120)
             base = loop.tb.wait_ready((e2e.EXPERIMENT,), timeout=120)
-            with sync_playwright() as p:
-                browser = support.launch_chromium(p)
-                try:
-                    page = browser.new_page(viewport={"width": args.width, "height": args.height})
-                    page.set_default_timeout(30000)
-                    loop.page = page
-                    frame = support.open_tab(page, base, timeout_ms=60000, experiment=e2e.EXPERIMENT)
-                    epoch = 45  # steps
+            with support.chromium_page(args.width, args.height) as page:
+                page.set_default_timeout(30000)
+                loop.page = page
+                frame = support.open_tab(page, base, timeout_ms=60000, experiment=e2e.EXPERIMENT)
+                epoch = 45  # steps
 
-                    def set_hp(name: str, value: str) -> None:
-                        field = frame.locator(f"#hp-{name}")
-                        field.fill(value)
-                        frame.get_by_role("button", name="Apply").click()
-                        loop.wait(f"{name} {value} in force",
-                                  lambda: str(loop.status()["hyperparameters"][name]) == value, 30)
+                def set_hp(name: str, value: str) -> None:
+                    field = frame.locator(f"#hp-{name}")
+                    field.fill(value)
+                    frame.get_by_role("button", name="Apply").click()
+                    loop.wait(f"{name} {value} in force",
+                              lambda: str(loop.status()["hyperparameters"][name]) == value, 30)
 
-                    loop.wait_steps("three epochs", 3 * epoch)
-                    set_hp("learning_rate", "0.02")
-                    change = [a for a in loop.status()["applied"] if a["kind"] == "control"][-1]["step"]
-                    loop.wait_steps("six epochs at the new rate", change + 6 * epoch)
-                    e2e._select_node(loop, frame, "main-1")
-                    frame.fill("input.restore-hps", "learning_rate=0.01")
-                    frame.get_by_role("button", name=f"Restore step {change}").click()
-                    branch = f"main-s{change}"
-                    loop.wait("the new branch", lambda: loop.status().get("branch") == branch, 30)
-                    loop.wait_steps("four epochs on the new branch", change + 4 * epoch)
-                    set_hp("momentum", "0.9")
-                    moved = loop.status()["step"]
-                    loop.wait_steps("three epochs more", moved + 3 * epoch)
-                    e2e._select_node(loop, frame, f"{branch}-1")
-                    frame.get_by_role("button", name="Fit the tree to the view").click()
-                    frame.wait_for_selector(".node-card svg.chart path.series")
-                    # Keep the restore's banner only; the node card from its top.
-                    others = frame.locator(".banner:not(:has-text('restore')) button.close")
-                    while others.count():  # each click redraws the banners
-                        others.first.click()
-                    frame.evaluate("document.querySelector('.side').scrollTop = 0")
-                    page.mouse.move(args.width // 3, args.height - 40)
-                    time.sleep(1.0)  # fonts, the last frame
-                    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                    page.screenshot(path=args.out)
-                finally:
-                    browser.close()
+                loop.wait_steps("three epochs", 3 * epoch)
+                set_hp("learning_rate", "0.02")
+                change = [a for a in loop.status()["applied"] if a["kind"] == "control"][-1]["step"]
+                loop.wait_steps("six epochs at the new rate", change + 6 * epoch)
+                e2e._select_node(loop, frame, "main-1")
+                frame.fill("input.restore-hps", "learning_rate=0.01")
+                frame.get_by_role("button", name=f"Restore step {change}").click()
+                branch = f"main-s{change}"
+                loop.wait("the new branch", lambda: loop.status().get("branch") == branch, 30)
+                loop.wait_steps("four epochs on the new branch", change + 4 * epoch)
+                set_hp("momentum", "0.9")
+                moved = loop.status()["step"]
+                loop.wait_steps("three epochs more", moved + 3 * epoch)
+                e2e._select_node(loop, frame, f"{branch}-1")
+                frame.get_by_role("button", name="Fit the tree to the view").click()
+                frame.wait_for_selector(".node-card svg.chart path.series")
+                # Keep the restore's banner only; the node card from its top.
+                others = frame.locator(".banner:not(:has-text('restore')) button.close")
+                while others.count():  # each click redraws the banners
+                    others.first.click()
+                frame.evaluate("document.querySelector('.side').scrollTop = 0")
+                page.mouse.move(args.width // 3, args.height - 40)
+                support.save_screenshot(page, args.out)
             loop.save_control(dict(loop.control(), stop=True))
             loop.trainer.process.wait(timeout=60)
         except BaseException:

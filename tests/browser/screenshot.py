@@ -9,11 +9,9 @@ page. Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -24,15 +22,10 @@ import support  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "screenshot-tab.png"))
-    parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=900)
+    parser = support.screenshot_arguments(__doc__.split("\n\n")[0], os.path.join(ROOT, "docs", "screenshot-tab.png"))
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--node", default=None, help="node to select (default: the current one)")
     args = parser.parse_args(argv)
-
-    from playwright.sync_api import sync_playwright
 
     from tb_retune._synthetic import make_experiment
 
@@ -42,20 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             make_experiment(os.path.join(logdir, "mnist"), branches=4, nodes=11, steps_per_node=400, seed=args.seed)
             base = tb.wait_ready(("mnist",))
-            with sync_playwright() as p:
-                browser = support.launch_chromium(p)
-                try:
-                    page = browser.new_page(viewport={"width": args.width, "height": args.height})
-                    frame = support.open_tab(page, base, experiment="mnist")
-                    frame.get_by_role("button", name="Fit the tree to the view").click()
-                    if args.node:
-                        frame.click(f'svg.tree g.node[data-id="{args.node}"]')
-                    frame.wait_for_selector(".node-card svg.chart path.series")
-                    time.sleep(1.0)  # fonts, the last frame
-                    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                    page.screenshot(path=args.out)
-                finally:
-                    browser.close()
+            with support.chromium_page(args.width, args.height) as page:
+                frame = support.open_tab(page, base, experiment="mnist")
+                frame.get_by_role("button", name="Fit the tree to the view").click()
+                if args.node:
+                    frame.click(f'svg.tree g.node[data-id="{args.node}"]')
+                frame.wait_for_selector(".node-card svg.chart path.series")
+                support.save_screenshot(page, args.out)
         finally:
             tb.stop()
     print(args.out)

@@ -1,12 +1,14 @@
 """Helpers of the browser tests: a real ``tensorboard`` process and Chromium.
 
-Used by ``tests/test_browser_tab.py`` and ``tests/browser/screenshot.py``.
+Used by ``tests/test_browser_tab.py``, ``tests/test_e2e.py`` and the screenshot scripts
+(``tests/browser/screenshot.py``, ``tests/browser/e2e_screenshot.py``).
 The browser is Debian's Chromium (``/usr/bin/chromium``), never one that a
 tool downloads.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -132,6 +134,35 @@ def tensorboard(logdir: str, *, expect: tuple[str, ...] = (), timeout: float = 9
 
 def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def screenshot_arguments(description: str, out: str) -> argparse.ArgumentParser:
+    """The screenshot scripts' common options: ``--out`` (default ``out``), ``--width``, ``--height``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--height", type=int, default=900)
+    return parser
+
+
+@contextlib.contextmanager
+def chromium_page(width: int, height: int) -> Iterator[Any]:
+    """A page of a headless Chromium of ``width`` x ``height``; the browser closes after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+def save_screenshot(page: Any, out: str) -> None:
+    """Saves the page as ``out`` (its folder made), a second after the last change (fonts, the last frame)."""
+    time.sleep(1.0)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    page.screenshot(path=out)
 
 
 def open_tab(page: Any, base: str, timeout_ms: float = 20000, *, direct: bool = False,
