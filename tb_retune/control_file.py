@@ -59,6 +59,11 @@ def read_control(folder: str) -> dict[str, Any]:
         return {}
     if not data.strip():
         return {}
+    return decode_control_object(data)
+
+
+def decode_control_object(data: bytes) -> dict[str, Any]:
+    """The object that a control file's bytes hold; anything else raises ControlError."""
     doc = decode_control(data)
     if not isinstance(doc, dict):
         raise ControlError("retune.json: holds something other than a JSON object; fix or delete it")

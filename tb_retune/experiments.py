@@ -33,8 +33,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tb_retune._control import CONTROL_FILENAME, STATUS_FILENAME, decode_control
+from tb_retune._control import CONTROL_FILENAME, STATUS_FILENAME
 from tb_retune._errors import ControlError, RetuneError
+from tb_retune.control_file import decode_control_object
 from tb_retune.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
 from tb_retune.tree import build_tree, trainer_liveness
 
@@ -169,12 +170,9 @@ def read_control(logdir: str, name: str) -> tuple[dict[str, Any] | None, str | N
     if data is None or not data.strip():
         return None, None
     try:
-        doc = decode_control(data)
+        return decode_control_object(data), None
     except ControlError as e:
         return None, str(e)
-    if not isinstance(doc, dict):
-        return None, "retune.json: holds something other than a JSON object; fix or delete it"
-    return doc, None
 
 
 def _join(folder: str, filename: str) -> str:
