@@ -95,14 +95,7 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 860})
     pg = context.new_page()
     problems: list[str] = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-
-    def on_dialog(d: Any) -> None:
-        problems.append(f"dialog: {d.message}")
-        d.dismiss()
-
-    pg.on("dialog", on_dialog)
-    pg.problems = problems
+    support.watch_problems(pg, problems)
     try:
         yield pg
     finally:

@@ -212,19 +212,11 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
 
 @pytest.fixture
 def page(loop: Loop) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = support.launch_chromium(p)
-        try:
-            pg = browser.new_page(viewport={"width": 1600, "height": 900})
-            pg.set_default_timeout(20000 * SLOW)
-            pg.on("pageerror", lambda e: loop.problems.append(f"page error: {e}"))
-            pg.on("dialog", lambda d: (loop.problems.append(f"dialog: {d.message}"), d.dismiss()))
-            loop.page = pg
-            yield pg
-        finally:
-            browser.close()
+    with support.chromium_page(1600, 900) as pg:
+        pg.set_default_timeout(20000 * SLOW)
+        support.watch_problems(pg, loop.problems)
+        loop.page = pg
+        yield pg
 
 
 def _fit_and_find(loop: Loop, frame: Any, selector: str, what: str, timeout: float = 30) -> Any:

@@ -136,6 +136,17 @@ def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+def watch_problems(page: Any, problems: list[str]) -> None:
+    """Records the page's uncaught errors and dialogs (dismissed) in ``problems``."""
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+    def on_dialog(d: Any) -> None:
+        problems.append(f"dialog: {d.message}")
+        d.dismiss()
+
+    page.on("dialog", on_dialog)
+
+
 def screenshot_arguments(description: str, out: str) -> argparse.ArgumentParser:
     """The screenshot scripts' common options: ``--out`` (default ``out``), ``--width``, ``--height``."""
     parser = argparse.ArgumentParser(description=description)
