@@ -129,12 +129,10 @@ class Pacer:
 
 # ---------------------------------------------------------------- status file
 def read_status(logdir: str) -> dict[str, Any]:
-    try:
-        with open(os.path.join(logdir, "retune-status.json"), encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The trainer's status file, ``{}`` when absent or unreadable."""
+    from tb_retune.control_file import read_status  # light: no TensorFlow
+
+    return read_status(logdir) or {}
 
 
 def already_done(logdir: str, epochs: int) -> int | None:
