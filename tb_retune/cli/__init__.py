@@ -30,7 +30,7 @@ import textwrap
 import time
 import types
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from tb_retune._errors import RetuneError
 from tb_retune._version import __version__
@@ -105,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  tb-retune set runs/digits nesterov=true weight_decay=null --wait --timeout 30")
     p.add_argument("assignments", nargs="+", metavar="NAME=VALUE", type=_assignment,
                    help="a hyperparameter and its value: a number, true, false or null")
-    _add_wait(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_request_options(p)
     p.set_defaults(func=_cmd_set)
 
     p = add("restore", "go back to a checkpoint and train on as a new branch",
@@ -120,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="assignments", action="extend", nargs="+", default=[],
                    metavar="NAME=VALUE", type=_assignment,
                    help="hyperparameters to apply right after the restore")
-    _add_wait(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_request_options(p)
     p.set_defaults(func=_cmd_restore)
 
     p = add("status", "show the trainer's state, step and hyperparameters",
@@ -160,19 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_wait(p: argparse.ArgumentParser) -> None:
+def _add_request_options(p: argparse.ArgumentParser) -> None:
+    """``--wait``, ``--timeout`` and ``--json``: the options of ``set`` and ``restore``."""
     p.add_argument("--wait", action="store_true",
                    help="wait until the trainer has applied it (exit 1 if it refuses it)")
     p.add_argument("--timeout", type=_positive_seconds, metavar="S",
                    help=f"seconds to wait with --wait (default: {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 # -- output ---------------------------------------------------------------------
 
 
+def _to_file(output: str | None) -> TypeGuard[str]:
+    """Whether ``-o OUTPUT`` names a file (``-`` is stdout)."""
+    return bool(output) and output != "-"
+
+
 def _emit(text: str, output: str | None = None) -> None:
     """Prints ``text``, or writes it atomically to ``output``."""
-    if output and output != "-":
+    if _to_file(output):
         from tb_retune import _atomic
 
         _atomic.atomic_write_bytes(output, text.encode("utf-8"), durable=False)
@@ -305,7 +310,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     configs = {n["id"]: exp.node(n["id"]).get("config") for n in path}
     doc = _export.replay_schedule(path, configs)
     _emit(_dump(doc), args.output)
-    if args.output and args.output != "-":
+    if _to_file(args.output):
         steps = [e["at_step"] for e in doc["schedule"]]
         _emit(f"wrote {args.output}: {len(steps)} schedule entries (steps {', '.join(map(str, steps))}) "
               f"for the path {' -> '.join(n['id'] for n in path)}, which ends at step {path[-1]['end_step']}")
