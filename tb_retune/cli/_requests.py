@@ -19,6 +19,7 @@ from typing import Any
 from tb_retune import control_file
 from tb_retune._control import CONTROL_FILENAME, format_value, validate_hyperparameters
 from tb_retune.cli._experiment import CliError, Experiment
+from tb_retune.cli._views import entries
 from tb_retune.tree import trainer_liveness
 
 #: Seconds between two reads of the status file while waiting.
@@ -67,16 +68,6 @@ def _entry_key(entry: Any) -> str:
     return repr(sorted(entry.items())) if isinstance(entry, dict) else repr(entry)
 
 
-def _errors(status: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    errors = (status or {}).get("errors") or []
-    return [e for e in errors if isinstance(e, dict)]
-
-
-def _applied(status: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    applied = (status or {}).get("applied") or []
-    return [a for a in applied if isinstance(a, dict)]
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
         return a is b or a == b
@@ -118,12 +109,12 @@ class _Waiter:
         self.what = what
         self._clock = clock
         before = experiment.status()
-        self._errors_before = {_entry_key(e) for e in _errors(before)}
-        self._applied_before = {_entry_key(a) for a in _applied(before)}
+        self._errors_before = {_entry_key(e) for e in entries(before, "errors")}
+        self._applied_before = {_entry_key(a) for a in entries(before, "applied")}
 
     def new_applied(self, status: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         """The ``applied`` entries that were not there when waiting began."""
-        return [a for a in _applied(status) if _entry_key(a) not in self._applied_before]
+        return [a for a in entries(status, "applied") if _entry_key(a) not in self._applied_before]
 
     def wait(self, done: Callable[[dict[str, Any]], Any]) -> Any:
         deadline = self._clock() + self.timeout
@@ -131,7 +122,7 @@ class _Waiter:
         while True:
             status = self.experiment.status() or status
             if status is not None:
-                new = [e for e in _errors(status) if _entry_key(e) not in self._errors_before]
+                new = [e for e in entries(status, "errors") if _entry_key(e) not in self._errors_before]
                 if new:
                     message = str(new[-1].get("message", new[-1]))
                     raise CliError(f"the trainer refused {self.what}: {message}")
@@ -229,7 +220,7 @@ def request_restore(experiment: Experiment, *, branch: str | None, step: int,
     def done(st: dict[str, Any]) -> dict[str, Any] | None:
         if rid not in (st.get("restores_done") or []):
             return None
-        for entry in reversed(_applied(st)):
+        for entry in reversed(entries(st, "applied")):
             if entry.get("id") == rid and entry.get("kind") == "restore":
                 return entry
         # Pushed out of the last 50 already: the branch in force is the new one.

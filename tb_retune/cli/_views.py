@@ -16,6 +16,11 @@ ASCII_GLYPHS = {"tee": "|-- ", "last": "`-- ", "pipe": "|   ", "blank": "    ", 
 LAST_ERRORS = 5
 
 
+def entries(status: Mapping[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    """The well-formed entries of a list of the status file (``applied``, ``errors``)."""
+    return [e for e in (status or {}).get(key) or [] if isinstance(e, dict)]
+
+
 def _clock(t: Any) -> str:
     if not isinstance(t, (int, float)):
         return "?"
@@ -63,7 +68,7 @@ def render_status(path: str, status: Mapping[str, Any] | None, control: Mapping[
         pending = _pending_restore(status, control)
         if pending:
             rows.append(("pending restore", pending))
-        applied = [a for a in status.get("applied") or [] if isinstance(a, dict)]
+        applied = entries(status, "applied")
         if applied:
             last = applied[-1]
             rows.append(("last change", f"step {last.get('step')}: {last.get('what')}"))
@@ -79,7 +84,7 @@ def render_status(path: str, status: Mapping[str, Any] | None, control: Mapping[
             lines += [f"  {n:<{w}}{format_value(v)}" for n, v in sorted(hps.items())]
         else:
             lines.append("  (none reported)")
-        errors = [e for e in status.get("errors") or [] if isinstance(e, dict)]
+        errors = entries(status, "errors")
         if errors:
             lines.append(f"last errors ({min(len(errors), LAST_ERRORS)} of {len(errors)}):")
             for e in errors[-LAST_ERRORS:]:
