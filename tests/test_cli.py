@@ -21,12 +21,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import SlowBatches
+from tests.conftest import SlowBatches, read_status, tiny_data, wait_for
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -52,19 +52,10 @@ def make_model(seed: int = 0) -> Any:
     return model
 
 
-def make_data() -> tuple[Any, Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(SAMPLES, 4)).astype("float32")
-    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
-    return x, y
-
-
 def fit(model: Any, folder: str, epochs: int, *extra: Any) -> Any:
     import tb_retune
 
-    x, y = make_data()
+    x, y = tiny_data(SAMPLES)
     return model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
                      callbacks=[tb_retune.RetuneCallback(folder, update_freq=4, verbose=False), *extra])
 
@@ -82,24 +73,6 @@ def refused(code: int, err: str, expected: int = 1) -> str:
     assert code == expected, err
     assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
     return err.strip()
-
-
-def read_status(folder: str) -> dict[str, Any]:
-    try:
-        with open(os.path.join(folder, "retune-status.json")) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def scalar_series(run_dir: str, tag: str) -> dict[int, float]:
@@ -519,8 +492,6 @@ def test_console_script(digits: str) -> None:
 
 
 # -- a live trainer ----------------------------------------------------------------------
-
-
 
 
 @contextlib.contextmanager

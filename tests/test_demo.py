@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import atomic_save, read_status
+
 pytestmark = pytest.mark.slow
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
@@ -98,13 +100,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, demo: Demo | N
     pytest.fail(f"timed out waiting for {what}" + (f":\n{demo.stdout}\n{demo.stderr}" if demo else ""))
 
 
-def status(logdir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((logdir / "retune-status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def summaries(path: str) -> list[tuple[int, str]]:
     """(step, tag) of every summary value in one event file."""
     from tensorboard.backend.event_processing import event_file_loader
@@ -117,12 +112,6 @@ def event_files(logdir: Path, branch: str = "main") -> list[str]:
     return sorted(glob.glob(str(logdir / branch / "events.out.tfevents.*")), key=os.path.getmtime)
 
 
-def write_control(logdir: Path, control: dict[str, Any]) -> None:
-    tmp = logdir / ".retune.json.test-tmp"
-    tmp.write_text(json.dumps(control))
-    os.replace(tmp, logdir / "retune.json")
-
-
 def test_run_trains_then_resumes_then_says_it_is_done(tmp_path: Path) -> None:
     logdir = tmp_path / "runs" / "digits"
     first = run_demo("run.py", tmp_path, "--no-tensorboard", "--epochs", "1", "--minutes", "0",
@@ -131,7 +120,7 @@ def test_run_trains_then_resumes_then_says_it_is_done(tmp_path: Path) -> None:
     assert f"Control file: {logdir / 'retune.json'}" in first.stdout
     assert "learning_rate=0.05" in first.stdout and '{"hyperparameters": {"learning_rate": 0.05}}' in first.stdout
     assert "Traceback" not in first.stderr
-    one = status(logdir)
+    one = read_status(str(logdir))
     assert one["state"] == "finished" and one["epoch"] == 1 and one["step"] > 0
     step1 = one["step"]
     assert one["checkpoints"]["main"][0] == 0 and step1 in one["checkpoints"]["main"]
@@ -145,7 +134,7 @@ def test_run_trains_then_resumes_then_says_it_is_done(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"resumed branch main at step {step1}" in second.stdout
     assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
-    two = status(logdir)
+    two = read_status(str(logdir))
     assert two["state"] == "finished" and two["epoch"] == 2 and two["step"] == 2 * step1
     assert {step1, 2 * step1} <= set(two["checkpoints"]["main"])
     events2 = [f for f in event_files(logdir) if f != events1]
@@ -156,7 +145,7 @@ def test_run_trains_then_resumes_then_says_it_is_done(tmp_path: Path) -> None:
     third = run_demo("run.py", tmp_path, "--no-tensorboard", "--epochs", "2", "--logdir", "runs/digits")
     assert third.returncode == 0, third.stdout + third.stderr
     assert "already trained 2 epochs" in third.stdout and "--epochs 4" in third.stdout
-    assert status(logdir)["step"] == 2 * step1
+    assert read_status(str(logdir))["step"] == 2 * step1
 
 
 def test_custom_loop_takes_a_learning_rate_change_and_resumes(tmp_path: Path, demos: list[Demo]) -> None:
@@ -166,17 +155,17 @@ def test_custom_loop_takes_a_learning_rate_change_and_resumes(tmp_path: Path, de
     demos.append(demo)
     wait_for("the control file's path", lambda: f"Control file: {logdir / 'retune.json'}" in demo.stdout,
              60, demo)
-    wait_for("training", lambda: status(logdir).get("state") == "training" and status(logdir).get("step", 0) > 0,
+    wait_for("training", lambda: read_status(str(logdir)).get("state") == "training" and read_status(str(logdir)).get("step", 0) > 0,
              60, demo)
-    write_control(logdir, {"hyperparameters": {"learning_rate": 0.05}})
+    atomic_save(str(logdir / "retune.json"), {"hyperparameters": {"learning_rate": 0.05}})
     applied = wait_for("the change in retune-status.json",
-                       lambda: [a for a in status(logdir).get("applied", []) if "learning_rate" in a["what"]],
+                       lambda: [a for a in read_status(str(logdir)).get("applied", []) if "learning_rate" in a["what"]],
                        30, demo)
     assert demo.wait(60) == 0, demo.stdout + demo.stderr
     assert applied[0]["what"] == "learning_rate 0.005 -> 0.05" and applied[0]["kind"] == "control"
     assert re.search(r"retune: step \d+ learning_rate 0.005 -> 0.05", demo.stdout)
     assert "Traceback" not in demo.stderr
-    one = status(logdir)
+    one = read_status(str(logdir))
     assert one["state"] == "finished" and one["epoch"] == 2 and one["node"] == "main-2"
     assert one["hyperparameters"]["learning_rate"] == 0.05
     step1 = one["step"]
@@ -189,7 +178,7 @@ def test_custom_loop_takes_a_learning_rate_change_and_resumes(tmp_path: Path, de
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resumed branch main at step {step1}" in again.stdout
     assert f"epoch 3/3 step {step1 + step1 // 2}" in again.stdout and "epoch 1/3" not in again.stdout
-    two = status(logdir)
+    two = read_status(str(logdir))
     assert two["state"] == "finished" and two["epoch"] == 3 and two["step"] == step1 + step1 // 2
     assert two["hyperparameters"]["learning_rate"] == 0.05  # the change outlives the restart
     assert len(two["applied"]) == 1
@@ -208,20 +197,20 @@ def test_restore_through_tensorboard_then_ctrl_c_stops_both(tmp_path: Path, demo
         assert f"Control file: {logdir / 'retune.json'}" in demo.stdout
         with urllib.request.urlopen(url + "data/plugins_listing", timeout=10) as r:
             assert "retune" in json.loads(r.read())
-        wait_for("training", lambda: status(logdir).get("step", 0) > 0, 60, demo)
+        wait_for("training", lambda: read_status(str(logdir)).get("step", 0) > 0, 60, demo)
         # What the tab's Restore button does, through the demo's TensorBoard.
         request = urllib.request.Request(
             url + "data/plugin/retune/restore", method="POST", headers={"Content-Type": "application/json"},
             data=json.dumps({"experiment": "digits", "branch": "main", "step": 0}).encode())
         with urllib.request.urlopen(request, timeout=10) as r:
             assert r.status == 200
-        wait_for("the restore", lambda: status(logdir).get("branch") == "main-s0", 30, demo)
+        wait_for("the restore", lambda: read_status(str(logdir)).get("branch") == "main-s0", 30, demo)
         demo.process.send_signal(signal.SIGINT)
         rc = demo.wait(60)
         assert rc in (0, 130), demo.stdout + demo.stderr
         assert "Traceback" not in demo.stderr, demo.stderr
         assert "stopping after this batch" in demo.stdout
-        final = status(logdir)
+        final = read_status(str(logdir))
         assert final["state"] in ("stopped", "finished")
         assert final["branch"] == "main-s0" and final["step"] in final["checkpoints"]["main-s0"]
         wait_for("TensorBoard to be gone", lambda: not _alive(tb_pid), 10)
