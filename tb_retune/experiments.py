@@ -319,6 +319,13 @@ class ExperimentStore:
         self._branch_runs: dict[str, set[str]] = {}
         self._trees: dict[tuple[str, str], _Tree] = {}
 
+    def _status_file(self, name: str) -> dict[str, Any] | None:
+        """The experiment's status file; None without a local logdir."""
+        return read_status(self.logdir, name) if self.logdir else None
+
+    def _writable(self, name: str) -> bool:
+        return bool(self.logdir) and folder_writable(self.logdir, name)
+
     # -- the experiments ------------------------------------------------
 
     def index(self, ctx: Any, experiment_id: str = "") -> dict[str, list[str]]:
@@ -361,7 +368,7 @@ class ExperimentStore:
         now = self._clock()
         result = []
         for name, branches in sorted(self.index(ctx, experiment_id).items()):
-            status = read_status(self.logdir, name) if self.logdir else None
+            status = self._status_file(name)
             errors = (status or {}).get("errors") or []
             last_error = errors[-1].get("message") if errors and isinstance(errors[-1], dict) else None
             result.append(
@@ -374,7 +381,7 @@ class ExperimentStore:
                     "branch": (status or {}).get("branch"),
                     "node": (status or {}).get("node"),
                     "last_error": last_error,
-                    "writable": bool(self.logdir) and folder_writable(self.logdir, name),
+                    "writable": self._writable(name),
                 }
             )
         return result
@@ -472,7 +479,7 @@ class ExperimentStore:
         name = check_name(name)
         branches = self._read_branches(ctx, experiment_id, name)
         key = {b: br.key for b, br in branches.items()}
-        status = read_status(self.logdir, name) if self.logdir else None
+        status = self._status_file(name)
         # Only these keys of the status shape the nodes; the heartbeat does not.
         status_key = {k: (status or {}).get(k) for k in ("node", "checkpoints", "checkpoint_nodes")}
         with self._lock:
@@ -499,7 +506,7 @@ class ExperimentStore:
         return {
             "status": status,
             "trainer": trainer_liveness(status, self._clock()),
-            "writable": bool(self.logdir) and folder_writable(self.logdir, name),
+            "writable": self._writable(name),
         }
 
     def tree(self, ctx: Any, name: str, experiment_id: str = "") -> dict[str, Any]:
@@ -546,7 +553,7 @@ class ExperimentStore:
     def status(self, ctx: Any, name: str, experiment_id: str = "") -> dict[str, Any]:
         """The ``status`` route's answer: the status file, liveness and control file."""
         name = check_name(name)
-        status = read_status(self.logdir, name) if self.logdir else None
+        status = self._status_file(name)
         if status is None and name not in self.index(ctx, experiment_id):
             raise UnknownExperimentError(f"experiment {name!r}: not found in the logdir")
         control, control_error = read_control(self.logdir, name) if self.logdir else (None, None)
@@ -555,7 +562,7 @@ class ExperimentStore:
         out["trainer"] = trainer_liveness(status, self._clock())
         out["control"] = control
         out["control_error"] = control_error
-        out["writable"] = bool(self.logdir) and folder_writable(self.logdir, name)
+        out["writable"] = self._writable(name)
         return out
 
 
