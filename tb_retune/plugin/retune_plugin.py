@@ -24,6 +24,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tb_retune import control_file
+from tb_retune._control import CONTROL_FILENAME
 from tb_retune._errors import ControlError
 from tb_retune.experiments import (
     ExperimentStore,
@@ -143,11 +144,8 @@ class RetunePlugin(base_plugin.TBPlugin):
     def experiments_impl(self, ctx: Any, experiment_id: str) -> dict[str, Any]:
         return {"experiments": self._store.experiments(ctx, experiment_id)}
 
-    def tree_impl(self, ctx: Any, experiment_id: str, name: str) -> dict[str, Any]:
-        return self._store.tree(ctx, name, experiment_id)
-
     def tree_json_impl(self, ctx: Any, experiment_id: str, name: str) -> bytes:
-        """:meth:`tree_impl`, serialised (the large part once per change)."""
+        """The ``tree`` route's JSON (the large part serialised once per change)."""
         return self._store.tree_json(ctx, name, experiment_id)
 
     def node_impl(self, ctx: Any, experiment_id: str, name: str, node_id: str) -> dict[str, Any]:
@@ -296,7 +294,7 @@ def _write(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
     except OSError as e:
         raise RequestError(
             409,
-            f"cannot write {os.path.join(folder, 'retune.json')}: {e.strerror or e}; "
+            f"cannot write {os.path.join(folder, CONTROL_FILENAME)}: {e.strerror or e}; "
             "make the experiment folder writable for TensorBoard, or use the tb-retune command line",
         ) from None
 
