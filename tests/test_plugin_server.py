@@ -128,12 +128,17 @@ def test_real_tensorboard_serves_the_tab(server: Server, logdir: str) -> None:
     code, js, ctype = server.request("/data/plugin/retune/static/index.js")
     assert code == 200 and ctype.startswith("text/javascript") and b"render" in js
 
-    host = server.url.split("//", 1)[1]
+    control = os.path.join(logdir, "digits", "retune.json")
     body = {"experiment": "digits", "hyperparameters": {"momentum": 0.5}}
     code, reply, _ = server.request("/data/plugin/retune/hyperparameters", body, {"Origin": "http://evil.example"})
     assert code == 403 and "cross-origin" in reply["error"]
+    assert not os.path.exists(control)
     code, reply, _ = server.request("/data/plugin/retune/hyperparameters", body, {"Origin": server.url})
-    assert code == 200, reply
-    assert reply["control"]["hyperparameters"]["momentum"] == 0.5
-    assert host in server.url
-    os.remove(os.path.join(logdir, "digits", "retune.json"))
+    try:
+        assert code == 200, reply
+        assert reply["control"]["hyperparameters"]["momentum"] == 0.5
+        with open(control) as f:
+            assert json.load(f) == {"hyperparameters": {"momentum": 0.5}}
+    finally:
+        if os.path.exists(control):
+            os.remove(control)  # the logdir is shared with the other data loader's run
