@@ -146,7 +146,7 @@ def _read_bytes(path: str, limit: int) -> bytes | None:
         if not gfile.exists(path):
             return None
         with gfile.GFile(path, "rb") as f:
-            data: bytes = f.read()
+            data: bytes = f.read(limit + 1)
             return data
     except Exception:  # any filesystem error of a remote store: treat as absent
         return None
