@@ -19,14 +19,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import SlowBatches, read_status, tiny_data, wait_for
+from tests.conftest import FitThread, SlowBatches, read_status, tiny_data, tiny_model, wait_for
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,22 +41,18 @@ PATH_NODES = ["main-1", "main-2", "main-s64-1", "main-s64-2"]
 # -- helpers ------------------------------------------------------------------
 
 
-def make_model(seed: int = 0) -> Any:
-    import keras
+def fit_args(folder: str, epochs: int, *extra: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments of ``model.fit`` for ``epochs`` epochs of the data, with a RetuneCallback."""
+    import tb_retune
 
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
+    return tiny_data(SAMPLES), dict(
+        batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
+        callbacks=[tb_retune.RetuneCallback(folder, update_freq=4, verbose=False), *extra])
 
 
 def fit(model: Any, folder: str, epochs: int, *extra: Any) -> Any:
-    import tb_retune
-
-    x, y = tiny_data(SAMPLES)
-    return model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
-                     callbacks=[tb_retune.RetuneCallback(folder, update_freq=4, verbose=False), *extra])
+    args, kwargs = fit_args(folder, epochs, *extra)
+    return model.fit(*args, **kwargs)
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -103,7 +98,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> str:
     with open(os.path.join(folder, "retune.json"), "w") as f:
         json.dump({"schedule": [{"at_step": 40, "hyperparameters": {"learning_rate": 0.005}},
                                 {"at_step": 70, "hyperparameters": {"momentum": 0.5}}]}, f)
-    model = make_model()
+    model = tiny_model()
     fit(model, folder, 3)  # steps 0-96
     code, out, err = run("restore", folder, "--branch", "main", "--step", "64", "--set", "learning_rate=0.002")
     assert code == 0, err
@@ -415,7 +410,7 @@ def test_replay_retrains_the_path_step_for_step(digits: str, tmp_path: Any) -> N
     assert code == 0, err
     assert out.strip() == (f"wrote {again}/retune.json: 4 schedule entries (steps 0, 40, 64, 100) for the path "
                            "main-1 -> main-2 -> main-s64-1 -> main-s64-2, which ends at step 128")
-    fit(make_model(), again, 4)  # a new experiment, unattended: steps 0-128
+    fit(tiny_model(), again, 4)  # a new experiment, unattended: steps 0-128
     assert sorted(d for d in os.listdir(again) if not d.startswith(".") and "." not in d) == ["checkpoints", "main"]
     for tag in ("hyperparameters/learning_rate", "hyperparameters/momentum", "loss"):
         original = {s: v for s, v in scalar_series(os.path.join(digits, "main"), tag).items() if s <= 64}
@@ -489,23 +484,22 @@ def test_console_script(digits: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == run("tree", digits)[1]
     assert proc.stderr == ""
+    # The console script reads local event files without importing TensorFlow.
+    check = ("import sys; from tb_retune.cli import main; sys.argv = ['tb-retune', 'tree', sys.argv[1]]; "
+             "code = main(); print(code, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", check, digits], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert proc.stdout.splitlines()[-1] == "0 False", proc.stdout + proc.stderr
 
 
 # -- a live trainer ----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def live_trainer(folder: str) -> Iterator[threading.Thread]:
+def live_trainer(folder: str) -> Iterator[FitThread]:
     """A fit of many epochs on a thread; stopped through the control file."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fit(make_model(), folder, 400, SlowBatches(0.004))
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    thread = threading.Thread(target=target, name="test-fit", daemon=True)
+    args, kwargs = fit_args(folder, 400, SlowBatches(0.004))
+    thread = FitThread(tiny_model(), *args, **kwargs)
     thread.start()
     try:
         wait_for(lambda: read_status(folder).get("state") == "training", what="the trainer to start")
@@ -513,8 +507,7 @@ def live_trainer(folder: str) -> Iterator[threading.Thread]:
     finally:
         write_control(folder, {"restore": None, "stop": True})
         thread.join(60)
-    assert not thread.is_alive(), "fit did not stop"
-    assert not errors, errors
+    thread.join_ok(0)  # fit stopped, without an error
     assert read_status(folder)["state"] == "stopped"
 
 
