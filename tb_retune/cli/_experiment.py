@@ -98,11 +98,14 @@ class Experiment:
             )
         return self.folder
 
+    def _hint(self) -> str:
+        """Names the experiments inside a local folder that is a logdir."""
+        return _hint_children(self.folder, self.path) if self.local else ""
+
     def _not_an_experiment(self) -> str:
-        hint = _hint_children(self.folder, self.path) if self.local else ""
         return (
             f"experiment {self.path}: not a tb-retune experiment (no {STATUS_FILENAME}; "
-            f"start training with RetuneCallback({self.path!r}) first){hint}"
+            f"start training with RetuneCallback({self.path!r}) first){self._hint()}"
         )
 
     # -- the tree, through the data provider ------------------------------
@@ -117,10 +120,9 @@ class Experiment:
             try:
                 self._tree = self.reader().tree(".")
             except experiments.UnknownExperimentError:
-                hint = _hint_children(self.folder, self.path) if self.local else ""
                 raise CliError(
                     f"experiment {self.path}: no tb-retune tree in its event files "
-                    f"(no <branch>/events.out.tfevents.* with retune summaries){hint}"
+                    f"(no <branch>/events.out.tfevents.* with retune summaries){self._hint()}"
                 ) from None
         return self._tree
 
