@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from tb_retune import metadata
 from tb_retune._control import CONTROL_FILENAME, STATUS_FILENAME
 from tb_retune._errors import ControlError, RetuneError
 from tb_retune.control_file import decode_control_object
@@ -244,18 +245,13 @@ def _series_key(index: Mapping[str, Any]) -> frozenset[tuple[str, Any, Any]]:
 
 
 def decode_record(datum: Any) -> dict[str, Any] | None:
-    """The node record of a ``TensorDatum`` read from the data provider, or None."""
+    """The node record of a ``TensorDatum`` read from the data provider, or
+    None for one that is not a node record (or is from a newer tb-retune)."""
     try:
         value = datum.numpy
-        raw = value.item() if hasattr(value, "item") else value
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8")
-        record = json.loads(raw)
+        return metadata.decode_node_bytes(value.item() if hasattr(value, "item") else value)
     except (AttributeError, ValueError, TypeError):
         return None
-    if not isinstance(record, dict) or "id" not in record or "branch" not in record or "step" not in record:
-        return None
-    return record
 
 
 @dataclasses.dataclass

@@ -34,19 +34,6 @@ def create_summary_metadata(kind: str = "node") -> summary_pb2.SummaryMetadata:
     )
 
 
-def parse_plugin_metadata(content: bytes) -> dict[str, Any]:
-    """Parses ``plugin_data.content``; raises ValueError for a newer version."""
-    if not content:
-        return {"version": 0, "kind": "node"}
-    meta = json.loads(content.decode("utf-8"))
-    if not isinstance(meta, dict) or int(meta.get("version", 0)) > PROTO_VERSION:
-        raise ValueError(
-            f"retune summary of version {meta.get('version') if isinstance(meta, dict) else meta!r} "
-            f"is newer than this tb-retune ({PROTO_VERSION}); upgrade tb-retune"
-        )
-    return meta
-
-
 def node_tag(node_id: str) -> str:
     return NODE_TAG_PREFIX + node_id
 
@@ -68,10 +55,20 @@ def node_pb(record: Mapping[str, Any]) -> summary_pb2.Summary:
     return summary
 
 
+def decode_node_bytes(raw: bytes | str) -> dict[str, Any]:
+    """The node record in a ``retune`` tensor's string; raises ValueError for
+    a record that is not one, or that a newer tb-retune wrote."""
+    record = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    if not isinstance(record, dict) or not {"id", "branch", "step"} <= record.keys():
+        raise ValueError("retune node record without an id, branch and step")
+    if int(record.get("version", 0)) > PROTO_VERSION:
+        raise ValueError(
+            f"retune node record of version {record['version']} is newer than this tb-retune "
+            f"({PROTO_VERSION}); upgrade tb-retune"
+        )
+    return record
+
+
 def decode_node(tensor_proto: tensor_pb2.TensorProto) -> dict[str, Any]:
     """The node record of a ``retune`` tensor (inverse of :func:`node_pb`)."""
-    raw = tensor_proto.string_val[0] if tensor_proto.string_val else b""
-    record = json.loads(raw.decode("utf-8"))
-    if not isinstance(record, dict) or "id" not in record:
-        raise ValueError("retune node record without an id")
-    return record
+    return decode_node_bytes(tensor_proto.string_val[0] if tensor_proto.string_val else b"")

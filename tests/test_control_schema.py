@@ -96,3 +96,16 @@ def test_merge_and_describe() -> None:
 @pytest.mark.parametrize("value, text", [(0.001, "1e-3"), (0.0003, "3e-4"), (0.9, "0.9"), (0.0, "0"), (3, "3"), (2.5e-5, "2.5e-5")])
 def test_short_numbers(value: float, text: str) -> None:
     assert short_number(value) == text
+
+
+def test_node_records_round_trip_and_newer_versions_are_refused() -> None:
+    from tb_retune import metadata
+
+    record = {"version": 1, "id": "main-2", "branch": "main", "step": 1200, "parent": "main-1"}
+    summary = metadata.node_pb(record)
+    assert summary.value[0].tag == "retune/node/main-2"
+    assert metadata.decode_node(summary.value[0].tensor) == record
+    with pytest.raises(ValueError, match="newer than this tb-retune"):
+        metadata.decode_node_bytes(json.dumps(dict(record, version=99)))
+    with pytest.raises(ValueError, match="without an id"):
+        metadata.decode_node_bytes(b'{"id": "x"}')
