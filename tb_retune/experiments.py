@@ -38,7 +38,7 @@ from tb_retune._control import CONTROL_FILENAME, STATUS_FILENAME
 from tb_retune._errors import ControlError, RetuneError
 from tb_retune.control_file import decode_control_object
 from tb_retune.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
-from tb_retune.tree import build_tree, trainer_liveness
+from tb_retune.tree import build_tree, live_parts, trainer_liveness
 
 #: Plugin name of TensorBoard's scalar summaries (our metrics and hyperparameters).
 SCALARS_PLUGIN = "scalars"
@@ -272,9 +272,6 @@ class _Tree:
     json: bytes | None = None
 
 
-_VOLATILE_TREE_KEYS = ("status", "trainer", "writable")
-
-
 def dumps_json(obj: Any) -> bytes:
     """JSON bytes; non-finite floats become ``"NaN"``/``"Infinity"`` as in TensorBoard."""
     try:
@@ -488,10 +485,7 @@ class ExperimentStore:
                 metrics={b: br.series for b, br in branches.items()},
                 status=status,
                 run_prefix=run_prefix(name),
-                now=self._clock(),
             )
-            for volatile in _VOLATILE_TREE_KEYS:
-                tree.pop(volatile, None)
             cached = _Tree(key=key, status_key=status_key, tree=tree)
             with self._lock:
                 self._trees[(experiment_id, name)] = cached
@@ -499,11 +493,7 @@ class ExperimentStore:
 
     def _volatile(self, name: str, status: dict[str, Any] | None) -> dict[str, Any]:
         """The parts of a tree that change with every heartbeat."""
-        return {
-            "status": status,
-            "trainer": trainer_liveness(status, self._clock()),
-            "writable": self._writable(name),
-        }
+        return dict(live_parts(status, self._clock()), writable=self._writable(name))
 
     def tree(self, ctx: Any, name: str, experiment_id: str = "") -> dict[str, Any]:
         """The ``tree`` route's answer; raises UnknownExperimentError."""

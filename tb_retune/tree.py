@@ -94,7 +94,6 @@ def build_tree(
     metrics: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]] | None = None,
     status: Mapping[str, Any] | None = None,
     run_prefix: str = "",
-    now: float = 0.0,
 ) -> dict[str, Any]:
     """Builds the tree that the ``tree`` route returns (see docs/http_api.md).
 
@@ -108,7 +107,6 @@ def build_tree(
         run_prefix: Prefix that turns a branch name into a TensorBoard run
             name (``"<experiment>/"``, or ``""`` when the experiment is the
             logdir itself).
-        now: The current time, for the trainer's liveness.
     """
     by_id: dict[str, dict[str, Any]] = {}
     for rec in records:
@@ -210,6 +208,10 @@ def build_tree(
         "roots": roots,
         "nodes": out_nodes,
         "branches": branches,
-        "status": status,
-        "trainer": trainer_liveness(status, now),
     }
+
+
+def live_parts(status: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+    """The parts of a ``tree`` answer that change with every heartbeat (the
+    tree itself, built by :func:`build_tree`, is cached between them)."""
+    return {"status": status, "trainer": trainer_liveness(status, now)}

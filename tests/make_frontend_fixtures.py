@@ -107,7 +107,7 @@ def _experiment_entry(name: str, tree: Mapping[str, Any]) -> dict[str, Any]:
 def make_fixtures(out_dir: str) -> list[str]:
     """Writes every fixture into ``out_dir``; returns the file names."""
     from tb_retune import _synthetic
-    from tb_retune.tree import build_tree
+    from tb_retune.tree import build_tree, live_parts
 
     specs: list[tuple[str, str, dict[str, Any], bool]] = [
         # fixture name, experiment name, make_experiment arguments, alive
@@ -141,9 +141,8 @@ def make_fixtures(out_dir: str) -> list[str]:
                 metrics=series,
                 status=status,
                 run_prefix="" if name == "." else name + "/",
-                now=FIXED_TIME + 0.8,
             )
-            tree["writable"] = True
+            tree.update(live_parts(status, FIXED_TIME + 0.8), writable=True)
             files = {f"{fixture}.json": tree}
             # The node answer of the current node and of a restored branch's first node.
             current = next(n for n in tree["nodes"] if n["current"])
