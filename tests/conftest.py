@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -134,3 +135,27 @@ class FitThread(threading.Thread):
         if self.error:
             raise self.error
         return self.history
+
+
+@contextlib.contextmanager
+def live_fit(logdir: str, *, samples: int = 128, batch_size: int = 8, sleep: float = 0.002,
+             **callback_kwargs: Any) -> Iterator[FitThread]:
+    """A ``fit`` with RetuneCallback running on a thread until the block ends.
+
+    Yields once the trainer is watching its control file; on the way out it
+    stops the fit (if the test has not) and re-raises the fit's error.
+    """
+    import tb_retune
+
+    model = tiny_model()
+    x, y = tiny_data(samples)
+    callback = tb_retune.RetuneCallback(logdir, verbose=False, **callback_kwargs)
+    fit = FitThread(model, x, y, batch_size=batch_size, epochs=100_000, verbose=0,
+                    callbacks=[callback, SlowBatches(sleep)])
+    fit.start()
+    try:
+        wait_for(lambda: read_status(logdir).get("watcher") or not fit.is_alive(), what="trainer start")
+        yield fit
+    finally:
+        model.stop_training = True
+        fit.join_ok()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import FitThread, SlowBatches, atomic_save, read_status, tiny_data, tiny_model, wait_for
+from tests.conftest import SlowBatches, atomic_save, live_fit, read_status, tiny_data, tiny_model, wait_for
 
 
 def _state(model: Any) -> dict[str, np.ndarray]:
@@ -84,16 +84,10 @@ def test_restore_gives_back_the_real_state_as_a_new_branch(tmp_path: Any) -> Non
 
 
 def test_restore_with_hyperparameters_and_exactly_once(tmp_path: Any) -> None:
-    import tb_retune
 
     logdir = str(tmp_path / "exp")
-    model = tiny_model()
-    x, y = tiny_data(128)
-    fit = FitThread(model, x, y, batch_size=16, epochs=300, verbose=0,
-                    callbacks=[tb_retune.RetuneCallback(logdir, verbose=False), SlowBatches(0.003)])
-    fit.start()
     control = os.path.join(logdir, "retune.json")
-    try:
+    with live_fit(logdir, batch_size=16, sleep=0.003) as fit:
         wait_for(lambda: len(read_status(logdir).get("checkpoints", {}).get("main", [])) >= 3, what="checkpoints")
         step = read_status(logdir)["checkpoints"]["main"][1]
         request = {"restore": {"id": "r-1", "branch": "main", "step": step,
@@ -115,10 +109,6 @@ def test_restore_with_hyperparameters_and_exactly_once(tmp_path: Any) -> None:
         assert f"has no checkpoint at step {step + 1}" in status["errors"][-1]["message"]
         atomic_save(control, {"stop": True})
         fit.join_ok()
-    finally:
-        if fit.is_alive():
-            atomic_save(control, {"stop": True})
-            fit.join(30)
 
 
 def test_retention_keeps_boundaries_and_last_k(tmp_path: Any) -> None:
@@ -165,19 +155,11 @@ def test_a_second_trainer_is_refused(tmp_path: Any) -> None:
     import tb_retune
 
     logdir = str(tmp_path / "exp")
-    model = tiny_model()
     x, y = tiny_data(64)
-    fit = FitThread(model, x, y, batch_size=8, epochs=1000, verbose=0,
-                    callbacks=[tb_retune.RetuneCallback(logdir, verbose=False), SlowBatches(0.002)])
-    fit.start()
-    try:
-        wait_for(lambda: read_status(logdir).get("state") == "training")
+    with live_fit(logdir, samples=64):
         other = tiny_model(seed=1)
         with pytest.raises(tb_retune.ExperimentLockedError, match=rf"another trainer \(pid {os.getpid()}\)"):
             other.fit(x, y, epochs=1, verbose=0, callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
-    finally:
-        atomic_save(os.path.join(logdir, "retune.json"), {"stop": True})
-        fit.join_ok()
 
 
 def test_steps_are_counted_right_after_a_mid_epoch_restore(tmp_path: Any) -> None:

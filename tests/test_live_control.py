@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import (
-    FitThread,
     Recorder,
     SlowBatches,
     atomic_save,
+    live_fit,
     read_status,
     tiny_data,
     tiny_model,
@@ -161,17 +161,11 @@ BAD_REVISIONS: list[tuple[bytes, str]] = [
 
 
 def test_bad_revisions_change_nothing_and_training_goes_on(tmp_path: Any) -> None:
-    import tb_retune
 
     logdir = str(tmp_path / "exp")
-    model = tiny_model()
-    x, y = tiny_data(256)
-    fit = FitThread(model, x, y, batch_size=8, epochs=200, verbose=0,
-                    callbacks=[tb_retune.RetuneCallback(logdir, verbose=False), SlowBatches(0.002)])
-    fit.start()
     control = os.path.join(logdir, "retune.json")
-    try:
-        wait_for(lambda: read_status(logdir).get("state") == "training", what="trainer start")
+    with live_fit(logdir, samples=256) as fit:
+        model = fit.model
         for i, (data, needle) in enumerate(BAD_REVISIONS):
             step_before = read_status(logdir).get("step", 0)
             with open(control + ".tmp", "wb") as f:
@@ -191,10 +185,6 @@ def test_bad_revisions_change_nothing_and_training_goes_on(tmp_path: Any) -> Non
         assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
         atomic_save(control, {"hyperparameters": {"learning_rate": 0.05, "momentum": 0.5}, "stop": True})
         fit.join_ok()
-    finally:
-        if fit.is_alive():
-            atomic_save(control, {"stop": True})
-            fit.join(30)
     status = read_status(logdir)
     assert status["state"] == "stopped"
     assert status["step"] in status["checkpoints"][status["branch"]]  # final checkpoint
@@ -202,17 +192,10 @@ def test_bad_revisions_change_nothing_and_training_goes_on(tmp_path: Any) -> Non
 
 @pytest.mark.parametrize("how", ["in_place", "atomic_move", "delete_recreate", "polling"])
 def test_each_way_of_saving_is_seen(tmp_path: Any, how: str) -> None:
-    import tb_retune
 
     logdir = str(tmp_path / "exp")
-    model = tiny_model()
-    x, y = tiny_data(128)
-    cb = tb_retune.RetuneCallback(logdir, verbose=False, polling=(how == "polling"))
-    fit = FitThread(model, x, y, batch_size=8, epochs=500, verbose=0, callbacks=[cb, SlowBatches(0.002)])
-    fit.start()
     control = os.path.join(logdir, "retune.json")
-    try:
-        wait_for(lambda: read_status(logdir).get("watcher"), what="watcher started")
+    with live_fit(logdir, polling=(how == "polling")):
         assert read_status(logdir)["watcher"] == ("polling" if how == "polling" else "native")
         for lr in (0.02, 0.03):
             payload = json.dumps({"hyperparameters": {"learning_rate": lr}}).encode()
@@ -230,9 +213,6 @@ def test_each_way_of_saving_is_seen(tmp_path: Any, how: str) -> None:
                 atomic_save(control, json.loads(payload))
             wait_for(lambda lr=lr: read_status(logdir).get("hyperparameters", {}).get("learning_rate") == pytest.approx(lr),
                      what=f"lr {lr} via {how}")
-    finally:
-        atomic_save(control, {"stop": True})
-        fit.join_ok()
     scalars = _read_scalars(os.path.join(logdir, "main"))
     assert {round(v, 4) for _, v in scalars["hyperparameters/learning_rate"]} >= {0.01, 0.02, 0.03}
 
