@@ -82,7 +82,7 @@ def _round(store: Any, model: Any, step: int, path: str, meta: dict[str, Any],
 
 def _one_size(model: Any, folder: str, n: int, profile: bool) -> dict[str, Any]:
     """``n`` interleaved rounds of save and load, ours and Keras's, on one model."""
-    from tb_retune._checkpoints import CheckpointStore
+    from tb_retune.trainer.checkpoints import CheckpointStore
 
     store = CheckpointStore(os.path.join(folder, "checkpoints"), keep_last=5)
     opt = model.optimizer

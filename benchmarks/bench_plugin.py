@@ -2,7 +2,7 @@
 
 One logdir of 50 experiments: the big ones (100 nodes over 10 branches, 1,000
 over 100, and in full mode 10,000 over 1,000) written by
-``tb_retune._synthetic.make_experiment`` with the trainer's own writers, the
+``tb_retune.testing.synthetic.make_experiment`` with the trainer's own writers, the
 rest small (9 nodes over 3 branches). It is read by TensorBoard's own
 multiplexer and data provider (what ``tensorboard --load_fast=false`` uses)
 and served by TensorBoard's real WSGI app with the Scalars plugin and ours.
@@ -38,7 +38,7 @@ class Served:
     """A logdir, TensorBoard's data provider over it, and the WSGI app with the Scalars and Retune plugins."""
 
     def __init__(self, sizes: list[int], root: str | None = None) -> None:
-        from tb_retune._synthetic import make_experiment
+        from tb_retune.testing.synthetic import make_experiment
 
         self.root = root or tempfile.mkdtemp(prefix="tbr-bench-logdir-")
         self.sizes = sizes
@@ -55,8 +55,8 @@ class Served:
         from tensorboard.backend import application
         from tensorboard.plugins.scalar import scalars_plugin
 
-        from tb_retune.experiments import load_multiplexer
         from tb_retune.plugin.loader import RetuneLoader
+        from tb_retune.reader.experiments import load_multiplexer
 
         self.multiplexer, self.provider = load_multiplexer(self.root)
 

@@ -130,7 +130,7 @@ class Pacer:
 # ---------------------------------------------------------------- status file
 def read_status(logdir: str) -> dict[str, Any]:
     """The trainer's status file, ``{}`` when absent or unreadable."""
-    from tb_retune.control_file import read_status  # light: no TensorFlow
+    from tb_retune.experiment.control_file import read_status  # light: no TensorFlow
 
     return read_status(logdir) or {}
 

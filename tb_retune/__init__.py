@@ -16,8 +16,8 @@ from tb_retune._errors import CheckpointError, ControlError, ExperimentLockedErr
 from tb_retune._version import __version__
 
 if TYPE_CHECKING:
-    from tb_retune.callback import RetuneCallback
-    from tb_retune.controller import RetuneController
+    from tb_retune.trainer.callback import RetuneCallback
+    from tb_retune.trainer.controller import RetuneController
 
 __all__ = [
     "CheckpointError",
@@ -32,11 +32,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RetuneCallback":
-        from tb_retune.callback import RetuneCallback
+        from tb_retune.trainer.callback import RetuneCallback
 
         return RetuneCallback
     if name == "RetuneController":
-        from tb_retune.controller import RetuneController
+        from tb_retune.trainer.controller import RetuneController
 
         return RetuneController
     raise AttributeError(f"module 'tb_retune' has no attribute {name!r}")

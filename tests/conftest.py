@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tb_retune.controller import THREAD_NAMES
+from tb_retune.trainer.controller import THREAD_NAMES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

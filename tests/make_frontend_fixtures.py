@@ -2,9 +2,9 @@
 
 The Retune tab and the plugin must agree on one data format. The fixtures are
 made the way the plugin makes its answers: a synthetic experiment is written
-with the trainer's own writers (:func:`tb_retune._synthetic.make_experiment`),
+with the trainer's own writers (:func:`tb_retune.testing.synthetic.make_experiment`),
 read back with TensorBoard's own event loader, and turned into the ``tree``
-answer with :func:`tb_retune.tree.build_tree`. ``node`` answers add the
+answer with :func:`tb_retune.reader.tree.build_tree`. ``node`` answers add the
 captured configuration and the branch's loss series, as ``docs/http_api.md``
 says.
 
@@ -46,7 +46,7 @@ def _read_back(folder: str) -> tuple[list[dict[str, Any]], dict[str, int], dict[
     from tensorboard.backend.event_processing import event_multiplexer
     from tensorboard.util import tensor_util
 
-    from tb_retune import metadata
+    from tb_retune.experiment import metadata
 
     mux = event_multiplexer.EventMultiplexer(
         size_guidance={"tensors": 0, "scalars": 0},
@@ -106,8 +106,8 @@ def _experiment_entry(name: str, tree: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_fixtures(out_dir: str) -> list[str]:
     """Writes every fixture into ``out_dir``; returns the file names."""
-    from tb_retune import _synthetic
-    from tb_retune.tree import build_tree, live_parts
+    from tb_retune.reader.tree import build_tree, live_parts
+    from tb_retune.testing import synthetic as _synthetic
 
     specs: list[tuple[str, str, dict[str, Any], bool]] = [
         # fixture name, experiment name, make_experiment arguments, alive

@@ -11,9 +11,9 @@ from tensorboard import context
 from tensorboard.backend import application
 from werkzeug.test import Client
 
-from tb_retune._synthetic import make_experiment
-from tb_retune.experiments import load_multiplexer
 from tb_retune.plugin.loader import RetuneLoader
+from tb_retune.reader.experiments import load_multiplexer
+from tb_retune.testing.synthetic import make_experiment
 
 PREFIX = "/data/plugin/retune/"
 

@@ -66,7 +66,7 @@ def tensorboard(logdir: str) -> Iterator[str]:
     """
     tb = support.TensorBoard(logdir).start()
     try:
-        from tb_retune._synthetic import make_experiment
+        from tb_retune.testing.synthetic import make_experiment
 
         make_experiment(os.path.join(logdir, "digits"), branches=3, nodes=9, steps_per_node=100, seed=1)
         make_experiment(os.path.join(logdir, "restoring"), branches=2, nodes=4, steps_per_node=100, seed=2)
@@ -125,7 +125,7 @@ def _select_node(frame: Any, node_id: str) -> None:
 
 def _heartbeat(folder: str) -> None:
     """Makes the experiment's (absent) trainer look alive again."""
-    from tb_retune import _atomic
+    from tb_retune.experiment import atomic as _atomic
 
     path = os.path.join(folder, "retune-status.json")
     with open(path, encoding="utf-8") as f:
@@ -228,8 +228,8 @@ def test_restore_button_writes_the_request_and_shows_the_new_branch(
 
 def _carry_out_restore(folder: str, restore: dict[str, Any]) -> None:
     """What the trainer does after a restore, with its own writers."""
-    from tb_retune import _atomic
-    from tb_retune._summaries import BranchWriter
+    from tb_retune.experiment import atomic as _atomic
+    from tb_retune.trainer.summaries import BranchWriter
 
     with open(os.path.join(folder, "retune-status.json"), encoding="utf-8") as f:
         status = json.load(f)

@@ -73,7 +73,7 @@ def test_restore_gives_back_the_real_state_as_a_new_branch(tmp_path: Any) -> Non
     assert min(steps) == restore_at
     node = [t for t in acc.Tags()["tensors"] if t.startswith("retune/node/")]
     assert node == [f"retune/node/{new_branch}-1"]
-    from tb_retune import metadata
+    from tb_retune.experiment import metadata
 
     record = metadata.decode_node(acc.Tensors(node[0])[-1].tensor_proto)
     assert record["parent"] == "main-1" and record["restore"] == {"branch": "main", "step": 5, "node": "main-1"}
@@ -134,7 +134,7 @@ def test_retention_keeps_boundaries_and_last_k(tmp_path: Any) -> None:
 
 
 def test_unfinished_checkpoint_files_are_never_used(tmp_path: Any) -> None:
-    from tb_retune._checkpoints import CheckpointStore
+    from tb_retune.trainer.checkpoints import CheckpointStore
 
     model = tiny_model()
     model.optimizer.build(model.trainable_variables)

@@ -30,7 +30,7 @@ from tests.conftest import FitThread, SlowBatches, read_status, tiny_data, tiny_
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tb_retune.cli import main  # noqa: E402
-from tb_retune.control_file import write_control  # noqa: E402
+from tb_retune.experiment.control_file import write_control  # noqa: E402
 
 BATCH = 8
 SAMPLES = 256  # 32 steps per epoch

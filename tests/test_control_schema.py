@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tb_retune._control import describe_change, merge_control, parse_control
 from tb_retune._errors import ControlError
-from tb_retune.tree import short_number
+from tb_retune.experiment.control import describe_change, merge_control, parse_control
+from tb_retune.reader.tree import short_number
 
 KNOWN = {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": None,
          "clipnorm": None, "clipvalue": None, "global_clipnorm": None, "ema_momentum": 0.99}
@@ -99,7 +99,7 @@ def test_short_numbers(value: float, text: str) -> None:
 
 
 def test_node_records_round_trip_and_newer_versions_are_refused() -> None:
-    from tb_retune import metadata
+    from tb_retune.experiment import metadata
 
     record = {"version": 1, "id": "main-2", "branch": "main", "step": 1200, "parent": "main-1"}
     summary = metadata.node_pb(record)

@@ -251,7 +251,7 @@ def test_scalars_and_tree_nodes_are_written(tmp_path: Any) -> None:
     # Nodes: one tag per node, read back by TensorBoard's own loader.
     from tensorboard.backend.event_processing import event_accumulator
 
-    from tb_retune import metadata
+    from tb_retune.experiment import metadata
 
     acc = event_accumulator.EventAccumulator(os.path.join(logdir, "main"), size_guidance={event_accumulator.TENSORS: 0})
     acc.Reload()

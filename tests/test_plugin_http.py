@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tb_retune._synthetic import make_experiment
+from tb_retune.testing.synthetic import make_experiment
 from tests.plugin_support import App, make_logdir, strict_json
 
 

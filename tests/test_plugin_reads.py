@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from tensorboard import context
 
-from tb_retune._summaries import BranchWriter
-from tb_retune._synthetic import make_experiment
-from tb_retune.experiments import (
+from tb_retune.plugin.retune_plugin import static_file
+from tb_retune.reader.experiments import (
     ExperimentStore,
     InvalidExperimentNameError,
     UnknownExperimentError,
@@ -25,8 +24,9 @@ from tb_retune.experiments import (
     open_logdir,
     split_run,
 )
-from tb_retune.plugin.retune_plugin import static_file
-from tb_retune.tree import short_number
+from tb_retune.reader.tree import short_number
+from tb_retune.testing.synthetic import make_experiment
+from tb_retune.trainer.summaries import BranchWriter
 from tests.plugin_support import make_logdir, strict_json
 
 

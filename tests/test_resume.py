@@ -71,7 +71,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Any) -> None:
     assert status["epoch"] == 12
 
     # Every checkpoint left is complete and loadable.
-    from tb_retune._checkpoints import CheckpointStore
+    from tb_retune.trainer.checkpoints import CheckpointStore
 
     store = CheckpointStore(os.path.join(logdir, "checkpoints"))
     for info in store.all_infos():
@@ -83,7 +83,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Any) -> None:
     # Scalars and tree, as TensorBoard's data provider serves them: no duplicates.
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 
-    from tb_retune import metadata
+    from tb_retune.experiment import metadata
 
     mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"retune": 0, "scalars": 0})
     mux.AddRunsFromDirectory(logdir)

@@ -178,7 +178,7 @@ def _to_file(output: str | None) -> TypeGuard[str]:
 def _emit(text: str, output: str | None = None) -> None:
     """Prints ``text``, or writes it atomically to ``output``."""
     if _to_file(output):
-        from tb_retune import _atomic
+        from tb_retune.experiment import atomic as _atomic
 
         _atomic.atomic_write_bytes(output, text.encode("utf-8"), durable=False)
         return
@@ -200,7 +200,7 @@ def _unicode_ok() -> bool:
 
 
 def _format_hps(values: dict[str, Any]) -> str:
-    from tb_retune._control import format_value
+    from tb_retune.experiment.control import format_value
 
     return ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
 
@@ -258,7 +258,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from tb_retune.cli._views import render_status
-    from tb_retune.tree import trainer_liveness
+    from tb_retune.reader.tree import trainer_liveness
 
     exp = Experiment(args.experiment)
     status = exp.status()

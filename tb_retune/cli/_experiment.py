@@ -3,7 +3,7 @@
 EXPERIMENT on the command line is the experiment's folder (``runs/digits``),
 local or remote (``gs://bucket/runs/digits``). Small files (the status and
 control files) are read directly; the tree is read from the event files
-through TensorBoard's data provider (:mod:`tb_retune.experiments`), so the
+through TensorBoard's data provider (:mod:`tb_retune.reader.experiments`), so the
 command line reads exactly what the Retune tab shows, and needs nothing but
 read access to the event files.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tb_retune import experiments
-from tb_retune._control import STATUS_FILENAME
 from tb_retune._errors import RetuneError
+from tb_retune.experiment.control import STATUS_FILENAME
+from tb_retune.reader import experiments
 
 
 class CliError(RetuneError):

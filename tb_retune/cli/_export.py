@@ -9,8 +9,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tb_retune._control import FIXED_AT_BUILD, parse_control_object
 from tb_retune.cli._experiment import CliError
+from tb_retune.experiment.control import FIXED_AT_BUILD, parse_control_object
 
 #: Version of the JSON export's layout.
 EXPORT_VERSION = 1

@@ -1,6 +1,6 @@
 """``set`` and ``restore``: write the control file, optionally wait for the trainer.
 
-A write goes through :func:`tb_retune.control_file.write_control`, the same
+A write goes through :func:`tb_retune.experiment.control_file.write_control`, the same
 validated, locked and atomic merge that the Retune tab uses. Waiting reads
 only the trainer's status file: a revision is applied when the status names
 the file's sha256 (``control_sha256``) and the values are in force; it is
@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tb_retune import control_file
-from tb_retune._control import CONTROL_FILENAME, format_value, validate_hyperparameters
 from tb_retune.cli._experiment import CliError, Experiment
 from tb_retune.cli._views import entries
-from tb_retune.tree import trainer_liveness
+from tb_retune.experiment import control_file
+from tb_retune.experiment.control import CONTROL_FILENAME, format_value, validate_hyperparameters
+from tb_retune.reader.tree import trainer_liveness
 
 #: Seconds between two reads of the status file while waiting.
 POLL_S = 0.05

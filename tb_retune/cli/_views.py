@@ -6,8 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tb_retune._control import format_value
-from tb_retune.tree import trainer_liveness
+from tb_retune.experiment.control import format_value
+from tb_retune.reader.tree import trainer_liveness
 
 #: Box-drawing pieces of ``tree(1)``, and their ASCII stand-ins.
 UNICODE_GLYPHS = {"tee": "├── ", "last": "└── ", "pipe": "│   ", "blank": "    ", "arrow": "→"}

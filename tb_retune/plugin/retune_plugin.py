@@ -2,8 +2,8 @@
 
 See ``docs/http_api.md`` for the routes. Each ``*_route`` is a thin werkzeug
 handler that parses the request and calls a testable ``*_impl`` method; the
-data logic lives in :mod:`tb_retune.experiments`, and every write goes through
-:func:`tb_retune.control_file.write_control` (validated with the trainer's
+data logic lives in :mod:`tb_retune.reader.experiments`, and every write goes through
+:func:`tb_retune.experiment.control_file.write_control` (validated with the trainer's
 schema, merged, locked, atomic).
 """
 
@@ -23,10 +23,11 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tb_retune import control_file
-from tb_retune._control import CONTROL_FILENAME
 from tb_retune._errors import ControlError
-from tb_retune.experiments import (
+from tb_retune.experiment import control_file
+from tb_retune.experiment.control import CONTROL_FILENAME
+from tb_retune.experiment.metadata import PLUGIN_NAME
+from tb_retune.reader.experiments import (
     ExperimentStore,
     InvalidExperimentNameError,
     LogdirNotWritableError,
@@ -35,7 +36,6 @@ from tb_retune.experiments import (
     dumps_json,
     resolve_for_write,
 )
-from tb_retune.metadata import PLUGIN_NAME
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", default=None, help="node to select (default: the current one)")
     args = parser.parse_args(argv)
 
-    from tb_retune._synthetic import make_experiment
+    from tb_retune.testing.synthetic import make_experiment
 
     with tempfile.TemporaryDirectory(prefix="retune-shot-") as tmp:
         logdir = os.path.join(tmp, "logs")

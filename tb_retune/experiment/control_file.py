@@ -14,15 +14,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from tb_retune import _atomic
-from tb_retune._control import (
+from tb_retune._errors import ControlError
+from tb_retune.experiment import atomic as _atomic
+from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
     decode_control,
     merge_control,
     parse_control_object,
 )
-from tb_retune._errors import ControlError
 
 LOCK_FILENAME = ".retune.json.lock"
 

@@ -14,7 +14,7 @@ refresh of a large, idle tree costs three cheap listing calls. Use
 Example:
 
 ```python
-from tb_retune.experiments import open_logdir
+from tb_retune.reader.experiments import open_logdir
 
 reader = open_logdir("runs")
 for exp in reader.experiments():
@@ -33,12 +33,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tb_retune import metadata
-from tb_retune._control import CONTROL_FILENAME, STATUS_FILENAME
 from tb_retune._errors import ControlError, RetuneError
-from tb_retune.control_file import decode_control_object
-from tb_retune.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
-from tb_retune.tree import build_tree, live_parts, trainer_liveness
+from tb_retune.experiment import metadata
+from tb_retune.experiment.control import CONTROL_FILENAME, STATUS_FILENAME
+from tb_retune.experiment.control_file import decode_control_object
+from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
+from tb_retune.reader.tree import build_tree, live_parts, trainer_liveness
 
 #: Plugin name of TensorBoard's scalar summaries (our metrics and hyperparameters).
 SCALARS_PLUGIN = "scalars"

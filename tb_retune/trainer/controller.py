@@ -1,7 +1,7 @@
 """The trainer-side engine, one step at a time, for ``fit`` and custom loops.
 
 Data flows one way: the control file -> the watcher thread (reads, parses,
-validates) -> an immutable :class:`~tb_retune._control.ControlRevision` and a
+validates) -> an immutable :class:`~tb_retune.experiment.control.ControlRevision` and a
 version number -> the training thread, which compares the version at each
 batch boundary (O(1)) and applies the revision there -> the status file, the
 checkpoints and the tree's node records. The watcher never touches the model.
@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tb_retune import _atomic
-from tb_retune._checkpoints import BackgroundWriter, CheckpointInfo, CheckpointStore
-from tb_retune._control import (
+from tb_retune._errors import CheckpointError, ControlError
+from tb_retune.experiment import atomic as _atomic
+from tb_retune.experiment.control import (
     CHECKPOINTS_DIRNAME,
     CONTROL_FILENAME,
     STATUS_FILENAME,
@@ -33,11 +33,11 @@ from tb_retune._control import (
     parse_restore,
     validate_hyperparameters,
 )
-from tb_retune._errors import CheckpointError, ControlError
-from tb_retune._hyperparameters import OptimizerHandle
-from tb_retune._status import MAX_LIST, StatusFile
-from tb_retune._summaries import BranchWriter
-from tb_retune._watcher import ControlWatcher
+from tb_retune.trainer.checkpoints import BackgroundWriter, CheckpointInfo, CheckpointStore
+from tb_retune.trainer.hyperparameters import OptimizerHandle
+from tb_retune.trainer.status import MAX_LIST, StatusFile
+from tb_retune.trainer.summaries import BranchWriter
+from tb_retune.trainer.watcher import ControlWatcher
 
 logger = logging.getLogger("tb_retune")
 
@@ -219,7 +219,7 @@ class RetuneController:
     def _start(self) -> bool:
         assert self.handle is not None
         self._ensure_built()
-        from tb_retune import _recorder
+        from tb_retune.trainer import recorder as _recorder
 
         try:
             self._config_static = {"environment": _recorder.environment()}
@@ -373,7 +373,7 @@ class RetuneController:
                                                         if k in self.handle.get()}, self.handle.get())
         _, retrace = self.handle.set(settable)
         step = self.sync_step()
-        from tb_retune._summaries import truncate_run
+        from tb_retune.trainer.summaries import truncate_run
 
         dropped = truncate_run(os.path.join(self.logdir, branch), step)
         self._open_writer(step)
@@ -767,7 +767,7 @@ class RetuneController:
         return f"{branch}-{n}"
 
     def _capture_config(self) -> dict[str, Any]:
-        from tb_retune import _recorder
+        from tb_retune.trainer import recorder as _recorder
 
         assert self.handle is not None
         config = dict(self._config_static)

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from tb_retune._atomic import atomic_open, fsync_dir
 from tb_retune._errors import CheckpointError
+from tb_retune.experiment.atomic import atomic_open, fsync_dir
 
 logger = logging.getLogger("tb_retune")
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tb_retune import _atomic
+from tb_retune.experiment import atomic as _atomic
 
 logger = logging.getLogger("tb_retune")
 

@@ -12,9 +12,9 @@ import random
 import time
 from typing import Any
 
-from tb_retune import _atomic
-from tb_retune._control import STATUS_FILENAME
-from tb_retune._summaries import BranchWriter
+from tb_retune.experiment import atomic as _atomic
+from tb_retune.experiment.control import STATUS_FILENAME
+from tb_retune.trainer.summaries import BranchWriter
 
 
 def make_experiment(

@@ -9,7 +9,7 @@ from typing import Any
 
 import keras
 
-from tb_retune.controller import RetuneController
+from tb_retune.trainer.controller import RetuneController
 
 logger = logging.getLogger("tb_retune")
 

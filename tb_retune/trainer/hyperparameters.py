@@ -15,8 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tb_retune._control import FIXED_AT_BUILD, format_value
 from tb_retune._errors import ControlError
+from tb_retune.experiment.control import FIXED_AT_BUILD, format_value
 
 logger = logging.getLogger("tb_retune")
 

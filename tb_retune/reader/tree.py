@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tb_retune._control import SHORT_NAMES
-from tb_retune.metadata import HYPERPARAMETER_TAG_PREFIX
+from tb_retune.experiment.control import SHORT_NAMES
+from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX
 
 #: Seconds without a heartbeat after which a trainer counts as not responding.
 HEARTBEAT_TIMEOUT_S = 15.0

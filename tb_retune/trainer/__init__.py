@@ -1,0 +1,1 @@
+"""The trainer side: the callback, the controller facade and its parts, checkpoints."""
