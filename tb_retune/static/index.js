@@ -4,60 +4,214 @@
 // src/style.css
 var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid #bdbdbd;border-radius:4px;background:#fff}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:#757575}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:#fff8e1}.banner-ok{background:#e8f5e9}.banner-error{background:#ffebee;color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:#fafafa;overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:#fff;stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:#212121}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid #d0d0d0;border-radius:4px;background:#fff;cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:#f5f5f5}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:#ffffffeb;font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:#fff;border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:#e8f5e9;color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:#eee}.chart .axis{stroke:#bdbdbd}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:#616161}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:#fafafa}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid #616161}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid #f0f0f0;text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:#fff3e0}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid #f5f5f5}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;cursor:pointer}button.restore:hover,.actions button:hover{background:#fff3e0;border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:#f5f5f5;color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:#fafafa;border:1px solid #eeeeee;border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}\n';
 
-// src/dom.js
-var SVG_NS = "http://www.w3.org/2000/svg";
-function apply(el, props) {
-  if (!props) return el;
-  for (const [key, value] of Object.entries(props)) {
-    if (value === void 0 || value === null || value === false) continue;
-    if (key === "text") el.textContent = String(value);
-    else if (key === "class") el.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
-    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
-    else if (key === "dataset") for (const [k, v] of Object.entries(value)) el.dataset[k] = String(v);
-    else if (key === "value") el.value = String(value);
-    else if (key === "checked") el.checked = Boolean(value);
-    else el.setAttribute(key, value === true ? "" : String(value));
+// src/control_schema.json
+var control_schema_default = {
+  generated_from: "tb_retune/experiment/control.py by frontend/tools/control_schema.py",
+  top_level_keys: [
+    "hyperparameters",
+    "restore",
+    "schedule",
+    "stop"
+  ],
+  restore_keys: [
+    "id",
+    "branch",
+    "step",
+    "hyperparameters"
+  ],
+  short_names: {
+    epsilon: "eps",
+    global_clipnorm: "gclipnorm",
+    learning_rate: "lr",
+    momentum: "mom",
+    weight_decay: "wd"
+  },
+  fixed_at_build: [
+    "ema_overwrite_frequency",
+    "gradient_accumulation_steps",
+    "loss_scale_factor",
+    "name",
+    "use_ema"
+  ],
+  booleans: [
+    "amsgrad",
+    "centered",
+    "nesterov"
+  ],
+  clip_keys: [
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm"
+  ],
+  ranges: {
+    beta_1: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: false,
+      nullable: false
+    },
+    beta_2: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: false,
+      nullable: false
+    },
+    beta_2_decay: {
+      min: null,
+      min_inclusive: false,
+      max: 0,
+      max_inclusive: true,
+      nullable: false
+    },
+    clipnorm: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    },
+    clipvalue: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    },
+    ema_momentum: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: true,
+      nullable: false
+    },
+    epsilon: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    epsilon_1: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    epsilon_2: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    global_clipnorm: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    },
+    initial_accumulator_value: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    l1_regularization_strength: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    l2_regularization_strength: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    l2_shrinkage_regularization_strength: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    learning_rate: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    learning_rate_power: {
+      min: null,
+      min_inclusive: false,
+      max: 0,
+      max_inclusive: true,
+      nullable: false
+    },
+    lr_power: {
+      min: null,
+      min_inclusive: false,
+      max: 0,
+      max_inclusive: true,
+      nullable: false
+    },
+    momentum: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: true,
+      nullable: false
+    },
+    ns_steps: {
+      min: 1,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    rho: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: true,
+      nullable: false
+    },
+    weight_decay: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    }
   }
-  return el;
-}
-function append(el, children) {
-  for (const child of children) {
-    if (child === null || child === void 0 || child === false) continue;
-    if (Array.isArray(child)) append(el, child);
-    else if (typeof child === "string" || typeof child === "number") el.appendChild(document.createTextNode(String(child)));
-    else el.appendChild(child);
-  }
-  return el;
-}
-function h(tag, props, ...children) {
-  return append(apply(document.createElement(tag), props), children);
-}
-function s(tag, props, ...children) {
-  return append(apply(document.createElementNS(SVG_NS, tag), props), children);
-}
-function replaceChildren(el, ...children) {
-  el.textContent = "";
-  return append(el, children);
-}
+};
 
 // src/format.js
-var SHORT_NAMES = Object.freeze({
-  learning_rate: "lr",
-  momentum: "mom",
-  weight_decay: "wd",
-  epsilon: "eps",
-  global_clipnorm: "gclipnorm"
-});
-var NULLABLE = /* @__PURE__ */ new Set(["weight_decay", "clipnorm", "clipvalue", "global_clipnorm"]);
-var FIXED_AT_BUILD = /* @__PURE__ */ new Set([
-  "name",
-  "use_ema",
-  "ema_overwrite_frequency",
-  "gradient_accumulation_steps",
-  "loss_scale_factor"
-]);
-var POSITIVE = /* @__PURE__ */ new Set(["learning_rate", "epsilon", "epsilon_1", "epsilon_2"]);
-var BOOLEANS = /* @__PURE__ */ new Set(["nesterov", "amsgrad", "centered"]);
+var SHORT_NAMES = Object.freeze({ ...control_schema_default.short_names });
+var RANGES = Object.freeze({ ...control_schema_default.ranges });
+var NULLABLE = new Set(Object.keys(RANGES).filter((name) => RANGES[name].nullable));
+var FIXED_AT_BUILD = new Set(control_schema_default.fixed_at_build);
+var BOOLEANS = new Set(control_schema_default.booleans);
+function rangeError(name, value) {
+  const r = Object.prototype.hasOwnProperty.call(RANGES, name) ? RANGES[name] : null;
+  if (!r) return null;
+  const lo = r.min === null ? -Infinity : r.min;
+  const hi = r.max === null ? Infinity : r.max;
+  const ok = (value > lo || r.min_inclusive && value === lo) && (value < hi || r.max_inclusive && value === hi);
+  if (ok) return null;
+  const allowed = [];
+  if (r.min !== null) allowed.push(`${r.min_inclusive ? ">=" : ">"} ${formatValue(r.min)}`);
+  if (r.max !== null) allowed.push(`${r.max_inclusive ? "<=" : "<"} ${formatValue(r.max)}`);
+  return `must be ${allowed.join(" and ")}${r.nullable ? " (or null to turn it off)" : ""}`;
+}
 function shortName(name) {
   return Object.prototype.hasOwnProperty.call(SHORT_NAMES, name) ? SHORT_NAMES[name] : String(name);
 }
@@ -209,7 +363,8 @@ function parseNumberInput(name, raw, current) {
   }
   const value = Number(text);
   if (!Number.isFinite(value)) return { error: `${name}: must be a finite number, got ${text}` };
-  if (POSITIVE.has(name) && !(value > 0)) return { error: `${name}: must be > 0, got ${text}` };
+  const wrong = rangeError(name, value);
+  if (wrong) return { error: `${name}: ${wrong}, got ${text}` };
   return { value };
 }
 function validateForm(fields, current) {
@@ -287,6 +442,70 @@ function sameValue(a, b) {
     return Math.abs(a - b) <= 1e-6 * Math.max(Math.abs(a), Math.abs(b));
   }
   return a === b || a == null && b == null;
+}
+
+// src/actions.js
+function inForce(app2) {
+  const status = app2.state.tree && app2.state.tree.status;
+  return status && status.hyperparameters || null;
+}
+async function restore(app2, step) {
+  const experiment = app2.state.experiment;
+  const item = app2.selectedItem();
+  if (!item) return;
+  const ui = app2.nodeCard;
+  const branch = item.node.branch;
+  const parsed = parseAssignments(ui.restoreInput.value, inForce(app2));
+  if (parsed.error) {
+    app2.setMessage(ui.restoreMessage, "error", `Not written: ${parsed.error}`);
+    return;
+  }
+  app2.setMessage(ui.restoreMessage, "info", `Writing a restore of ${branch} at step ${step}…`);
+  let answer;
+  try {
+    answer = await app2.api.restore(experiment, branch, step, parsed.values);
+  } catch (e) {
+    if (experiment === app2.state.experiment) app2.setMessage(ui.restoreMessage, "error", `Not written: ${e.message}`);
+    return;
+  }
+  const id = answer.id || answer.written && answer.written.restore && answer.written.restore.id;
+  const extra = Object.keys(parsed.values).length ? `, then ${Object.entries(parsed.values).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ")}` : "";
+  const what = `restore ${branch} @ ${step}${extra}`;
+  app2.addRequest({ kind: "restore", id, experiment, what }, answer);
+  if (experiment === app2.state.experiment) {
+    app2.setMessage(ui.restoreMessage, "ok", `Wrote to retune.json: ${what} (request ${id}). The trainer will start a new branch.`);
+  }
+  app2.poller.now();
+}
+async function submitForm(app2) {
+  const experiment = app2.state.experiment;
+  const form = app2.form;
+  const { changed, errors } = validateForm(form.values(), inForce(app2) || {});
+  form.message.textContent = "";
+  if (errors.length) {
+    form.error.textContent = errors.join("; ");
+    return;
+  }
+  form.error.textContent = "";
+  if (!Object.keys(changed).length) {
+    app2.setMessage(form.message, "info-static", "Nothing to write: these are the values in force.");
+    return;
+  }
+  let answer;
+  try {
+    answer = await app2.api.setHyperparameters(experiment, changed);
+  } catch (e) {
+    if (experiment === app2.state.experiment) form.error.textContent = e.message;
+    return;
+  }
+  const written = answer.written && answer.written.hyperparameters || changed;
+  const what = Object.entries(written).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ");
+  app2.addRequest({ kind: "hyperparameters", values: written, experiment, what }, answer);
+  if (experiment === app2.state.experiment) {
+    app2.setMessage(form.message, "ok", `Wrote to retune.json: ${what}.`);
+    form.dirty.clear();
+  }
+  app2.poller.now();
 }
 
 // node_modules/d3-hierarchy/dist/d3-hierarchy.mjs
@@ -957,9 +1176,9 @@ function requestProgress(request, tree2) {
     const first = nodes.find((n) => n.request_id && n.request_id === request.id);
     if (first) return { state: "done", node: first };
   } else if (request.kind === "hyperparameters" && status && status.hyperparameters) {
-    const inForce = status.hyperparameters;
+    const inForce2 = status.hyperparameters;
     const values = request.values || {};
-    if (Object.keys(values).every((k) => k in inForce && sameValue(inForce[k], values[k]))) {
+    if (Object.keys(values).every((k) => k in inForce2 && sameValue(inForce2[k], values[k]))) {
       return { state: "done" };
     }
   }
@@ -975,6 +1194,83 @@ function experimentRuns(tree2, experiment) {
   if (tree2 && Array.isArray(tree2.branches) && tree2.branches.length) return tree2.branches.map((b) => b.run);
   return experiment && experiment.runs || [];
 }
+
+// src/poll.js
+var REFRESH_MS = 3e3;
+var Poller = class {
+  /**
+   * @param {() => Promise<void>} refresh one round of requests
+   * @param {{element?: Element, interval?: number, idle?: () => boolean}} [options]
+   *   `element` whose visibility is watched; `idle()` true when a hidden tab may skip a round.
+   */
+  constructor(refresh, { element = null, interval = REFRESH_MS, idle = () => true } = {}) {
+    this._refresh = refresh;
+    this._interval = interval;
+    this._idle = idle;
+    this._timer = 0;
+    this.visible = true;
+    document.addEventListener("visibilitychange", () => {
+      this.visible = document.visibilityState === "visible";
+      if (this.visible) this.now();
+    });
+    if (element && typeof IntersectionObserver === "function") {
+      new IntersectionObserver((entries) => {
+        const shown = entries[entries.length - 1].isIntersecting;
+        const was = this.visible;
+        this.visible = shown && document.visibilityState !== "hidden";
+        if (this.visible && !was) this.now();
+      }).observe(element);
+    }
+  }
+  /** Refreshes now, then every `interval`. */
+  async now() {
+    clearTimeout(this._timer);
+    if (!this.visible && this._idle()) {
+      this._schedule();
+      return;
+    }
+    try {
+      await this._refresh();
+    } finally {
+      this._schedule();
+    }
+  }
+  _schedule() {
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this.now(), this._interval);
+  }
+};
+
+// src/redraw.js
+function keyOf(deps) {
+  return typeof deps === "string" ? deps : JSON.stringify(deps);
+}
+var Redraw = class {
+  constructor() {
+    this._keys = /* @__PURE__ */ new Map();
+  }
+  /** Whether `deps` differ from what part `name` was last drawn with. */
+  changed(name, deps) {
+    return this._keys.get(name) !== keyOf(deps);
+  }
+  /** Records that part `name` now shows `deps`. */
+  mark(name, deps) {
+    this._keys.set(name, keyOf(deps));
+  }
+  /** Calls `draw()` when `deps` changed since the last draw of `name`; returns whether it drew. */
+  ifChanged(name, deps, draw) {
+    const key = keyOf(deps);
+    if (this._keys.get(name) === key) return false;
+    this._keys.set(name, key);
+    draw();
+    return true;
+  }
+  /** Forgets part `name` (every part without a name): its next draw happens whatever it shows. */
+  forget(name) {
+    if (name === void 0) this._keys.clear();
+    else this._keys.delete(name);
+  }
+};
 
 // src/sequence.js
 var Sequencer = class {
@@ -1023,6 +1319,217 @@ async function sequenced(sequencer, channel, context, fetcher, currentContext) {
   }
   if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
   return { ok: true, value };
+}
+
+// src/dom.js
+var SVG_NS = "http://www.w3.org/2000/svg";
+function apply(el, props) {
+  if (!props) return el;
+  for (const [key, value] of Object.entries(props)) {
+    if (value === void 0 || value === null || value === false) continue;
+    if (key === "text") el.textContent = String(value);
+    else if (key === "class") el.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (key === "dataset") for (const [k, v] of Object.entries(value)) el.dataset[k] = String(v);
+    else if (key === "value") el.value = String(value);
+    else if (key === "checked") el.checked = Boolean(value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  return el;
+}
+function append(el, children) {
+  for (const child of children) {
+    if (child === null || child === void 0 || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else if (typeof child === "string" || typeof child === "number") el.appendChild(document.createTextNode(String(child)));
+    else el.appendChild(child);
+  }
+  return el;
+}
+function h(tag, props, ...children) {
+  return append(apply(document.createElement(tag), props), children);
+}
+function s(tag, props, ...children) {
+  return append(apply(document.createElementNS(SVG_NS, tag), props), children);
+}
+function replaceChildren(el, ...children) {
+  el.textContent = "";
+  return append(el, children);
+}
+
+// src/views/form.js
+function buildForm(el, { hyperparameters, onSubmit, onReset, onInput, error, message, writable }) {
+  const names = Object.keys(hyperparameters).sort();
+  const fields = /* @__PURE__ */ new Map();
+  const rows = names.map((name) => {
+    const value = hyperparameters[name];
+    const kind = inputKind(name, value);
+    const id = `hp-${name}`;
+    let input;
+    if (kind === "bool") {
+      input = h("input", { type: "checkbox", id, name, checked: Boolean(value), oninput: () => onInput(name) });
+    } else if (kind === "number") {
+      input = h("input", {
+        type: "text",
+        inputmode: "decimal",
+        autocomplete: "off",
+        spellcheck: "false",
+        id,
+        name,
+        value: value === null ? "" : formatValue(value),
+        placeholder: value === null ? "null (off)" : null,
+        oninput: () => onInput(name)
+      });
+    } else {
+      input = h("input", { type: "text", id, name, value: formatValue(value), readonly: true, class: "fixed", title: "Fixed when the optimizer is built" });
+    }
+    fields.set(name, { input, kind });
+    return h("div", { class: `field field-${kind}` }, h("label", { for: id }, name), input);
+  });
+  const submit = h("button", { type: "submit", class: "primary", disabled: !writable }, "Apply");
+  const reset = h("button", { type: "button", onclick: onReset }, "Reset");
+  const form = h(
+    "form",
+    { class: "hp-form", novalidate: true, onsubmit: (e) => {
+      e.preventDefault();
+      onSubmit();
+    } },
+    h("div", { class: "fields" }, rows),
+    error,
+    h("div", { class: "actions" }, submit, reset),
+    message
+  );
+  replaceChildren(
+    el,
+    h("h2", {}, "Set hyperparameters"),
+    h("p", { class: "hint" }, "Values in force now. Applied at the next batch after the trainer reads retune.json."),
+    form
+  );
+  return { form, fields };
+}
+var FormView = class {
+  constructor(el, redraw, { onSubmit, onReset }) {
+    this.el = el;
+    this.redraw = redraw;
+    this.onSubmit = onSubmit;
+    this.onReset = onReset;
+    this.fields = null;
+    this.dirty = /* @__PURE__ */ new Set();
+    this.error = h("div", { class: "form-error", role: "alert" });
+    this.message = h("div", { class: "form-message", role: "status" });
+  }
+  /** name -> raw text (or boolean for checkboxes) of the fields that can change. */
+  values() {
+    const out = {};
+    for (const [name, f] of this.fields || []) {
+      if (f.kind === "fixed") continue;
+      out[name] = f.kind === "bool" ? f.input.checked : f.input.value;
+    }
+    return out;
+  }
+  clear() {
+    this.dirty = /* @__PURE__ */ new Set();
+    this.fields = null;
+    this.error.textContent = "";
+    this.message.textContent = "";
+    this.redraw.forget("form");
+    this.el.textContent = "";
+  }
+  reset() {
+    this.dirty = /* @__PURE__ */ new Set();
+    this.redraw.forget("form");
+    this.error.textContent = "";
+    this.message.textContent = "";
+  }
+  /**
+   * @param {object|null} tree the tree answer
+   * @param {string|null} experiment
+   * @param {Set<string>} pending names written and not yet applied
+   */
+  render(tree2, experiment, pending) {
+    const status = tree2 && tree2.status;
+    const hps = status && status.hyperparameters && typeof status.hyperparameters === "object" ? status.hyperparameters : null;
+    if (!hps) {
+      this.fields = null;
+      this.redraw.ifChanged("form", ["none", Boolean(tree2)], () => {
+        replaceChildren(
+          this.el,
+          h("h2", {}, "Set hyperparameters"),
+          h("p", { class: "muted" }, tree2 ? "The trainer has not reported its hyperparameters yet." : "Loading…")
+        );
+      });
+      return;
+    }
+    const writable = tree2.writable !== false;
+    this.redraw.ifChanged("form", [experiment, Object.keys(hps).sort(), writable], () => {
+      this.fields = buildForm(this.el, {
+        hyperparameters: hps,
+        writable,
+        error: this.error,
+        message: this.message,
+        onSubmit: this.onSubmit,
+        onReset: () => {
+          this.reset();
+          this.onReset();
+        },
+        onInput: (name) => {
+          this.dirty.add(name);
+          this.error.textContent = "";
+        }
+      }).fields;
+    });
+    for (const [name, f] of this.fields) {
+      if (this.dirty.has(name) || pending.has(name) || document.activeElement === f.input) continue;
+      const value = hps[name];
+      if (f.kind === "bool") f.input.checked = Boolean(value);
+      else {
+        const text = value === null || value === void 0 ? "" : formatValue(value);
+        if (f.input.value !== text && !sameValue(Number(f.input.value), value)) f.input.value = text;
+      }
+    }
+  }
+};
+
+// src/views/common.js
+function section(title, ...children) {
+  return h("div", { class: "section" }, h("h3", {}, title), ...children);
+}
+function renderNoNode(el, text) {
+  replaceChildren(el, h("p", { class: "muted" }, text));
+}
+
+// src/views/log.js
+function renderLog(el, tree2, summary) {
+  const status = tree2 && tree2.status || null;
+  const trainer = tree2 && tree2.trainer || null;
+  const applied = status && Array.isArray(status.applied) ? status.applied.slice(-5).reverse() : [];
+  const errors = status && Array.isArray(status.errors) ? status.errors.slice(-5).reverse() : [];
+  const facts = [];
+  if (status && typeof status.pid === "number") facts.push(`pid ${status.pid}`);
+  if (status && status.node) facts.push(`node ${status.node}`);
+  if (trainer && typeof trainer.age_s === "number") facts.push(`heartbeat ${Math.max(0, trainer.age_s).toFixed(1)} s ago`);
+  replaceChildren(
+    el,
+    h("h2", {}, "Trainer"),
+    h("p", { class: `trainer-line level-${summary.level}` }, h("span", { class: "dot", "aria-hidden": "true" }), summary.text),
+    facts.length ? h("p", { class: "muted small" }, facts.join(" · ")) : null,
+    section(
+      "Last errors",
+      errors.length ? h("ul", { class: "log errors" }, errors.map((e) => h("li", {}, h("span", { class: "time" }, formatClock(e.time)), " ", h("span", { class: "msg" }, String(e.message ?? ""))))) : h("p", { class: "muted" }, "None.")
+    ),
+    section(
+      "Recent changes",
+      applied.length ? h("ul", { class: "log applied" }, applied.map((a) => h(
+        "li",
+        {},
+        h("span", { class: "time" }, formatClock(a.time)),
+        " ",
+        typeof a.step === "number" ? h("span", { class: "step" }, `@ ${a.step}`) : null,
+        " ",
+        h("span", { class: "msg" }, String(a.what ?? a.kind ?? ""))
+      ))) : h("p", { class: "muted" }, "None yet.")
+    )
+  );
 }
 
 // src/chart.js
@@ -1120,77 +1627,221 @@ function chartModel(series, opts) {
   return { empty: false, width, height, plot, lines, xTicks, yTicks, markers, band };
 }
 
-// src/views.js
-function buildShell(root) {
-  const picker = h("select", { id: "retune-experiment", class: "picker", "aria-label": "Experiment" });
-  const trainer = h("span", { class: "trainer-pill level-none", role: "status" });
-  const scalars = h("a", { class: "scalars-link", target: "_top", rel: "noopener", hidden: true }, "Open in Scalars ↗");
-  const toolbar = h(
-    "header",
-    { class: "toolbar" },
-    h("span", { class: "title" }, "Retune"),
-    h("label", { class: "picker-label", for: "retune-experiment" }, "Experiment"),
-    picker,
-    trainer,
-    h("span", { class: "spacer" }),
-    scalars
-  );
-  const banners = h("div", { class: "banners", "aria-live": "polite" });
-  const links = s("g", { class: "links" });
-  const halo = makeHalo();
-  const nodes = s("g", { class: "nodes" });
-  const layer = s("g", { class: "viewport" }, links, halo, nodes);
-  const svg = s("svg", { class: "tree", role: "group", "aria-label": "Experiment tree" }, layer);
-  const tool = (label, title) => h("button", { type: "button", class: "tool", title, "aria-label": title }, label);
-  const tools = {
-    fit: tool("Fit", "Fit the tree to the view"),
-    zoomIn: tool("+", "Zoom in"),
-    zoomOut: tool("−", "Zoom out"),
-    current: tool("Current", "Show the current node")
-  };
-  const treeTools = h("div", { class: "tree-tools" }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current);
-  const legend = h("div", { class: "legend" });
-  const treeMessage = h("div", { class: "tree-message", hidden: true });
-  const treePane = h("section", { class: "tree-pane" }, svg, treeTools, legend, treeMessage);
-  const nodeCard = h("section", { class: "card node-card", "aria-label": "Selected node" });
-  const formCard = h("section", { class: "card form-card", "aria-label": "Set hyperparameters" });
-  const logCard = h("section", { class: "card log-card", "aria-label": "Trainer" });
-  const side = h("aside", { class: "side" }, nodeCard, formCard, logCard);
-  const app2 = h("div", { class: "retune-app" }, toolbar, banners, h("main", { class: "body" }, treePane, side));
-  replaceChildren(root, app2);
-  return { app: app2, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, legend, treeMessage, nodeCard, formCard, logCard };
-}
-function renderPicker(select, experiments, selected) {
-  const names = experiments.map((e) => e.name);
-  const current = [...select.options].map((o) => o.value);
-  if (names.length !== current.length || names.some((n, i) => n !== current[i])) {
-    replaceChildren(
-      select,
-      experiments.map((e) => h("option", { value: e.name, text: e.name === "." ? ". (the logdir)" : e.name }))
+// src/views/loss_chart.js
+function renderChart(series, { start, end, checkpoints, color, width = 340, height = 130 }) {
+  const m = chartModel(series, { width, height, start, end, checkpoints });
+  const svg = s("svg", {
+    class: "chart",
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: "img",
+    "aria-label": "Loss of the branch up to this node, with checkpoints"
+  });
+  if (m.empty) {
+    svg.appendChild(s("text", { class: "chart-empty", x: width / 2, y: height / 2, "text-anchor": "middle" }, "No loss logged yet"));
+    return svg;
+  }
+  const { plot } = m;
+  if (m.band) {
+    svg.appendChild(
+      s("rect", { class: "band", x: m.band.x0, y: plot.top, width: Math.max(1, m.band.x1 - m.band.x0), height: plot.bottom - plot.top })
     );
   }
-  if (selected !== null && select.value !== selected) select.value = selected;
-  select.disabled = experiments.length === 0;
+  for (const t of m.yTicks) {
+    svg.appendChild(s("line", { class: "grid", x1: plot.left, x2: plot.right, y1: t.y, y2: t.y }));
+    svg.appendChild(s("text", { class: "tick", x: plot.left - 4, y: t.y + 3, "text-anchor": "end" }, t.label));
+  }
+  svg.appendChild(s("line", { class: "axis", x1: plot.left, x2: plot.right, y1: plot.bottom, y2: plot.bottom }));
+  for (const t of m.xTicks) {
+    svg.appendChild(s("text", { class: "tick", x: t.anchor === "end" ? plot.right : t.x, y: plot.bottom + 13, "text-anchor": t.anchor }, t.label));
+  }
+  for (const c of m.markers) {
+    svg.appendChild(
+      s(
+        "path",
+        { class: "ckpt", d: `M${c.x},${plot.bottom - 7}l-3.5,6h7z` },
+        s("title", { text: `checkpoint at step ${c.step}` })
+      )
+    );
+  }
+  for (const line of m.lines) {
+    svg.appendChild(
+      s(
+        "path",
+        { class: line.dashed ? "series val" : "series", d: line.path, stroke: color },
+        s("title", { text: line.name })
+      )
+    );
+    svg.appendChild(s("circle", { class: "series-end", cx: line.last.x, cy: line.last.y, r: 2.5, fill: color }));
+  }
+  return svg;
 }
-function renderTrainerPill(el, summary) {
-  el.setAttribute("class", `trainer-pill level-${summary.level}`);
-  replaceChildren(el, h("span", { class: "dot", "aria-hidden": "true" }), summary.text);
+
+// src/views/node_card.js
+function headPart(n, p) {
+  const header = h(
+    "div",
+    { class: "node-head" },
+    h("span", { class: "chip", style: `background:${p.color}`, "aria-hidden": "true" }),
+    h("h2", { class: "node-id" }, n.id),
+    n.current ? h("span", { class: "badge" }, "current") : null
+  );
+  const parentLink = n.parent ? h("button", { type: "button", class: "link-button", onclick: () => p.onSelect(n.parent) }, n.parent) : null;
+  const meta = h(
+    "div",
+    { class: "meta" },
+    h("span", {}, `branch ${n.branch}`),
+    " · ",
+    h("span", {}, formatSteps(n.start_step, n.end_step)),
+    parentLink ? [" · parent ", parentLink] : null
+  );
+  const label = h("div", { class: "node-label" }, n.label);
+  const scalars = h(
+    "a",
+    { class: "branch-link", href: p.branchHref, target: "_top", rel: "noopener" },
+    `Open branch ${n.branch} in Scalars ↗`
+  );
+  return [header, label, meta, scalars];
 }
-function renderBanners(el, items) {
-  replaceChildren(
-    el,
-    items.map(
-      (b) => h(
-        "div",
-        { class: `banner banner-${b.kind}`, role: b.kind === "error" ? "alert" : "status" },
-        b.kind === "info" ? h("span", { class: "spinner", "aria-hidden": "true" }) : null,
-        h("span", { class: "banner-text" }, b.text),
-        b.action ? h("button", { type: "button", class: "link-button", onclick: b.action.onclick }, b.action.label) : null,
-        b.onclose ? h("button", { type: "button", class: "close", "aria-label": "Dismiss", onclick: b.onclose }, "×") : null
+function chartPart(n, p) {
+  const chart = p.details && p.details.series ? renderChart(p.details.series, {
+    start: n.start_step,
+    end: n.end_step,
+    checkpoints: p.branch && p.branch.checkpoints || n.checkpoints,
+    color: p.color
+  }) : h("div", { class: "chart-placeholder" }, p.detailsError ? `Loss not available: ${p.detailsError}` : "Loading loss…");
+  const legend = h(
+    "div",
+    { class: "chart-legend" },
+    h("span", { class: "key key-loss", style: `border-color:${p.color}` }),
+    "loss ",
+    h("span", { class: "key key-val", style: `border-color:${p.color}` }),
+    "val_loss ",
+    h("span", { class: "key key-ckpt" }),
+    "checkpoint ",
+    h("span", { class: "key key-band" }),
+    "this node"
+  );
+  return h("div", { class: "chart-box" }, chart, legend);
+}
+function metricsPart(n) {
+  const rows = metricRows(n.metrics);
+  if (!rows.length) return h("p", { class: "muted" }, "No metrics logged in this node yet.");
+  const cell = (point) => h("td", { class: "num", title: point && point.step !== null ? `step ${point.step}` : null }, point ? formatMetric(point.value) : "–");
+  return h(
+    "table",
+    { class: "kv metrics" },
+    h("thead", {}, h("tr", {}, h("th", {}, "metric"), h("th", {}, "train"), h("th", {}, "val"))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, h("td", {}, r.name), cell(r.train), cell(r.val))))
+  );
+}
+function hyperparametersPart(n) {
+  const diff = n.diff || {};
+  const names = Object.keys(n.hyperparameters || {}).sort();
+  if (!names.length) return h("p", { class: "muted" }, "No hyperparameters recorded.");
+  return h(
+    "table",
+    { class: "kv hps" },
+    h(
+      "tbody",
+      {},
+      names.map(
+        (name) => h(
+          "tr",
+          { class: Object.prototype.hasOwnProperty.call(diff, name) ? "changed" : null },
+          h("td", {}, name),
+          h("td", { class: "num" }, formatValue(n.hyperparameters[name]))
+        )
       )
     )
   );
 }
+function diffPart(n) {
+  const changes = diffRows(n.diff || {});
+  if (changes.length) {
+    return h("ul", { class: "diff" }, changes.map((r) => h(
+      "li",
+      {},
+      h("span", { class: "hp-name" }, r.name),
+      " ",
+      h("span", { class: "old" }, formatValue(r.old)),
+      " → ",
+      h("span", { class: "new" }, formatValue(r.new))
+    )));
+  }
+  const text = !n.parent ? "The root node: the values training started with." : n.restore ? `Same values as ${n.parent} (restored, nothing changed).` : "Nothing changed.";
+  return h("p", { class: "muted" }, text);
+}
+function checkpointsPart(n, p) {
+  const steps = [...n.checkpoints || []].sort((a, b) => a - b);
+  if (!steps.length) return [h("p", { class: "muted" }, "No checkpoint in this node yet."), p.restoreMessage];
+  const button = (step) => h(
+    "button",
+    {
+      type: "button",
+      class: "restore",
+      disabled: !p.writable,
+      title: p.writable ? `Restore ${n.branch} at step ${step} and train on as a new branch` : "The logdir is not writable",
+      onclick: () => p.onRestore(step)
+    },
+    `Restore step ${step}`
+  );
+  return [
+    h("label", { class: "then-set" }, h("span", {}, "Then set (optional)"), p.restoreInput),
+    h("ul", { class: "checkpoints" }, steps.map((step) => h("li", {}, h("span", { class: "ckpt-step" }, `step ${step}`), button(step)))),
+    p.restoreMessage
+  ];
+}
+function configPart(n, p) {
+  if (!n.has_config && !(p.details && p.details.config)) return null;
+  const body = p.details ? h("pre", { class: "config" }, p.details.config ? JSON.stringify(p.details.config, null, 2) : "No configuration was captured at this node.") : h("p", { class: "muted" }, "Loading…");
+  return h(
+    "details",
+    { class: "config-details", open: p.configOpen, ontoggle: (e) => p.onConfigToggle(e.target.open) },
+    h("summary", {}, "Captured configuration"),
+    body
+  );
+}
+function renderNodeCard(el, p) {
+  const n = p.node;
+  replaceChildren(
+    el,
+    ...headPart(n, p),
+    chartPart(n, p),
+    section("Latest metrics", metricsPart(n)),
+    section("Hyperparameters", hyperparametersPart(n)),
+    section("Changed from parent", diffPart(n)),
+    section("Checkpoints", ...checkpointsPart(n, p)),
+    configPart(n, p)
+  );
+}
+var NodeCardView = class {
+  constructor(el, redraw) {
+    this.el = el;
+    this.redraw = redraw;
+    this.restoreInput = h("input", {
+      type: "text",
+      class: "restore-hps",
+      placeholder: "learning_rate=1e-4, momentum=0.8",
+      autocomplete: "off",
+      spellcheck: "false",
+      "aria-label": "Hyperparameters to set after the restore (optional)"
+    });
+    this.restoreMessage = h("div", { class: "restore-message", role: "status" });
+  }
+  /** Shows only `text` (nothing selected, loading). */
+  empty(text) {
+    this.redraw.ifChanged("node-card", ["empty", text], () => renderNoNode(this.el, text));
+  }
+  /** Draws the card of `p.node` (see renderNodeCard) when what it shows changed. */
+  render(p) {
+    const deps = [p.node, p.branch, p.color, p.details, p.detailsError, p.writable, p.branchHref];
+    this.redraw.ifChanged("node-card", deps, () => renderNodeCard(this.el, { ...p, restoreInput: this.restoreInput, restoreMessage: this.restoreMessage }));
+  }
+};
+
+// src/views/tree.js
 var nodeTemplate = null;
 function template() {
   if (nodeTemplate) return nodeTemplate;
@@ -1350,285 +2001,75 @@ function renderLegend(el, branches, onPick, limit = 12) {
   );
   el.hidden = branches.length === 0;
 }
-function renderChart(series, { start, end, checkpoints, color, width = 340, height = 130 }) {
-  const m = chartModel(series, { width, height, start, end, checkpoints });
-  const svg = s("svg", {
-    class: "chart",
-    width,
-    height,
-    viewBox: `0 0 ${width} ${height}`,
-    role: "img",
-    "aria-label": "Loss of the branch up to this node, with checkpoints"
-  });
-  if (m.empty) {
-    svg.appendChild(s("text", { class: "chart-empty", x: width / 2, y: height / 2, "text-anchor": "middle" }, "No loss logged yet"));
-    return svg;
-  }
-  const { plot } = m;
-  if (m.band) {
-    svg.appendChild(
-      s("rect", { class: "band", x: m.band.x0, y: plot.top, width: Math.max(1, m.band.x1 - m.band.x0), height: plot.bottom - plot.top })
-    );
-  }
-  for (const t of m.yTicks) {
-    svg.appendChild(s("line", { class: "grid", x1: plot.left, x2: plot.right, y1: t.y, y2: t.y }));
-    svg.appendChild(s("text", { class: "tick", x: plot.left - 4, y: t.y + 3, "text-anchor": "end" }, t.label));
-  }
-  svg.appendChild(s("line", { class: "axis", x1: plot.left, x2: plot.right, y1: plot.bottom, y2: plot.bottom }));
-  for (const t of m.xTicks) {
-    svg.appendChild(s("text", { class: "tick", x: t.anchor === "end" ? plot.right : t.x, y: plot.bottom + 13, "text-anchor": t.anchor }, t.label));
-  }
-  for (const c of m.markers) {
-    svg.appendChild(
-      s(
-        "path",
-        { class: "ckpt", d: `M${c.x},${plot.bottom - 7}l-3.5,6h7z` },
-        s("title", { text: `checkpoint at step ${c.step}` })
-      )
-    );
-  }
-  for (const line of m.lines) {
-    svg.appendChild(
-      s(
-        "path",
-        { class: line.dashed ? "series val" : "series", d: line.path, stroke: color },
-        s("title", { text: line.name })
-      )
-    );
-    svg.appendChild(s("circle", { class: "series-end", cx: line.last.x, cy: line.last.y, r: 2.5, fill: color }));
-  }
-  return svg;
+
+// src/views/shell.js
+function buildShell(root) {
+  const picker = h("select", { id: "retune-experiment", class: "picker", "aria-label": "Experiment" });
+  const trainer = h("span", { class: "trainer-pill level-none", role: "status" });
+  const scalars = h("a", { class: "scalars-link", target: "_top", rel: "noopener", hidden: true }, "Open in Scalars ↗");
+  const toolbar = h(
+    "header",
+    { class: "toolbar" },
+    h("span", { class: "title" }, "Retune"),
+    h("label", { class: "picker-label", for: "retune-experiment" }, "Experiment"),
+    picker,
+    trainer,
+    h("span", { class: "spacer" }),
+    scalars
+  );
+  const banners = h("div", { class: "banners", "aria-live": "polite" });
+  const links = s("g", { class: "links" });
+  const halo = makeHalo();
+  const nodes = s("g", { class: "nodes" });
+  const layer = s("g", { class: "viewport" }, links, halo, nodes);
+  const svg = s("svg", { class: "tree", role: "group", "aria-label": "Experiment tree" }, layer);
+  const tool = (label, title) => h("button", { type: "button", class: "tool", title, "aria-label": title }, label);
+  const tools = {
+    fit: tool("Fit", "Fit the tree to the view"),
+    zoomIn: tool("+", "Zoom in"),
+    zoomOut: tool("−", "Zoom out"),
+    current: tool("Current", "Show the current node")
+  };
+  const treeTools = h("div", { class: "tree-tools" }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current);
+  const legend = h("div", { class: "legend" });
+  const treeMessage = h("div", { class: "tree-message", hidden: true });
+  const treePane = h("section", { class: "tree-pane" }, svg, treeTools, legend, treeMessage);
+  const nodeCard = h("section", { class: "card node-card", "aria-label": "Selected node" });
+  const formCard = h("section", { class: "card form-card", "aria-label": "Set hyperparameters" });
+  const logCard = h("section", { class: "card log-card", "aria-label": "Trainer" });
+  const side = h("aside", { class: "side" }, nodeCard, formCard, logCard);
+  const app2 = h("div", { class: "retune-app" }, toolbar, banners, h("main", { class: "body" }, treePane, side));
+  replaceChildren(root, app2);
+  return { app: app2, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, legend, treeMessage, nodeCard, formCard, logCard };
 }
-function section(title, ...children) {
-  return h("div", { class: "section" }, h("h3", {}, title), ...children);
-}
-function renderNodeCard(el, p) {
-  const n = p.node;
-  const header = h(
-    "div",
-    { class: "node-head" },
-    h("span", { class: "chip", style: `background:${p.color}`, "aria-hidden": "true" }),
-    h("h2", { class: "node-id" }, n.id),
-    n.current ? h("span", { class: "badge" }, "current") : null
-  );
-  const parentLink = n.parent ? h("button", { type: "button", class: "link-button", onclick: () => p.onSelect(n.parent) }, n.parent) : null;
-  const meta = h(
-    "div",
-    { class: "meta" },
-    h("span", {}, `branch ${n.branch}`),
-    " · ",
-    h("span", {}, formatSteps(n.start_step, n.end_step)),
-    parentLink ? [" · parent ", parentLink] : null
-  );
-  const label = h("div", { class: "node-label" }, n.label);
-  const scalars = h(
-    "a",
-    { class: "branch-link", href: p.branchHref, target: "_top", rel: "noopener" },
-    `Open branch ${n.branch} in Scalars ↗`
-  );
-  let chart;
-  if (p.details && p.details.series) {
-    chart = renderChart(p.details.series, {
-      start: n.start_step,
-      end: n.end_step,
-      checkpoints: p.branch && p.branch.checkpoints || n.checkpoints,
-      color: p.color
-    });
-  } else {
-    chart = h("div", { class: "chart-placeholder" }, p.detailsError ? `Loss not available: ${p.detailsError}` : "Loading loss…");
-  }
-  const chartLegend = h(
-    "div",
-    { class: "chart-legend" },
-    h("span", { class: "key key-loss", style: `border-color:${p.color}` }),
-    "loss ",
-    h("span", { class: "key key-val", style: `border-color:${p.color}` }),
-    "val_loss ",
-    h("span", { class: "key key-ckpt" }),
-    "checkpoint ",
-    h("span", { class: "key key-band" }),
-    "this node"
-  );
-  const rows = metricRows(n.metrics);
-  const metrics = rows.length ? h(
-    "table",
-    { class: "kv metrics" },
-    h("thead", {}, h("tr", {}, h("th", {}, "metric"), h("th", {}, "train"), h("th", {}, "val"))),
-    h(
-      "tbody",
-      {},
-      rows.map(
-        (r) => h(
-          "tr",
-          {},
-          h("td", {}, r.name),
-          h("td", { class: "num", title: r.train && r.train.step !== null ? `step ${r.train.step}` : null }, r.train ? formatMetric(r.train.value) : "–"),
-          h("td", { class: "num", title: r.val && r.val.step !== null ? `step ${r.val.step}` : null }, r.val ? formatMetric(r.val.value) : "–")
-        )
-      )
-    )
-  ) : h("p", { class: "muted" }, "No metrics logged in this node yet.");
-  const diff = n.diff || {};
-  const hpNames = Object.keys(n.hyperparameters || {}).sort();
-  const hps = hpNames.length ? h(
-    "table",
-    { class: "kv hps" },
-    h(
-      "tbody",
-      {},
-      hpNames.map((name) => {
-        const changed = Object.prototype.hasOwnProperty.call(diff, name);
-        return h(
-          "tr",
-          { class: changed ? "changed" : null },
-          h("td", {}, name),
-          h("td", { class: "num" }, formatValue(n.hyperparameters[name]))
-        );
-      })
-    )
-  ) : h("p", { class: "muted" }, "No hyperparameters recorded.");
-  const changes = diffRows(diff);
-  const diffView = changes.length ? h("ul", { class: "diff" }, changes.map((r) => h(
-    "li",
-    {},
-    h("span", { class: "hp-name" }, r.name),
-    " ",
-    h("span", { class: "old" }, formatValue(r.old)),
-    " → ",
-    h("span", { class: "new" }, formatValue(r.new))
-  ))) : h("p", { class: "muted" }, n.parent ? n.restore ? `Same values as ${n.parent} (restored, nothing changed).` : "Nothing changed." : "The root node: the values training started with.");
-  const steps = [...n.checkpoints || []].sort((a, b) => a - b);
-  const restore = steps.length ? [
-    h("label", { class: "then-set" }, h("span", {}, "Then set (optional)"), p.restoreInput),
-    h(
-      "ul",
-      { class: "checkpoints" },
-      steps.map(
-        (step) => h(
-          "li",
-          {},
-          h("span", { class: "ckpt-step" }, `step ${step}`),
-          h(
-            "button",
-            {
-              type: "button",
-              class: "restore",
-              disabled: !p.writable,
-              title: p.writable ? `Restore ${n.branch} at step ${step} and train on as a new branch` : "The logdir is not writable",
-              onclick: () => p.onRestore(step)
-            },
-            `Restore step ${step}`
-          )
-        )
-      )
-    ),
-    p.restoreMessage
-  ] : [h("p", { class: "muted" }, "No checkpoint in this node yet."), p.restoreMessage];
-  let config = null;
-  if (n.has_config || p.details && p.details.config) {
-    const body = p.details ? h("pre", { class: "config" }, p.details.config ? JSON.stringify(p.details.config, null, 2) : "No configuration was captured at this node.") : h("p", { class: "muted" }, "Loading…");
-    config = h(
-      "details",
-      { class: "config-details", open: p.configOpen, ontoggle: (e) => p.onConfigToggle(e.target.open) },
-      h("summary", {}, "Captured configuration"),
-      body
+function renderPicker(select, experiments, selected) {
+  const names = experiments.map((e) => e.name);
+  const current = [...select.options].map((o) => o.value);
+  if (names.length !== current.length || names.some((n, i) => n !== current[i])) {
+    replaceChildren(
+      select,
+      experiments.map((e) => h("option", { value: e.name, text: e.name === "." ? ". (the logdir)" : e.name }))
     );
   }
+  if (selected !== null && select.value !== selected) select.value = selected;
+  select.disabled = experiments.length === 0;
+}
+function renderTrainerPill(el, summary) {
+  el.setAttribute("class", `trainer-pill level-${summary.level}`);
+  replaceChildren(el, h("span", { class: "dot", "aria-hidden": "true" }), summary.text);
+}
+function renderBanners(el, items) {
   replaceChildren(
     el,
-    header,
-    label,
-    meta,
-    scalars,
-    h("div", { class: "chart-box" }, chart, chartLegend),
-    section("Latest metrics", metrics),
-    section("Hyperparameters", hps),
-    section("Changed from parent", diffView),
-    section("Checkpoints", ...restore),
-    config
-  );
-}
-function renderNoNode(el, text) {
-  replaceChildren(el, h("p", { class: "muted" }, text));
-}
-function buildForm(el, { hyperparameters, onSubmit, onReset, onInput, error, message, writable }) {
-  const names = Object.keys(hyperparameters).sort();
-  const fields = /* @__PURE__ */ new Map();
-  const rows = names.map((name) => {
-    const value = hyperparameters[name];
-    const kind = inputKind(name, value);
-    const id = `hp-${name}`;
-    let input;
-    if (kind === "bool") {
-      input = h("input", { type: "checkbox", id, name, checked: Boolean(value), oninput: () => onInput(name) });
-    } else if (kind === "number") {
-      input = h("input", {
-        type: "text",
-        inputmode: "decimal",
-        autocomplete: "off",
-        spellcheck: "false",
-        id,
-        name,
-        value: value === null ? "" : formatValue(value),
-        placeholder: value === null ? "null (off)" : null,
-        oninput: () => onInput(name)
-      });
-    } else {
-      input = h("input", { type: "text", id, name, value: formatValue(value), readonly: true, class: "fixed", title: "Fixed when the optimizer is built" });
-    }
-    fields.set(name, { input, kind });
-    return h("div", { class: `field field-${kind}` }, h("label", { for: id }, name), input);
-  });
-  const submit = h("button", { type: "submit", class: "primary", disabled: !writable }, "Apply");
-  const reset = h("button", { type: "button", onclick: onReset }, "Reset");
-  const form = h(
-    "form",
-    { class: "hp-form", novalidate: true, onsubmit: (e) => {
-      e.preventDefault();
-      onSubmit();
-    } },
-    h("div", { class: "fields" }, rows),
-    error,
-    h("div", { class: "actions" }, submit, reset),
-    message
-  );
-  replaceChildren(
-    el,
-    h("h2", {}, "Set hyperparameters"),
-    h("p", { class: "hint" }, "Values in force now. Applied at the next batch after the trainer reads retune.json."),
-    form
-  );
-  return { form, fields };
-}
-function renderLog(el, tree2, summary) {
-  const status = tree2 && tree2.status || null;
-  const trainer = tree2 && tree2.trainer || null;
-  const applied = status && Array.isArray(status.applied) ? status.applied.slice(-5).reverse() : [];
-  const errors = status && Array.isArray(status.errors) ? status.errors.slice(-5).reverse() : [];
-  const facts = [];
-  if (status && typeof status.pid === "number") facts.push(`pid ${status.pid}`);
-  if (status && status.node) facts.push(`node ${status.node}`);
-  if (trainer && typeof trainer.age_s === "number") facts.push(`heartbeat ${Math.max(0, trainer.age_s).toFixed(1)} s ago`);
-  replaceChildren(
-    el,
-    h("h2", {}, "Trainer"),
-    h("p", { class: `trainer-line level-${summary.level}` }, h("span", { class: "dot", "aria-hidden": "true" }), summary.text),
-    facts.length ? h("p", { class: "muted small" }, facts.join(" · ")) : null,
-    section(
-      "Last errors",
-      errors.length ? h("ul", { class: "log errors" }, errors.map((e) => h("li", {}, h("span", { class: "time" }, formatClock(e.time)), " ", h("span", { class: "msg" }, String(e.message ?? ""))))) : h("p", { class: "muted" }, "None.")
-    ),
-    section(
-      "Recent changes",
-      applied.length ? h("ul", { class: "log applied" }, applied.map((a) => h(
-        "li",
-        {},
-        h("span", { class: "time" }, formatClock(a.time)),
-        " ",
-        typeof a.step === "number" ? h("span", { class: "step" }, `@ ${a.step}`) : null,
-        " ",
-        h("span", { class: "msg" }, String(a.what ?? a.kind ?? ""))
-      ))) : h("p", { class: "muted" }, "None yet.")
+    items.map(
+      (b) => h(
+        "div",
+        { class: `banner banner-${b.kind}`, role: b.kind === "error" ? "alert" : "status" },
+        b.kind === "info" ? h("span", { class: "spinner", "aria-hidden": "true" }) : null,
+        h("span", { class: "banner-text" }, b.text),
+        b.action ? h("button", { type: "button", class: "link-button", onclick: b.action.onclick }, b.action.label) : null,
+        b.onclose ? h("button", { type: "button", class: "close", "aria-label": "Dismiss", onclick: b.onclose }, "×") : null
+      )
     )
   );
 }
@@ -1789,69 +2230,65 @@ var PanZoom = class {
   }
 };
 
-// src/index.js
-var REFRESH_MS = 3e3;
+// src/app.js
 var STORAGE_KEY = "tb-retune.experiment";
 var TEXT_MIN_SCALE = 0.4;
-function treeSignature(tree2) {
-  return JSON.stringify([tree2.nodes || [], tree2.branches || []]);
-}
+var DONE_SHOWN_MS = 6e4;
 var RetuneApp = class {
   constructor(root, api) {
     this.api = api;
     this.seq = new Sequencer();
+    this.redraw = new Redraw();
     this.ui = buildShell(root);
     this.state = {
       experiments: [],
       experiment: null,
       tree: null,
-      treeText: "",
       layout: null,
       selected: null,
-      nodeKey: "",
       details: null,
       detailsError: null,
       loadError: null,
       requests: [],
       // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
-      configOpen: false,
-      formKey: "",
-      formDirty: /* @__PURE__ */ new Set()
+      configOpen: false
     };
     this.treeView = new TreeView(this.ui.links, this.ui.nodes);
+    this.nodeCard = new NodeCardView(this.ui.nodeCard, this.redraw);
+    this.form = new FormView(this.ui.formCard, this.redraw, {
+      onSubmit: () => submitForm(this),
+      onReset: () => this.renderForm()
+    });
     this.viewFor = /* @__PURE__ */ new Map();
     this.tbRoot = tensorboardRoot(window.location.href);
-    this.timer = 0;
+    this.poller = new Poller(() => this.refresh(), { element: this.ui.app, idle: () => Boolean(this.state.tree) });
     this.zoom = new PanZoom(this.ui.svg, this.ui.layer, (t) => {
       this.ui.svg.classList.toggle("lod-low", t.k < TEXT_MIN_SCALE);
       if (this.state.experiment !== null) this.viewFor.set(this.state.experiment, t);
       const [w, hgt] = this.zoom.size();
       this.treeView.update(t, w, hgt);
     });
-    this.restoreInput = h("input", {
-      type: "text",
-      class: "restore-hps",
-      placeholder: "learning_rate=1e-4, momentum=0.8",
-      autocomplete: "off",
-      spellcheck: "false",
-      "aria-label": "Hyperparameters to set after the restore (optional)"
-    });
-    this.restoreMessage = h("div", { class: "restore-message", role: "status" });
-    this.formError = h("div", { class: "form-error", role: "alert" });
-    this.formMessage = h("div", { class: "form-message", role: "status" });
+    this.bindTree();
     this.ui.picker.addEventListener("change", () => this.selectExperiment(this.ui.picker.value));
-    this.ui.nodes.addEventListener("click", (e) => {
+    this.nodeCard.empty("Loading…");
+  }
+  bindTree() {
+    const nodeOf = (e) => {
       const g = e.target.closest && e.target.closest("g.node");
+      return g || null;
+    };
+    this.ui.nodes.addEventListener("click", (e) => {
+      const g = nodeOf(e);
       if (g) this.selectNode(g.getAttribute("data-id"));
     });
     this.ui.nodes.addEventListener("pointerover", (e) => {
-      const g = e.target.closest && e.target.closest("g.node");
+      const g = nodeOf(e);
       const item = g && this.state.layout ? this.state.layout.index.get(g.getAttribute("data-id")) : null;
       if (item) ensureTooltip(g, item.node);
     });
     this.ui.nodes.addEventListener("keydown", (e) => {
       if (e.key !== "Enter" && e.key !== " ") return;
-      const g = e.target.closest && e.target.closest("g.node");
+      const g = nodeOf(e);
       if (!g) return;
       e.preventDefault();
       this.selectNode(g.getAttribute("data-id"));
@@ -1860,43 +2297,16 @@ var RetuneApp = class {
     this.ui.tools.zoomIn.addEventListener("click", () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener("click", () => this.zoom.zoomBy(1 / 1.4));
     this.ui.tools.current.addEventListener("click", () => this.showCurrent());
-    this.visible = true;
-    document.addEventListener("visibilitychange", () => {
-      this.visible = document.visibilityState === "visible";
-      if (this.visible) this.refresh();
-    });
-    if (typeof IntersectionObserver === "function") {
-      new IntersectionObserver((entries) => {
-        const shown = entries[entries.length - 1].isIntersecting;
-        const was = this.visible;
-        this.visible = shown && document.visibilityState !== "hidden";
-        if (this.visible && !was) this.refresh();
-      }).observe(this.ui.app);
-    }
-    renderNoNode(this.ui.nodeCard, "Loading…");
   }
   // -------------------------------------------------------------------------
   // Data.
   start() {
-    this.refresh();
-  }
-  schedule() {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
+    this.poller.now();
   }
   /** One refresh: experiments, then the selected experiment's tree and node. */
   async refresh() {
-    clearTimeout(this.timer);
-    if (!this.visible && this.state.tree) {
-      this.schedule();
-      return;
-    }
-    try {
-      await this.loadExperiments();
-      if (this.state.experiment !== null) await this.loadTree();
-    } finally {
-      this.schedule();
-    }
+    await this.loadExperiments();
+    if (this.state.experiment !== null) await this.loadTree();
   }
   async loadExperiments() {
     const r = await sequenced(this.seq, "experiments", {}, () => this.api.experiments(), () => ({}));
@@ -1938,17 +2348,14 @@ var RetuneApp = class {
       this.renderChrome();
       return;
     }
-    const answer = r.value;
+    const tree2 = r.value.body;
     this.state.loadError = null;
-    const signature = treeSignature(answer.body);
-    const changed = signature !== this.state.treeText;
-    this.state.tree = answer.body;
-    this.state.treeText = signature;
+    this.state.tree = tree2;
     this.trackRequests();
-    if (changed) this.renderTreeView();
+    this.redraw.ifChanged("tree", [tree2.nodes || [], tree2.branches || []], () => this.renderTreeView());
     if (this.state.selected === null || !this.state.layout.index.has(this.state.selected)) {
-      const current = (answer.body.nodes || []).find((n) => n.current);
-      const first = current || (answer.body.nodes || [])[answer.body.nodes.length - 1];
+      const nodes = tree2.nodes || [];
+      const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
       this.state.selected = first ? first.id : null;
       this.markSelected();
     }
@@ -1956,14 +2363,13 @@ var RetuneApp = class {
     this.renderSide();
     await this.loadNode();
   }
-  async loadNode(force = false) {
+  async loadNode() {
     const experiment = this.state.experiment;
     const id = this.state.selected;
-    if (experiment === null || id === null || !this.state.layout) return;
-    const item = this.state.layout.index.get(id);
-    if (!item) return;
-    const key = `${experiment}\0${id}\0${item.node.end_step}\0${JSON.stringify(item.node.metrics)}`;
-    if (!force && key === this.state.nodeKey && this.state.details) return;
+    const item = this.selectedItem();
+    if (experiment === null || !item) return;
+    const deps = [experiment, id, item.node.end_step, item.node.metrics];
+    if (!this.redraw.changed("node-details", deps) && this.state.details) return;
     const r = await sequenced(
       this.seq,
       "node",
@@ -1979,32 +2385,25 @@ var RetuneApp = class {
     }
     this.state.details = r.value;
     this.state.detailsError = null;
-    this.state.nodeKey = key;
+    this.redraw.mark("node-details", deps);
     this.renderSide();
   }
+  selectedItem() {
+    const { layout, selected } = this.state;
+    return layout && selected !== null ? layout.index.get(selected) || null : null;
+  }
   // -------------------------------------------------------------------------
-  // Person's actions.
+  // Selection.
   switchTo(name) {
-    this.state.experiment = name;
-    this.state.tree = null;
-    this.state.treeText = "";
-    this.state.layout = null;
-    this.state.selected = null;
-    this.state.details = null;
-    this.state.detailsError = null;
-    this.state.nodeKey = "";
-    this.state.formKey = "";
-    this.state.formDirty = /* @__PURE__ */ new Set();
-    this.formError.textContent = "";
-    this.formMessage.textContent = "";
-    this.restoreMessage.textContent = "";
+    Object.assign(this.state, { experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null });
+    this.redraw.forget();
+    this.form.clear();
+    this.nodeCard.restoreMessage.textContent = "";
     this.seq.cancel("tree");
     this.seq.cancel("node");
     this.treeView.setLayout(null);
     placeHalo(this.ui.halo, null);
-    renderNoNode(this.ui.nodeCard, "Loading…");
-    this.nodeCardKey = "";
-    this.ui.formCard.textContent = "";
+    this.nodeCard.empty("Loading…");
     this.ui.logCard.textContent = "";
   }
   selectExperiment(name) {
@@ -2015,16 +2414,14 @@ var RetuneApp = class {
     }
     this.switchTo(name);
     this.renderChrome();
-    this.refresh();
+    this.poller.now();
   }
   selectNode(id, { reveal = false } = {}) {
     if (!this.state.layout || !this.state.layout.index.has(id)) return;
     if (id !== this.state.selected) {
-      this.state.selected = id;
-      this.state.details = null;
-      this.state.detailsError = null;
-      this.state.nodeKey = "";
-      this.restoreMessage.textContent = "";
+      Object.assign(this.state, { selected: id, details: null, detailsError: null });
+      this.redraw.forget("node-details");
+      this.nodeCard.restoreMessage.textContent = "";
       this.seq.cancel("node");
       this.markSelected();
       this.renderSide();
@@ -2041,78 +2438,12 @@ var RetuneApp = class {
     if (current) this.selectNode(current.id, { reveal: true });
     else if (this.state.selected) this.selectNode(this.state.selected, { reveal: true });
   }
-  async restore(step) {
-    const experiment = this.state.experiment;
-    const item = this.state.layout && this.state.layout.index.get(this.state.selected);
-    if (!item) return;
-    const branch = item.node.branch;
-    const status = this.state.tree && this.state.tree.status;
-    const parsed = parseAssignments(this.restoreInput.value, status && status.hyperparameters ? status.hyperparameters : null);
-    if (parsed.error) {
-      this.setMessage(this.restoreMessage, "error", `Not written: ${parsed.error}`);
-      return;
-    }
-    this.setMessage(this.restoreMessage, "info", `Writing a restore of ${branch} at step ${step}…`);
-    let answer;
-    try {
-      answer = await this.api.restore(experiment, branch, step, parsed.values);
-    } catch (e) {
-      if (experiment === this.state.experiment) this.setMessage(this.restoreMessage, "error", `Not written: ${e.message}`);
-      return;
-    }
-    const id = answer.id || answer.written && answer.written.restore && answer.written.restore.id;
-    const extra = Object.keys(parsed.values).length ? `, then ${Object.entries(parsed.values).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ")}` : "";
-    const what = `restore ${branch} @ ${step}${extra}`;
-    this.state.requests.push({ kind: "restore", id, experiment, sentAt: Date.now() / 1e3, what, state: "waiting" });
-    if (experiment === this.state.experiment) {
-      this.setMessage(this.restoreMessage, "ok", `Wrote to retune.json: ${what} (request ${id}). The trainer will start a new branch.`);
-    }
+  // -------------------------------------------------------------------------
+  // Written requests.
+  /** Records a request written into retune.json, to follow it until the trainer takes it. */
+  addRequest(request, answer) {
+    this.state.requests.push({ ...request, answer, sentAt: Date.now() / 1e3, state: "waiting" });
     this.renderBanners();
-    this.refresh();
-  }
-  async submitForm() {
-    const experiment = this.state.experiment;
-    const status = this.state.tree && this.state.tree.status;
-    const current = status && status.hyperparameters || {};
-    const fields = {};
-    for (const [name, f] of this.formFields || []) {
-      if (f.kind === "fixed") continue;
-      fields[name] = f.kind === "bool" ? f.input.checked : f.input.value;
-    }
-    const { changed, errors } = validateForm(fields, current);
-    this.formMessage.textContent = "";
-    if (errors.length) {
-      this.formError.textContent = errors.join("; ");
-      return;
-    }
-    this.formError.textContent = "";
-    if (!Object.keys(changed).length) {
-      this.setMessage(this.formMessage, "info-static", "Nothing to write: these are the values in force.");
-      return;
-    }
-    let answer;
-    try {
-      answer = await this.api.setHyperparameters(experiment, changed);
-    } catch (e) {
-      if (experiment === this.state.experiment) this.formError.textContent = e.message;
-      return;
-    }
-    const written = answer.written && answer.written.hyperparameters || changed;
-    const what = Object.entries(written).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ");
-    this.state.requests.push({ kind: "hyperparameters", values: written, experiment, sentAt: Date.now() / 1e3, what, state: "waiting" });
-    if (experiment === this.state.experiment) {
-      this.setMessage(this.formMessage, "ok", `Wrote to retune.json: ${what}.`);
-      this.state.formDirty = /* @__PURE__ */ new Set();
-    }
-    this.renderBanners();
-    this.refresh();
-  }
-  resetForm() {
-    this.state.formDirty = /* @__PURE__ */ new Set();
-    this.state.formKey = "";
-    this.formError.textContent = "";
-    this.formMessage.textContent = "";
-    this.renderForm();
   }
   setMessage(el, kind, text) {
     el.setAttribute("class", `${el.classList[0]} msg-${kind}`);
@@ -2125,13 +2456,19 @@ var RetuneApp = class {
       if (r.experiment !== this.state.experiment || r.state !== "waiting") continue;
       const p = requestProgress(r, tree2);
       if (p.state === "waiting") continue;
-      r.state = p.state;
-      r.node = p.node;
-      r.message = p.message;
-      r.doneAt = Date.now();
+      Object.assign(r, { state: p.state, node: p.node, message: p.message, doneAt: Date.now() });
     }
     const now = Date.now();
-    this.state.requests = this.state.requests.filter((r) => r.state === "waiting" || now - r.doneAt < 6e4);
+    this.state.requests = this.state.requests.filter((r) => r.state === "waiting" || now - r.doneAt < DONE_SHOWN_MS);
+  }
+  pendingNames() {
+    const names = /* @__PURE__ */ new Set();
+    for (const r of this.state.requests) {
+      if (r.kind === "hyperparameters" && r.state === "waiting" && r.experiment === this.state.experiment) {
+        for (const name of Object.keys(r.values || {})) names.add(name);
+      }
+    }
+    return names;
   }
   // -------------------------------------------------------------------------
   // Rendering.
@@ -2159,7 +2496,7 @@ var RetuneApp = class {
     this.ui.treeMessage.textContent = message ?? "";
     this.renderBanners();
   }
-  renderBanners() {
+  bannerItems() {
     const items = [];
     const tree2 = this.state.tree;
     const alive = tree2 && tree2.trainer && tree2.trainer.alive;
@@ -2186,10 +2523,15 @@ var RetuneApp = class {
         items.push({ kind: "error", text: `The trainer refused ${r.what}: ${r.message}`, onclose: dismiss });
       }
     }
-    const key = JSON.stringify(items.map((b) => [b.kind, b.text, b.action ? b.action.label : null]));
-    if (key === this.bannersKey) return;
-    this.bannersKey = key;
-    renderBanners(this.ui.banners, items);
+    return items;
+  }
+  renderBanners() {
+    const items = this.bannerItems();
+    this.redraw.ifChanged(
+      "banners",
+      items.map((b) => [b.kind, b.text, b.action ? b.action.label : null]),
+      () => renderBanners(this.ui.banners, items)
+    );
   }
   renderTreeView() {
     const t0 = performance.now();
@@ -2225,37 +2567,32 @@ var RetuneApp = class {
   markSelected() {
     const id = this.state.selected;
     this.treeView.select(id);
-    placeHalo(this.ui.halo, id !== null && this.state.layout ? this.state.layout.index.get(id) : null);
+    placeHalo(this.ui.halo, this.selectedItem());
   }
   renderSide() {
     this.renderNode();
     this.renderForm();
-    renderLog(this.ui.logCard, this.state.tree, trainerSummary(this.state.tree && this.state.tree.trainer, this.state.tree && this.state.tree.status));
+    const tree2 = this.state.tree;
+    renderLog(this.ui.logCard, tree2, trainerSummary(tree2 && tree2.trainer, tree2 && tree2.status));
   }
   renderNode() {
-    const { layout, selected, tree: tree2 } = this.state;
-    const item = layout && selected !== null ? layout.index.get(selected) : null;
+    const { tree: tree2 } = this.state;
+    const item = this.selectedItem();
     if (!item) {
-      this.nodeCardKey = "";
-      renderNoNode(this.ui.nodeCard, tree2 ? "Click a node of the tree to see its details." : "Loading…");
+      this.nodeCard.empty(tree2 ? "Click a node of the tree to see its details." : "Loading…");
       return;
     }
     const branch = (tree2.branches || []).find((b) => b.name === item.node.branch) || null;
-    const color = branch ? branchColor(branch.color) : item.color;
-    const key = JSON.stringify([item.node, branch, color, this.state.details, this.state.detailsError, tree2.writable]);
-    if (key === this.nodeCardKey) return;
-    this.nodeCardKey = key;
-    renderNodeCard(this.ui.nodeCard, {
+    this.nodeCard.render({
       node: item.node,
       details: this.state.details,
       detailsError: this.state.detailsError,
       branch,
-      color,
+      // Keep the chart's line colour and the branch link in step with the tree.
+      color: branch ? branchColor(branch.color) : item.color,
       branchHref: scalarsUrl(this.tbRoot, [item.node.run || item.node.branch]),
       writable: tree2.writable !== false,
-      restoreInput: this.restoreInput,
-      restoreMessage: this.restoreMessage,
-      onRestore: (step) => this.restore(step),
+      onRestore: (step) => restore(this, step),
       onSelect: (id) => this.selectNode(id, { reveal: true }),
       configOpen: this.state.configOpen,
       onConfigToggle: (open) => {
@@ -2264,52 +2601,11 @@ var RetuneApp = class {
     });
   }
   renderForm() {
-    const tree2 = this.state.tree;
-    const status = tree2 && tree2.status;
-    const hps = status && status.hyperparameters && typeof status.hyperparameters === "object" ? status.hyperparameters : null;
-    if (!hps) {
-      this.formFields = null;
-      this.state.formKey = "";
-      this.ui.formCard.textContent = "";
-      this.ui.formCard.appendChild(h("h2", {}, "Set hyperparameters"));
-      this.ui.formCard.appendChild(h("p", { class: "muted" }, tree2 ? "The trainer has not reported its hyperparameters yet." : "Loading…"));
-      return;
-    }
-    const writable = tree2.writable !== false;
-    const key = `${this.state.experiment}\0${Object.keys(hps).sort().join(",")}\0${writable}`;
-    if (key !== this.state.formKey || !this.formFields) {
-      const built = buildForm(this.ui.formCard, {
-        hyperparameters: hps,
-        writable,
-        error: this.formError,
-        message: this.formMessage,
-        onSubmit: () => this.submitForm(),
-        onReset: () => this.resetForm(),
-        onInput: (name) => {
-          this.state.formDirty.add(name);
-          this.formError.textContent = "";
-        }
-      });
-      this.formFields = built.fields;
-      this.state.formKey = key;
-    }
-    const written = /* @__PURE__ */ new Set();
-    for (const r of this.state.requests) {
-      if (r.kind === "hyperparameters" && r.state === "waiting" && r.experiment === this.state.experiment) {
-        for (const name of Object.keys(r.values || {})) written.add(name);
-      }
-    }
-    for (const [name, f] of this.formFields) {
-      if (this.state.formDirty.has(name) || written.has(name) || document.activeElement === f.input) continue;
-      const value = hps[name];
-      if (f.kind === "bool") f.input.checked = Boolean(value);
-      else {
-        const text = value === null || value === void 0 ? "" : formatValue(value);
-        if (f.input.value !== text && !sameValue(Number(f.input.value), value)) f.input.value = text;
-      }
-    }
+    this.form.render(this.state.tree, this.state.experiment, this.pendingNames());
   }
 };
+
+// src/index.js
 var app = null;
 async function render() {
   if (app) return;
