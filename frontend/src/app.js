@@ -9,6 +9,8 @@ import { experimentRuns, requestProgress } from './model.js';
 import { Poller } from './poll.js';
 import { Redraw } from './redraw.js';
 import { Sequencer, sequenced } from './sequence.js';
+import { branchRows } from './branches.js';
+import { BranchTableView } from './views/branch_table.js';
 import { FormView } from './views/form.js';
 import { renderLog } from './views/log.js';
 import { NodeCardView } from './views/node_card.js';
@@ -39,12 +41,18 @@ export class RetuneApp {
       loadError: null,
       requests: [], // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
       configOpen: false,
+      mode: 'tree', // 'tree' | 'table'
     };
     this.treeView = new TreeView(this.ui.links, this.ui.nodes);
     this.nodeCard = new NodeCardView(this.ui.nodeCard, this.redraw);
     this.form = new FormView(this.ui.formCard, this.redraw, {
       onSubmit: () => actions.submitForm(this),
       onReset: () => this.renderForm(),
+    });
+    this.table = new BranchTableView(this.ui.tableBox, {
+      redraw: this.redraw,
+      tbRoot: tensorboardRoot(window.location.href),
+      onOpen: (row) => this.selectNode(row.latestNode),
     });
     this.viewFor = new Map(); // experiment -> transform, so switching back keeps the zoom
     this.tbRoot = tensorboardRoot(window.location.href);
@@ -57,6 +65,8 @@ export class RetuneApp {
       this.treeView.update(t, w, hgt);
     });
     this.bindTree();
+    for (const [mode, button] of Object.entries(this.ui.views)) button.addEventListener('click', () => this.setMode(mode));
+    this.setMode('tree');
     this.ui.picker.addEventListener('change', () => this.selectExperiment(this.ui.picker.value));
     this.nodeCard.empty('Loading…');
   }
@@ -183,6 +193,19 @@ export class RetuneApp {
 
   // -------------------------------------------------------------------------
   // Selection.
+
+  /** Shows the tree (`tree`) or the branch table (`table`). */
+  setMode(mode) {
+    this.state.mode = mode;
+    const table = mode === 'table';
+    for (const [m, button] of Object.entries(this.ui.views)) button.setAttribute('aria-pressed', String(m === mode));
+    this.ui.tableBox.hidden = !table;
+    this.ui.svg.style.display = table ? 'none' : '';
+    this.ui.treeTools.hidden = table;
+    this.ui.legend.style.visibility = table ? 'hidden' : '';
+    if (table) this.renderTable();
+    else if (this.state.layout) this.zoom.apply();
+  }
 
   switchTo(name) {
     Object.assign(this.state, { experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null });
@@ -374,7 +397,14 @@ export class RetuneApp {
     placeHalo(this.ui.halo, this.selectedItem());
   }
 
+  renderTable() {
+    if (this.state.mode !== 'table') return;
+    const item = this.selectedItem();
+    this.table.render(this.state.tree ? branchRows(this.state.tree) : [], item ? item.node.branch : null);
+  }
+
   renderSide() {
+    this.renderTable();
     this.renderNode();
     this.renderForm();
     const tree = this.state.tree;

@@ -2,7 +2,7 @@
 // change the sources and run `cd frontend && npm run build`.
 
 // src/style.css
-var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid #bdbdbd;border-radius:4px;background:#fff}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:#757575}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:#fff8e1}.banner-ok{background:#e8f5e9}.banner-error{background:#ffebee;color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:#fafafa;overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:#fff;stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:#212121}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid #d0d0d0;border-radius:4px;background:#fff;cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:#f5f5f5}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:#ffffffeb;font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:#fff;border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:#e8f5e9;color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:#eee}.chart .axis{stroke:#bdbdbd}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:#616161}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:#fafafa}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid #616161}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid #f0f0f0;text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:#fff3e0}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid #f5f5f5}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;cursor:pointer}button.restore:hover,.actions button:hover{background:#fff3e0;border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:#f5f5f5;color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:#fafafa;border:1px solid #eeeeee;border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}\n';
+var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid #bdbdbd;border-radius:4px;background:#fff}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:#757575}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:#fff8e1}.banner-ok{background:#e8f5e9}.banner-error{background:#ffebee;color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:#fafafa;overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:#fff;stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:#212121}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid #d0d0d0;border-radius:4px;background:#fff;cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:#f5f5f5}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:#ffffffeb;font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:#fff;border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:#e8f5e9;color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:#eee}.chart .axis{stroke:#bdbdbd}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:#616161}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:#fafafa}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid #616161}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid #f0f0f0;text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:#fff3e0}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid #f5f5f5}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;cursor:pointer}button.restore:hover,.actions button:hover{background:#fff3e0;border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:#f5f5f5;color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:#fafafa;border:1px solid #eeeeee;border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line, #d0d0d0);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line, #d0d0d0);background:var(--tool-bg, #fff);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover, rgba(0, 0, 0, .04))}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}\n';
 
 // src/control_schema.json
 var control_schema_default = {
@@ -231,6 +231,21 @@ function formatG(value, precision = 6) {
 function stripZeros(text) {
   if (!text.includes(".")) return text;
   return text.replace(/0+$/, "").replace(/\.$/, "");
+}
+function shortNumber(value) {
+  if (value === null || value === void 0) return "null";
+  if (typeof value === "boolean") return String(value);
+  if (typeof value !== "number") return String(value);
+  if (value === 0) return "0";
+  if (!Number.isFinite(value)) return formatG(value);
+  if (Number.isInteger(value) && Math.abs(value) < 1e5) return String(value);
+  const a = Math.abs(value);
+  if (a < 0.01 || a >= 1e5) {
+    let [mant, exp] = value.toExponential(2).split("e");
+    mant = stripZeros(mant);
+    return `${mant}e${Number(exp)}`;
+  }
+  return formatG(value, 4);
 }
 function formatValue(value) {
   if (value === null || value === void 0) return "null";
@@ -1321,6 +1336,120 @@ async function sequenced(sequencer, channel, context, fetcher, currentContext) {
   return { ok: true, value };
 }
 
+// src/branches.js
+var HIGHER_IS_BETTER = /(acc|accuracy|auc|precision|recall|f1|iou|r2|score|top_\d+)$/i;
+function higherIsBetter(tag) {
+  return HIGHER_IS_BETTER.test(String(tag).replace(/^val_/, ""));
+}
+function better(tag, a, b) {
+  return higherIsBetter(tag) ? a > b : a < b;
+}
+function valueOf(point) {
+  if (point && typeof point === "object") return typeof point.value === "number" && Number.isFinite(point.value) ? point : null;
+  return typeof point === "number" && Number.isFinite(point) ? { value: point, step: null } : null;
+}
+function changedFrom(before, now) {
+  const out = {};
+  for (const name of Object.keys(now || {}).sort()) {
+    const old = before ? before[name] : void 0;
+    if (!sameValue(old, now[name])) out[name] = [old === void 0 ? null : old, now[name]];
+  }
+  return out;
+}
+function branchRows(tree2) {
+  const nodes = /* @__PURE__ */ new Map();
+  for (const n of tree2 && tree2.nodes || []) nodes.set(n.id, n);
+  const trainerState = tree2 && tree2.trainer && tree2.trainer.state || null;
+  const rows = [];
+  for (const b of tree2 && tree2.branches || []) {
+    const own = (b.nodes || []).map((id) => nodes.get(id)).filter(Boolean);
+    if (!own.length) continue;
+    const first = own[0];
+    const latest = own[own.length - 1];
+    const parentId = b.parent_node || first.parent || null;
+    const parent = parentId ? nodes.get(parentId) || null : null;
+    const metrics = {};
+    for (const n of own) {
+      for (const [tag, raw] of Object.entries(n.metrics || {})) {
+        const point = valueOf(raw);
+        if (!point) continue;
+        const m = metrics[tag] || (metrics[tag] = { latest: null, best: null });
+        m.latest = point;
+        if (!m.best || better(tag, point.value, m.best.value)) m.best = point;
+      }
+    }
+    const current = own.some((n) => n.current);
+    let state = "ended";
+    if (current) state = trainerState === "not_responding" ? "not responding" : trainerState && trainerState !== "unknown" ? trainerState : "current";
+    rows.push({
+      branch: b.name,
+      run: b.run || latest.run || b.name,
+      color: b.color,
+      trial: typeof b.trial === "number" ? b.trial : null,
+      start: typeof b.start_step === "number" ? b.start_step : first.start_step,
+      last: typeof b.last_step === "number" ? b.last_step : latest.end_step ?? latest.start_step,
+      parent: parent ? parent.id : null,
+      parentBranch: parent ? parent.branch : null,
+      firstNode: first.id,
+      latestNode: latest.id,
+      nodes: own.length,
+      hyperparameters: latest.hyperparameters || {},
+      changed: changedFrom(parent ? parent.hyperparameters : first.hyperparameters, latest.hyperparameters),
+      metrics,
+      state,
+      current
+    });
+  }
+  return rows;
+}
+function metricTags(rows) {
+  const tags = /* @__PURE__ */ new Set();
+  for (const r of rows) for (const t of Object.keys(r.metrics)) tags.add(t);
+  const base = (t) => t.replace(/^val_/, "");
+  return [...tags].sort((a, b) => {
+    const la = base(a) === "loss" ? 0 : 1;
+    const lb = base(b) === "loss" ? 0 : 1;
+    return la - lb || (base(a) < base(b) ? -1 : base(a) > base(b) ? 1 : 0) || (a.startsWith("val_") ? 1 : 0) - (b.startsWith("val_") ? 1 : 0);
+  });
+}
+function defaultMetric(tags) {
+  for (const t of ["val_loss", "loss"]) if (tags.includes(t)) return t;
+  return tags[0] ?? null;
+}
+function bestRow(rows, tag) {
+  let best = null;
+  for (const r of rows) {
+    const m = r.metrics[tag];
+    if (!m || !m.best) continue;
+    if (!best || better(tag, m.best.value, best.metrics[tag].best.value)) best = r;
+  }
+  return best;
+}
+function sortKey(row, column) {
+  const colon = column.lastIndexOf(":");
+  if (colon > 0) {
+    const m = row.metrics[column.slice(0, colon)];
+    const point = m ? m[column.slice(colon + 1)] : null;
+    return point ? point.value : null;
+  }
+  if (column === "changed") return Object.keys(row.changed).join(",");
+  const v = row[column];
+  return v === void 0 ? null : v;
+}
+function sortRows(rows, column, descending = false) {
+  const keyed = rows.map((row, i) => ({ row, i, k: sortKey(row, column) }));
+  keyed.sort((a, b) => {
+    if (a.k === null && b.k === null) return a.i - b.i;
+    if (a.k === null) return 1;
+    if (b.k === null) return -1;
+    let c;
+    if (typeof a.k === "number" && typeof b.k === "number") c = a.k - b.k;
+    else c = String(a.k).localeCompare(String(b.k), void 0, { numeric: true });
+    return (descending ? -c : c) || a.i - b.i;
+  });
+  return keyed.map((x) => x.row);
+}
+
 // src/dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
 function apply(el, props) {
@@ -1356,6 +1485,208 @@ function replaceChildren(el, ...children) {
   el.textContent = "";
   return append(el, children);
 }
+
+// src/views/branch_table.js
+var ROW_PX = 25;
+var HEADER_PX = 40;
+var ROW_MARGIN = 20;
+function changedText(changed) {
+  return diffRows(changed).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`).join(", ");
+}
+function columns(tags) {
+  const cols = [
+    { id: "branch", label: "branch" },
+    { id: "start", label: "start", num: true, title: "The step the branch starts at" },
+    { id: "parent", label: "parent", title: "The node the branch was restored from" },
+    { id: "changed", label: "changed from parent", title: "Hyperparameters in force on the branch that differ from its parent node" }
+  ];
+  for (const t of tags) {
+    cols.push({ id: `${t}:latest`, label: `${t}`, sub: "latest", num: true, title: `${t}: latest value on the branch` });
+    cols.push({ id: `${t}:best`, label: `${t}`, sub: "best", num: true, title: `${t}: best value on the branch` });
+  }
+  cols.push({ id: "last", label: "last step", num: true });
+  cols.push({ id: "state", label: "state" });
+  return cols;
+}
+function metricCell(point) {
+  if (!point) return h("td", { class: "num" }, "–");
+  return h("td", { class: "num", title: point.step !== null && point.step !== void 0 ? `step ${point.step}` : null }, formatMetric(point.value));
+}
+var BranchTableView = class {
+  /**
+   * @param {HTMLElement} el
+   * @param {object} p
+   * @param {import('../redraw.js').Redraw} p.redraw
+   * @param {string} p.tbRoot TensorBoard's root URL, for the Scalars links
+   * @param {(row: object) => void} p.onOpen
+   */
+  constructor(el, { redraw, tbRoot, onOpen }) {
+    this.el = el;
+    this.redraw = redraw;
+    this.tbRoot = tbRoot;
+    this.onOpen = onOpen;
+    this.sort = { column: null, descending: false };
+    this.metric = null;
+    this.rows = [];
+    this.selectedBranch = null;
+    el.addEventListener("click", (e) => {
+      const th = e.target.closest && e.target.closest("th[data-col]");
+      if (th) {
+        this.sortBy(th.getAttribute("data-col"));
+        return;
+      }
+      if (e.target.closest && e.target.closest("a")) return;
+      const tr = e.target.closest && e.target.closest("tr[data-branch]");
+      if (tr) this.open(tr.getAttribute("data-branch"));
+    });
+    el.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" && e.key !== " ") return;
+      const th = e.target.closest && e.target.closest("th[data-col]");
+      const tr = e.target.closest && e.target.closest("tr[data-branch]");
+      if (!th && !tr) return;
+      e.preventDefault();
+      if (th) this.sortBy(th.getAttribute("data-col"));
+      else this.open(tr.getAttribute("data-branch"));
+    });
+  }
+  open(name) {
+    const row = this.rows.find((r) => r.branch === name);
+    if (row) this.onOpen(row);
+  }
+  sortBy(column) {
+    if (this.sort.column === column) this.sort = { column, descending: !this.sort.descending };
+    else this.sort = { column, descending: false };
+    this.draw(true);
+  }
+  /** @param {object[]} rows from branches.branchRows */
+  render(rows, selectedBranch) {
+    this.rows = rows;
+    this.selectedBranch = selectedBranch;
+    this.draw(false);
+  }
+  draw(force) {
+    const rows = this.rows;
+    const tags = metricTags(rows);
+    if (this.metric === null || !tags.includes(this.metric)) this.metric = defaultMetric(tags);
+    const deps = [rows, this.sort, this.metric, this.selectedBranch];
+    if (force) this.redraw.forget("branch-table");
+    this.redraw.ifChanged("branch-table", deps, () => this.build(tags));
+  }
+  build(tags) {
+    const t0 = performance.now();
+    const rows = this.rows;
+    const cols = columns(tags);
+    const best = this.metric ? bestRow(rows, this.metric) : null;
+    this.best = best;
+    this.tags = tags;
+    this.sorted = this.sort.column ? sortRows(rows, this.sort.column, this.sort.descending) : rows;
+    const picker = h(
+      "select",
+      { class: "best-metric", "aria-label": "Best branch by metric" },
+      tags.map((t) => h("option", { value: t, text: t }))
+    );
+    if (this.metric) picker.value = this.metric;
+    picker.addEventListener("change", () => {
+      this.metric = picker.value;
+      this.draw(true);
+    });
+    const head = h("tr", {}, cols.map((c) => {
+      const on = this.sort.column === c.id;
+      return h(
+        "th",
+        {
+          "data-col": c.id,
+          class: c.num ? "num sortable" : "sortable",
+          tabindex: "0",
+          title: c.title ? `${c.title}; click to sort` : "Click to sort",
+          "aria-sort": on ? this.sort.descending ? "descending" : "ascending" : "none"
+        },
+        c.label,
+        c.sub ? h("span", { class: "sub" }, c.sub) : null,
+        on ? h("span", { class: "sort-mark", "aria-hidden": "true" }, this.sort.descending ? " ▼" : " ▲") : null
+      );
+    }));
+    this.body = h("tbody", {});
+    this.window = null;
+    replaceChildren(
+      this.el,
+      h(
+        "div",
+        { class: "table-tools" },
+        h("span", {}, `${rows.length} branch${rows.length === 1 ? "" : "es"}`),
+        h("label", { class: "best-label" }, "Best by ", picker),
+        best ? h("span", { class: "muted" }, `: ${best.branch}`) : null
+      ),
+      h(
+        "table",
+        { class: "branch-table" },
+        h("colgroup", {}, cols.map((c) => h("col", { class: `col-${c.kind || (c.num ? "num" : c.id)}` }))),
+        h("thead", {}, head),
+        this.body
+      )
+    );
+    if (!this.scrollBound) {
+      this.scrollBound = true;
+      this.el.addEventListener("scroll", () => this.drawRows(false), { passive: true });
+    }
+    this.drawRows(true);
+    globalThis.__retuneLastTableMs = performance.now() - t0;
+    globalThis.__retuneTableRows = this.sorted.length;
+    globalThis.__retuneTableDraws = (globalThis.__retuneTableDraws || 0) + 1;
+  }
+  /**
+   * Puts in the page only the rows in and near the view (like the tree's
+   * culling), with spacers above and below for the scroll bar: 1,000
+   * branches cost what the view shows.
+   */
+  drawRows(force) {
+    const total = this.sorted ? this.sorted.length : 0;
+    const height = this.el.clientHeight || 600;
+    const top = Math.max(0, this.el.scrollTop - HEADER_PX);
+    const first = Math.max(0, Math.floor(top / ROW_PX) - ROW_MARGIN);
+    const last = Math.min(total, Math.ceil((top + height) / ROW_PX) + ROW_MARGIN);
+    const w = this.window;
+    if (!force && w && first >= w.first && last <= w.last) return;
+    const from = Math.max(0, first - ROW_MARGIN);
+    const to = Math.min(total, last + ROW_MARGIN);
+    this.window = { first: from, last: to };
+    const span = this.tags.length * 2 + 6;
+    const spacer = (n) => n > 0 ? h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: span, style: `height:${n * ROW_PX}px` })) : null;
+    const frag = document.createDocumentFragment();
+    const before = spacer(from);
+    if (before) frag.appendChild(before);
+    for (let i = from; i < to; i++) frag.appendChild(this.rowElement(this.sorted[i]));
+    const after = spacer(total - to);
+    if (after) frag.appendChild(after);
+    replaceChildren(this.body, frag);
+  }
+  rowElement(r) {
+    const changed = changedText(r.changed);
+    const isBest = this.best === r;
+    const cells = [
+      h(
+        "td",
+        { class: "branch-cell" },
+        h("span", { class: "chip", style: `background:${branchColor(r.color)}`, "aria-hidden": "true" }),
+        h("span", { class: "branch-name", title: r.branch }, r.trial !== null ? `${r.branch} (trial ${r.trial})` : r.branch),
+        isBest ? h("span", { class: "best-badge", title: `Best branch by ${this.metric}` }, "★ best") : null,
+        h("a", { class: "row-scalars", href: scalarsUrl(this.tbRoot, [r.run]), target: "_top", rel: "noopener", title: `Open ${r.branch} in Scalars` }, "↗")
+      ),
+      h("td", { class: "num" }, String(r.start)),
+      h("td", { title: r.parent || null }, r.parent ?? "–"),
+      h("td", { class: "changed", title: changed || null }, changed || "–")
+    ];
+    for (const t of this.tags) {
+      const m = r.metrics[t];
+      cells.push(metricCell(m && m.latest));
+      cells.push(metricCell(m && m.best));
+    }
+    cells.push(h("td", { class: "num" }, String(r.last)));
+    cells.push(h("td", { class: `state state-${r.state.replace(/\s+/g, "-")}` }, r.state));
+    const cls = ["branch-row", isBest ? "best" : null, r.branch === this.selectedBranch ? "selected" : null].filter(Boolean).join(" ");
+    return h("tr", { class: cls, "data-branch": r.branch, tabindex: "0", title: `Open ${r.branch}'s latest node (${r.latestNode})` }, cells);
+  }
+};
 
 // src/views/form.js
 function buildForm(el, { hyperparameters, onSubmit, onReset, onInput, error, message, writable }) {
@@ -2033,14 +2364,42 @@ function buildShell(root) {
   const treeTools = h("div", { class: "tree-tools" }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current);
   const legend = h("div", { class: "legend" });
   const treeMessage = h("div", { class: "tree-message", hidden: true });
-  const treePane = h("section", { class: "tree-pane" }, svg, treeTools, legend, treeMessage);
+  const viewButton = (mode, label, title) => h("button", { type: "button", class: "view-button", "data-mode": mode, title, "aria-pressed": "false" }, label);
+  const views = {
+    tree: viewButton("tree", "Tree", "The experiment tree: one card per node"),
+    table: viewButton("table", "Branches", "A table of the branches: sort by any column to find the best")
+  };
+  const viewSwitch = h("div", { class: "view-switch", role: "group", "aria-label": "View" }, Object.values(views));
+  const tableBox = h("div", { class: "table-box", hidden: true, role: "region", "aria-label": "Branches" });
+  const treePane = h("section", { class: "tree-pane" }, svg, tableBox, viewSwitch, treeTools, legend, treeMessage);
   const nodeCard = h("section", { class: "card node-card", "aria-label": "Selected node" });
   const formCard = h("section", { class: "card form-card", "aria-label": "Set hyperparameters" });
   const logCard = h("section", { class: "card log-card", "aria-label": "Trainer" });
   const side = h("aside", { class: "side" }, nodeCard, formCard, logCard);
   const app2 = h("div", { class: "retune-app" }, toolbar, banners, h("main", { class: "body" }, treePane, side));
   replaceChildren(root, app2);
-  return { app: app2, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, legend, treeMessage, nodeCard, formCard, logCard };
+  return {
+    app: app2,
+    picker,
+    trainer,
+    scalars,
+    banners,
+    svg,
+    layer,
+    links,
+    halo,
+    nodes,
+    tools,
+    views,
+    tableBox,
+    treeTools,
+    legend,
+    treeMessage,
+    treePane,
+    nodeCard,
+    formCard,
+    logCard
+  };
 }
 function renderPicker(select, experiments, selected) {
   const names = experiments.map((e) => e.name);
@@ -2251,13 +2610,20 @@ var RetuneApp = class {
       loadError: null,
       requests: [],
       // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
-      configOpen: false
+      configOpen: false,
+      mode: "tree"
+      // 'tree' | 'table'
     };
     this.treeView = new TreeView(this.ui.links, this.ui.nodes);
     this.nodeCard = new NodeCardView(this.ui.nodeCard, this.redraw);
     this.form = new FormView(this.ui.formCard, this.redraw, {
       onSubmit: () => submitForm(this),
       onReset: () => this.renderForm()
+    });
+    this.table = new BranchTableView(this.ui.tableBox, {
+      redraw: this.redraw,
+      tbRoot: tensorboardRoot(window.location.href),
+      onOpen: (row) => this.selectNode(row.latestNode)
     });
     this.viewFor = /* @__PURE__ */ new Map();
     this.tbRoot = tensorboardRoot(window.location.href);
@@ -2269,6 +2635,8 @@ var RetuneApp = class {
       this.treeView.update(t, w, hgt);
     });
     this.bindTree();
+    for (const [mode, button] of Object.entries(this.ui.views)) button.addEventListener("click", () => this.setMode(mode));
+    this.setMode("tree");
     this.ui.picker.addEventListener("change", () => this.selectExperiment(this.ui.picker.value));
     this.nodeCard.empty("Loading…");
   }
@@ -2394,6 +2762,18 @@ var RetuneApp = class {
   }
   // -------------------------------------------------------------------------
   // Selection.
+  /** Shows the tree (`tree`) or the branch table (`table`). */
+  setMode(mode) {
+    this.state.mode = mode;
+    const table = mode === "table";
+    for (const [m, button] of Object.entries(this.ui.views)) button.setAttribute("aria-pressed", String(m === mode));
+    this.ui.tableBox.hidden = !table;
+    this.ui.svg.style.display = table ? "none" : "";
+    this.ui.treeTools.hidden = table;
+    this.ui.legend.style.visibility = table ? "hidden" : "";
+    if (table) this.renderTable();
+    else if (this.state.layout) this.zoom.apply();
+  }
   switchTo(name) {
     Object.assign(this.state, { experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null });
     this.redraw.forget();
@@ -2569,7 +2949,13 @@ var RetuneApp = class {
     this.treeView.select(id);
     placeHalo(this.ui.halo, this.selectedItem());
   }
+  renderTable() {
+    if (this.state.mode !== "table") return;
+    const item = this.selectedItem();
+    this.table.render(this.state.tree ? branchRows(this.state.tree) : [], item ? item.node.branch : null);
+  }
   renderSide() {
+    this.renderTable();
     this.renderNode();
     this.renderForm();
     const tree2 = this.state.tree;

@@ -37,7 +37,15 @@ export function buildShell(root) {
   const treeTools = h('div', { class: 'tree-tools' }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current);
   const legend = h('div', { class: 'legend' });
   const treeMessage = h('div', { class: 'tree-message', hidden: true });
-  const treePane = h('section', { class: 'tree-pane' }, svg, treeTools, legend, treeMessage);
+  const viewButton = (mode, label, title) =>
+    h('button', { type: 'button', class: 'view-button', 'data-mode': mode, title, 'aria-pressed': 'false' }, label);
+  const views = {
+    tree: viewButton('tree', 'Tree', 'The experiment tree: one card per node'),
+    table: viewButton('table', 'Branches', 'A table of the branches: sort by any column to find the best'),
+  };
+  const viewSwitch = h('div', { class: 'view-switch', role: 'group', 'aria-label': 'View' }, Object.values(views));
+  const tableBox = h('div', { class: 'table-box', hidden: true, role: 'region', 'aria-label': 'Branches' });
+  const treePane = h('section', { class: 'tree-pane' }, svg, tableBox, viewSwitch, treeTools, legend, treeMessage);
 
   const nodeCard = h('section', { class: 'card node-card', 'aria-label': 'Selected node' });
   const formCard = h('section', { class: 'card form-card', 'aria-label': 'Set hyperparameters' });
@@ -46,7 +54,10 @@ export function buildShell(root) {
 
   const app = h('div', { class: 'retune-app' }, toolbar, banners, h('main', { class: 'body' }, treePane, side));
   replaceChildren(root, app);
-  return { app, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, legend, treeMessage, nodeCard, formCard, logCard };
+  return {
+    app, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, views, tableBox, treeTools,
+    legend, treeMessage, treePane, nodeCard, formCard, logCard,
+  };
 }
 
 /** Fills the experiment picker, keeping the element (and its focus). */

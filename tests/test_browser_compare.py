@@ -1,0 +1,128 @@
+"""Comparing branches in the Retune tab, in a real headless Chromium against a real ``tensorboard``.
+
+The branch table (sortable, the best branch marked, a row opens its node), a
+tree that stays readable (full labels on hover and in the card, runs of
+changes collapsed into groups, Fit that keeps text legible, the step-axis
+layout), the Stop button, the banners that follow a request by its
+revision, the tree's warnings, and dark mode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+try:  # tests/ as a package
+    from tests.browser import support
+except ImportError:  # tests/ on sys.path
+    from browser import support  # type: ignore[no-redef]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(support.CHROMIUM), reason=f"no Chromium at {support.CHROMIUM}"),
+]
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("compare") / "logs")
+
+
+@pytest.fixture(scope="module")
+def tensorboard(logdir: str) -> Iterator[str]:
+    tb = support.TensorBoard(logdir).start()
+    try:
+        from tb_retune.testing.synthetic import make_experiment
+
+        make_experiment(os.path.join(logdir, "digits"), branches=4, nodes=14, steps_per_node=100, seed=1)
+        make_experiment(os.path.join(logdir, "long"), branches=3, nodes=50, steps_per_node=40, seed=5)
+        yield tb.wait_ready(("digits", "long"))
+    finally:
+        tb.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = support.launch_chromium(p)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 860})
+    pg = context.new_page()
+    problems: list[str] = []
+    support.watch_problems(pg, problems)
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert not problems, problems
+
+
+def _tree(tensorboard: str, experiment: str) -> dict[str, Any]:
+    return support.get_json(f"{tensorboard}/data/plugin/retune/tree?experiment={experiment}")
+
+
+def _table_rows(frame: Any) -> list[str]:
+    return frame.eval_on_selector_all(".branch-table tbody tr", "trs => trs.map(t => t.getAttribute('data-branch'))")
+
+
+def test_branch_table_sorts_marks_the_best_and_opens_a_branch(tensorboard: str, page: Any) -> None:
+    tree = _tree(tensorboard, "digits")
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    frame = support.open_tab(page, tensorboard, direct=True, experiment="digits")
+    frame.get_by_role("button", name="Branches").click()
+    frame.wait_for_selector(".branch-table tbody tr")
+    assert sorted(_table_rows(frame)) == sorted(b["name"] for b in tree["branches"])
+
+    # The best branch by val_loss (the default metric): the smallest val_loss any of its nodes reached.
+    def best_of(b: dict[str, Any], tag: str) -> float:
+        return min(nodes[i]["metrics"][tag]["value"] for i in b["nodes"] if tag in nodes[i]["metrics"])
+
+    best = min(tree["branches"], key=lambda b: best_of(b, "val_loss"))["name"]
+    assert frame.get_attribute(".branch-table tr.best", "data-branch") == best
+    assert "best" in frame.text_content(".branch-table tr.best .best-badge")
+
+    # Sorting by the best val_loss puts that branch first; a second click reverses.
+    header = frame.locator('.branch-table th[data-col="val_loss:best"]')
+    header.click()
+    assert _table_rows(frame)[0] == best
+    assert header.get_attribute("aria-sort") == "ascending"
+    frame.locator('.branch-table th[data-col="val_loss:best"]').click()
+    assert _table_rows(frame)[-1] == best
+    # By start step, the numbers are in order.
+    frame.locator('.branch-table th[data-col="start"]').click()
+    starts = frame.eval_on_selector_all(".branch-table tbody tr td:nth-child(2)", "tds => tds.map(t => Number(t.textContent))")
+    assert starts == sorted(starts)
+
+    # Choosing another metric moves the mark.
+    frame.select_option("select.best-metric", "val_accuracy")
+    best_acc = max(tree["branches"], key=lambda b: max(nodes[i]["metrics"]["val_accuracy"]["value"] for i in b["nodes"]))
+    assert frame.get_attribute(".branch-table tr.best", "data-branch") == best_acc["name"]
+
+    # The "changed" cell holds the differences from the parent node, in full on hover.
+    other = next(b for b in tree["branches"] if b["parent_node"])
+    row = frame.locator(f'.branch-table tr[data-branch="{other["name"]}"]')
+    assert row.locator("td").nth(2).text_content() == other["parent_node"]
+
+    # A row opens the branch's latest node in the card, with its Scalars link.
+    row.locator("td").nth(1).click()
+    frame.wait_for_function(
+        "id => document.querySelector('.node-card h2').textContent === id", arg=other["nodes"][-1]
+    )
+    assert frame.get_attribute(".node-card a.branch-link", "href").endswith(
+        "?runFilter=" + quote(f"^digits/{other['name']}$", safe="") + "#timeseries"
+    )
+    assert row.locator("a.row-scalars").get_attribute("target") == "_top"
+    assert frame.evaluate("window.__retuneTableRows") == len(tree["branches"])
