@@ -114,6 +114,8 @@ def make_fixtures(out_dir: str) -> list[str]:
         ("tree_small", "digits", {"branches": 3, "nodes": 9, "steps_per_node": 100, "seed": 1}, True),
         ("tree_branchy", "sweeps/a", {"branches": 12, "nodes": 60, "steps_per_node": 200, "seed": 7}, False),
         ("tree_root", ".", {"branches": 1, "nodes": 1, "steps_per_node": 100, "seed": 3}, True),
+        # Long runs of changes on each branch: the groups and the step layout.
+        ("tree_long", "long", {"branches": 3, "nodes": 50, "steps_per_node": 40, "seed": 5}, True),
     ]
     written: list[str] = []
     experiments = []

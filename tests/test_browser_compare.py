@@ -10,6 +10,7 @@ revision, the tree's warnings, and dark mode.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -82,7 +83,7 @@ def test_branch_table_sorts_marks_the_best_and_opens_a_branch(tensorboard: str, 
     tree = _tree(tensorboard, "digits")
     nodes = {n["id"]: n for n in tree["nodes"]}
     frame = support.open_tab(page, tensorboard, direct=True, experiment="digits")
-    frame.get_by_role("button", name="Branches").click()
+    frame.get_by_role("button", name="Branches", exact=True).click()
     frame.wait_for_selector(".branch-table tbody tr")
     assert sorted(_table_rows(frame)) == sorted(b["name"] for b in tree["branches"])
 
@@ -126,3 +127,87 @@ def test_branch_table_sorts_marks_the_best_and_opens_a_branch(tensorboard: str, 
     )
     assert row.locator("a.row-scalars").get_attribute("target") == "_top"
     assert frame.evaluate("window.__retuneTableRows") == len(tree["branches"])
+
+
+def _xy(frame: Any, node_id: str) -> tuple[float, float]:
+    t = frame.get_attribute(f'svg.tree g.node[data-id="{node_id}"]', "transform")
+    x, y = t[len("translate("):-1].split(",")
+    return float(x), float(y)
+
+
+def test_a_long_tree_stays_readable_groups_tooltips_fit(tensorboard: str, page: Any) -> None:
+    tree = _tree(tensorboard, "long")
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    frame = support.open_tab(page, tensorboard, direct=True, experiment="long")
+    frame.wait_for_selector("svg.tree g.node.group")
+    cards = frame.evaluate("window.__retuneLastRenderCards")
+    assert cards < len(tree["nodes"]), "runs of changes are collapsed"
+    # Fit keeps the text legible: every label is drawn, none at a scale below 0.6.
+    frame.get_by_role("button", name="Fit the tree to the view").click()
+    frame.wait_for_timeout(100)
+    scale = float(frame.get_attribute("svg.tree g.viewport", "transform").split("scale(")[1].rstrip(")"))
+    assert scale >= 0.6
+    assert frame.evaluate("document.querySelector('svg.tree').classList.contains('lod-low')") is False
+
+    group = frame.locator("svg.tree g.node.group").first
+    label = group.locator("text.label").text_content()
+    gid = group.get_attribute("data-id")
+    first = gid[len("group:"):]
+    # What changed overall, then how many changes at which steps.
+    assert "→" in label
+    assert re.fullmatch(r"in \d+ changes @ \d+–\d+", group.locator("text.sub").text_content())
+    # The full label on hover, as the SVG's own tooltip.
+    group.hover()
+    title = group.locator("title").text_content()
+    full = title.split("\n")[0]
+    assert full.startswith(label.rstrip("…")) and re.search(r" in \d+ changes @ \d+–\d+$", full)
+    assert "Click to expand" in title
+
+    # A click opens the group: its nodes are drawn, the first one selected.
+    group.click()
+    frame.wait_for_selector(f'svg.tree g.node[data-id="{first}"]')
+    assert frame.query_selector(f'svg.tree g.node[data-id="{gid}"]') is None
+    frame.wait_for_function("id => document.querySelector('.node-card h2').textContent === id", arg=first)
+    # The node card holds the node's whole label.
+    assert frame.text_content(".node-card .node-label") == nodes[first]["label"]
+    frame.hover(f'svg.tree g.node[data-id="{first}"]')
+    assert frame.text_content(f'svg.tree g.node[data-id="{first}"] title').startswith(nodes[first]["label"])
+    # "Collapse" closes it again.
+    frame.get_by_role("button", name="Collapse runs of changes into groups again").click()
+    frame.wait_for_selector(f'svg.tree g.node[data-id="{gid}"]')
+
+
+def test_step_layout_puts_nodes_where_their_steps_are(tensorboard: str, page: Any) -> None:
+    tree = _tree(tensorboard, "long")
+    frame = support.open_tab(page, tensorboard, direct=True, experiment="long")
+    frame.get_by_role("button", name="Steps", exact=True).click()
+    frame.wait_for_selector("svg.tree.steps g.node")
+    frame.wait_for_selector("svg.tree text.lane-name")
+    frame.get_by_role("button", name="Zoom out").click()
+    frame.get_by_role("button", name="Zoom out").click()
+    frame.wait_for_timeout(200)
+    # x is proportional to the step; one lane (y) per branch.
+    restored = [n for n in tree["nodes"] if n["restore"]]
+    drawn = set(frame.eval_on_selector_all("svg.tree g.node", "gs => gs.map(g => g.getAttribute('data-id'))"))
+    shown = [n for n in tree["nodes"] if n["id"] in drawn and n["start_step"] > 0]
+    assert len(shown) >= 2
+    ratios = {round(_xy(frame, n["id"])[0] / n["start_step"], 6) for n in shown}
+    assert len(ratios) == 1, ratios
+    px_per_step = ratios.pop()
+    lanes = {}
+    for n in shown:
+        lanes.setdefault(n["branch"], set()).add(_xy(frame, n["id"])[1])
+    assert all(len(ys) == 1 for ys in lanes.values())
+    assert len({next(iter(ys)) for ys in lanes.values()}) == len(lanes)
+    # A restore at step S is drawn at S, in a lane of its own below its parent's.
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    for n in restored:
+        if n["id"] in drawn and n["parent"] in drawn:
+            x, y = _xy(frame, n["id"])
+            assert x == pytest.approx(n["start_step"] * px_per_step, rel=1e-3)
+            assert y > _xy(frame, nodes[n["parent"]]["id"])[1]
+    ticks = frame.eval_on_selector_all("svg.tree text.step-tick", "ts => ts.map(t => Number(t.textContent))")
+    assert ticks and ticks == sorted(ticks)
+    # Back to the tree.
+    frame.get_by_role("button", name="Tree", exact=True).click()
+    frame.wait_for_function("!document.querySelector('svg.tree').classList.contains('steps')")

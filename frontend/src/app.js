@@ -4,11 +4,13 @@
 
 import * as actions from './actions.js';
 import { scalarsUrl, tensorboardRoot, trainerSummary } from './format.js';
-import { NODE_H, NODE_W, branchColor, layoutTree } from './layout.js';
+import { GROUP_PREFIX, collapseRuns } from './groups.js';
+import { NODE_H, branchColor, layoutTree } from './layout.js';
 import { experimentRuns, requestProgress } from './model.js';
 import { Poller } from './poll.js';
 import { Redraw } from './redraw.js';
 import { Sequencer, sequenced } from './sequence.js';
+import { layoutSteps } from './step_layout.js';
 import { branchRows } from './branches.js';
 import { BranchTableView } from './views/branch_table.js';
 import { FormView } from './views/form.js';
@@ -16,7 +18,7 @@ import { renderLog } from './views/log.js';
 import { NodeCardView } from './views/node_card.js';
 import { buildShell, renderBanners, renderPicker, renderTrainerPill } from './views/shell.js';
 import { TreeView, ensureTooltip, placeHalo, renderLegend } from './views/tree.js';
-import { PanZoom, initialTransform } from './zoom.js';
+import { PanZoom, initialTransform, legibleFit } from './zoom.js';
 
 const STORAGE_KEY = 'tb-retune.experiment';
 /** Below this scale the cards' text is hidden (it would be unreadable). */
@@ -41,7 +43,9 @@ export class RetuneApp {
       loadError: null,
       requests: [], // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
       configOpen: false,
-      mode: 'tree', // 'tree' | 'table'
+      mode: 'tree', // 'tree' | 'steps' | 'table'
+      expanded: new Set(), // ids of the groups of changes that the person opened
+      groupOf: new Map(), // node id -> the id of the group it is in
     };
     this.treeView = new TreeView(this.ui.links, this.ui.nodes);
     this.nodeCard = new NodeCardView(this.ui.nodeCard, this.redraw);
@@ -60,7 +64,7 @@ export class RetuneApp {
 
     this.zoom = new PanZoom(this.ui.svg, this.ui.layer, (t) => {
       this.ui.svg.classList.toggle('lod-low', t.k < TEXT_MIN_SCALE);
-      if (this.state.experiment !== null) this.viewFor.set(this.state.experiment, t);
+      if (this.state.experiment !== null) this.viewFor.set(this.viewKey(), t);
       const [w, hgt] = this.zoom.size();
       this.treeView.update(t, w, hgt);
     });
@@ -78,7 +82,7 @@ export class RetuneApp {
     };
     this.ui.nodes.addEventListener('click', (e) => {
       const g = nodeOf(e);
-      if (g) this.selectNode(g.getAttribute('data-id'));
+      if (g) this.activate(g.getAttribute('data-id'));
     });
     this.ui.nodes.addEventListener('pointerover', (e) => {
       const g = nodeOf(e);
@@ -90,9 +94,17 @@ export class RetuneApp {
       const g = nodeOf(e);
       if (!g) return;
       e.preventDefault();
-      this.selectNode(g.getAttribute('data-id'));
+      this.activate(g.getAttribute('data-id'));
     });
-    this.ui.tools.fit.addEventListener('click', () => this.state.layout && this.zoom.fit(this.state.layout.bounds));
+    this.ui.tools.fit.addEventListener('click', () => {
+      if (!this.state.layout) return;
+      const item = this.selectedItem() || this.state.layout.nodes.find((n) => n.node.current) || null;
+      this.zoom.fit(this.state.layout.bounds, item ? { x: item.x + item.w / 2, y: item.y + NODE_H / 2 } : null);
+    });
+    this.ui.tools.collapse.addEventListener('click', () => {
+      this.state.expanded = new Set();
+      this.relayout();
+    });
     this.ui.tools.zoomIn.addEventListener('click', () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener('click', () => this.zoom.zoomBy(1 / 1.4));
     this.ui.tools.current.addEventListener('click', () => this.showCurrent());
@@ -152,8 +164,8 @@ export class RetuneApp {
     this.state.tree = tree;
     this.trackRequests();
     // Redraw only when what the tree shows changed (not the trainer's age).
-    this.redraw.ifChanged('tree', [tree.nodes || [], tree.branches || []], () => this.renderTreeView());
-    if (this.state.selected === null || !this.state.layout.index.has(this.state.selected)) {
+    this.redraw.ifChanged('tree', this.treeDeps(), () => this.renderTreeView());
+    if (this.state.selected === null || !this.reveal(this.state.selected)) {
       const nodes = tree.nodes || [];
       const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
       this.state.selected = first ? first.id : null;
@@ -194,7 +206,7 @@ export class RetuneApp {
   // -------------------------------------------------------------------------
   // Selection.
 
-  /** Shows the tree (`tree`) or the branch table (`table`). */
+  /** Shows the tree (`tree`), the step-axis layout (`steps`) or the branch table (`table`). */
   setMode(mode) {
     this.state.mode = mode;
     const table = mode === 'table';
@@ -204,11 +216,56 @@ export class RetuneApp {
     this.ui.treeTools.hidden = table;
     this.ui.legend.style.visibility = table ? 'hidden' : '';
     if (table) this.renderTable();
-    else if (this.state.layout) this.zoom.apply();
+    else if (this.state.tree && !this.redraw.ifChanged('tree', this.treeDeps(), () => this.renderTreeView())) this.zoom.apply();
+  }
+
+  /** The key of the remembered view: one per experiment and layout. */
+  viewKey() {
+    return `${this.state.experiment}\u0000${this.state.mode === 'steps' ? 'steps' : 'tree'}`;
+  }
+
+  /** A click on a node: a group opens (and its first node is selected), a node is selected. */
+  activate(id) {
+    if (id && id.startsWith(GROUP_PREFIX)) {
+      const group = this.state.layout && this.state.layout.index.get(id);
+      if (!group) return;
+      this.state.expanded.add(id);
+      this.relayout();
+      this.selectNode(group.node.group.first);
+      return;
+    }
+    this.selectNode(id);
+  }
+
+  /** Lays the tree out again (groups opened or closed, another layout). */
+  relayout() {
+    if (!this.state.tree) return;
+    this.redraw.forget('tree');
+    this.redraw.ifChanged('tree', this.treeDeps(), () => this.renderTreeView());
+  }
+
+  treeDeps() {
+    const tree = this.state.tree;
+    return [tree.nodes || [], tree.branches || [], this.state.mode === 'steps', [...this.state.expanded].sort()];
+  }
+
+  /** Makes node `id` drawn: opens the group it is in. Returns whether it is in the layout now. */
+  reveal(id) {
+    const layout = this.state.layout;
+    if (!layout) return false;
+    if (layout.index.has(id)) return true;
+    const group = this.state.groupOf.get(id);
+    if (!group) return false;
+    this.state.expanded.add(group);
+    this.relayout();
+    return this.state.layout.index.has(id);
   }
 
   switchTo(name) {
-    Object.assign(this.state, { experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null });
+    Object.assign(this.state, {
+      experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null,
+      expanded: new Set(), groupOf: new Map(),
+    });
     this.redraw.forget();
     this.form.clear();
     this.nodeCard.restoreMessage.textContent = '';
@@ -233,7 +290,7 @@ export class RetuneApp {
   }
 
   selectNode(id, { reveal = false } = {}) {
-    if (!this.state.layout || !this.state.layout.index.has(id)) return;
+    if (!this.reveal(id)) return;
     if (id !== this.state.selected) {
       Object.assign(this.state, { selected: id, details: null, detailsError: null });
       this.redraw.forget('node-details');
@@ -244,7 +301,7 @@ export class RetuneApp {
     }
     if (reveal) {
       const item = this.state.layout.index.get(id);
-      this.zoom.center(item.x + NODE_W / 2, item.y + NODE_H / 2);
+      this.zoom.center(item.x + item.w / 2, item.y + NODE_H / 2);
     }
     this.loadNode();
   }
@@ -360,24 +417,30 @@ export class RetuneApp {
   renderTreeView() {
     const t0 = performance.now();
     const tree = this.state.tree;
-    const layout = layoutTree(tree);
+    const grouped = collapseRuns(tree, this.state.expanded);
+    this.state.groupOf = grouped.groupOf;
+    const layout = this.state.mode === 'steps' ? layoutSteps(grouped.tree) : layoutTree(grouped.tree);
     this.state.layout = layout;
     this.treeView.setLayout(layout);
+    this.ui.svg.classList.toggle('steps', this.state.mode === 'steps');
     renderLegend(this.ui.legend, tree.branches || [], (b) => this.selectNode(b.nodes[0], { reveal: true }));
     const [w, hgt] = this.zoom.size();
-    if (!this.viewFor.has(this.state.experiment)) {
+    if (!this.viewFor.has(this.viewKey())) {
       const current = layout.nodes.find((n) => n.node.current) || layout.nodes[layout.nodes.length - 1];
-      const focus = current ? { x: current.x + NODE_W / 2, y: current.y + NODE_H / 2 } : null;
-      this.zoom.t = initialTransform(layout.bounds, w, hgt, focus);
+      const focus = current ? { x: current.x + current.w / 2, y: current.y + NODE_H / 2 } : null;
+      // The tree: readable around the current node; the step axis: as much of it as stays legible.
+      this.zoom.t = this.state.mode === 'steps' ? legibleFit(layout.bounds, w, hgt, focus) : initialTransform(layout.bounds, w, hgt, focus);
     } else {
-      this.zoom.t = this.viewFor.get(this.state.experiment);
+      this.zoom.t = this.viewFor.get(this.viewKey());
     }
     this.zoom.apply(); // draws the nodes in view (onChange -> treeView.update)
     this.markSelected();
     const ms = performance.now() - t0;
     window.__retuneLastRenderMs = ms;
     window.__retuneRenderCount = (window.__retuneRenderCount || 0) + 1;
-    window.__retuneLastRenderNodes = layout.nodes.length;
+    // The tree's nodes (those in a closed group included), and the cards laid out.
+    window.__retuneLastRenderNodes = (tree.nodes || []).length;
+    window.__retuneLastRenderCards = layout.nodes.length;
     try {
       performance.measure('retune-render', { start: t0, end: t0 + ms });
     } catch {
@@ -419,8 +482,10 @@ export class RetuneApp {
       return;
     }
     const branch = (tree.branches || []).find((b) => b.name === item.node.branch) || null;
+    // The node as the server sent it (in the drawing, a node after a closed group hangs from the group).
+    const node = (tree.nodes || []).find((n) => n.id === item.id) || item.node;
     this.nodeCard.render({
-      node: item.node,
+      node,
       details: this.state.details,
       detailsError: this.state.detailsError,
       branch,

@@ -2,7 +2,7 @@
 // change the sources and run `cd frontend && npm run build`.
 
 // src/style.css
-var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid #bdbdbd;border-radius:4px;background:#fff}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:#757575}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:#fff8e1}.banner-ok{background:#e8f5e9}.banner-error{background:#ffebee;color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:#fafafa;overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:#fff;stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:#212121}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid #d0d0d0;border-radius:4px;background:#fff;cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:#f5f5f5}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:#ffffffeb;font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:#fff;border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:#e8f5e9;color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:#eee}.chart .axis{stroke:#bdbdbd}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:#616161}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:#fafafa}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid #616161}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid #f0f0f0;text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:#fff3e0}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid #f5f5f5}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;cursor:pointer}button.restore:hover,.actions button:hover{background:#fff3e0;border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:#f5f5f5;color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:#fafafa;border:1px solid #eeeeee;border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line, #d0d0d0);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line, #d0d0d0);background:var(--tool-bg, #fff);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover, rgba(0, 0, 0, .04))}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}\n';
+var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid #bdbdbd;border-radius:4px;background:#fff}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:#757575}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:#fff8e1}.banner-ok{background:#e8f5e9}.banner-error{background:#ffebee;color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:#fafafa;overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:#fff;stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:#212121}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid #d0d0d0;border-radius:4px;background:#fff;cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:#f5f5f5}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:#ffffffeb;font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:#fff;border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:#e8f5e9;color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:#eee}.chart .axis{stroke:#bdbdbd}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:#616161}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:#fafafa}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid #616161}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid #f0f0f0;text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:#fff3e0}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid #f5f5f5}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;cursor:pointer}button.restore:hover,.actions button:hover{background:#fff3e0;border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:#f5f5f5;color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:#fafafa;border:1px solid #eeeeee;border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line, #d0d0d0);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line, #d0d0d0);background:var(--tool-bg, #fff);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover, rgba(0, 0, 0, .04))}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}.node.group .stack{fill:var(--card, #fff);stroke-width:1;stroke-opacity:.6}.node.group .card{stroke-dasharray:4 2}.node.group .label{font-style:italic}.step-tick{font-size:11px;fill:var(--muted)}.step-grid{stroke:var(--line);stroke-width:1}.lane-name{font-size:11.5px;fill:var(--muted)}.lod-low .step-tick,.lod-low .lane-name{display:none}\n';
 
 // src/control_schema.json
 var control_schema_default = {
@@ -523,6 +523,110 @@ async function submitForm(app2) {
   app2.poller.now();
 }
 
+// src/groups.js
+var MIN_GROUP = 3;
+var GROUP_PREFIX = "group:";
+function groupParts(diff, count2, firstStep, lastStep) {
+  const parts = diffRows(diff).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`);
+  const steps = firstStep === lastStep ? `${firstStep}` : `${firstStep}–${lastStep}`;
+  return parts.length ? { what: parts.join(", "), where: `in ${count2} changes @ ${steps}` } : { what: `${count2} changes, back where they started`, where: `@ ${steps}` };
+}
+function groupLabel(diff, count2, firstStep, lastStep) {
+  const { what, where } = groupParts(diff, count2, firstStep, lastStep);
+  return `${what} ${where}`;
+}
+function overall(before, after) {
+  const out = {};
+  for (const name of /* @__PURE__ */ new Set([...Object.keys(before || {}), ...Object.keys(after || {})])) {
+    const a = before ? before[name] : void 0;
+    const b = after ? after[name] : void 0;
+    if (a !== b) out[name] = [a === void 0 ? null : a, b === void 0 ? null : b];
+  }
+  return out;
+}
+function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP) {
+  const nodes = tree2 && tree2.nodes || [];
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const kids = /* @__PURE__ */ new Map();
+  for (const n of nodes) {
+    if (!n.parent || !byId.has(n.parent)) continue;
+    if (!kids.has(n.parent)) kids.set(n.parent, []);
+    kids.get(n.parent).push(n);
+  }
+  const lastOf = /* @__PURE__ */ new Map();
+  for (const b of tree2 && tree2.branches || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
+  const groupable = (n) => {
+    if (!n || !n.parent || n.current || n.reason === "restore" || n.reason === "root" || n.restore) return false;
+    const parent = byId.get(n.parent);
+    if (!parent || parent.branch !== n.branch) return false;
+    if (lastOf.get(n.branch) === n.id) return false;
+    const children = kids.get(n.id) || [];
+    return children.length === 1 && children[0].branch === n.branch;
+  };
+  const groupOf = /* @__PURE__ */ new Map();
+  const groups = /* @__PURE__ */ new Map();
+  const seen = /* @__PURE__ */ new Set();
+  for (const n of nodes) {
+    if (seen.has(n.id) || !groupable(n)) continue;
+    if (groupable(byId.get(n.parent))) continue;
+    const run = [];
+    let cur = n;
+    while (cur && groupable(cur) && !seen.has(cur.id)) {
+      seen.add(cur.id);
+      run.push(cur);
+      cur = (kids.get(cur.id) || [])[0];
+    }
+    if (run.length < min) continue;
+    const id = `${GROUP_PREFIX}${run[0].id}`;
+    const first = run[0];
+    const last = run[run.length - 1];
+    const before = (byId.get(first.parent) || {}).hyperparameters;
+    const diff = overall(before, last.hyperparameters);
+    const group = {
+      id,
+      branch: first.branch,
+      run: first.run,
+      parent: first.parent,
+      children: (kids.get(last.id) || []).map((c) => c.id),
+      start_step: first.start_step,
+      end_step: last.end_step,
+      current: false,
+      reason: "group",
+      restore: null,
+      hyperparameters: last.hyperparameters,
+      diff,
+      metrics: last.metrics,
+      checkpoints: run.flatMap((m) => m.checkpoints || []),
+      label: groupLabel(diff, run.length, first.start_step, last.start_step),
+      group: { members: run.map((m) => m.id), first: first.id, last: last.id, ...groupParts(diff, run.length, first.start_step, last.start_step) }
+    };
+    groups.set(id, group);
+    for (const m of run) groupOf.set(m.id, id);
+  }
+  if (!groups.size) return { tree: tree2, groupOf, groups };
+  const closed = new Set([...groups.keys()].filter((g) => !expanded.has(g)));
+  const out = [];
+  for (const n of nodes) {
+    const g = groupOf.get(n.id);
+    if (g && closed.has(g)) {
+      if (groups.get(g).group.first === n.id) out.push(groups.get(g));
+      continue;
+    }
+    const pg = n.parent ? groupOf.get(n.parent) : void 0;
+    out.push(pg && closed.has(pg) ? { ...n, parent: pg } : n);
+  }
+  const branches = (tree2 && tree2.branches || []).map((b) => {
+    const ids = [];
+    for (const id of b.nodes || []) {
+      const g = groupOf.get(id);
+      const shown = g && closed.has(g) ? g : id;
+      if (ids[ids.length - 1] !== shown) ids.push(shown);
+    }
+    return { ...b, nodes: ids };
+  });
+  return { tree: { ...tree2, nodes: out, branches }, groupOf, groups };
+}
+
 // node_modules/d3-hierarchy/dist/d3-hierarchy.mjs
 function count(node) {
   var sum = 0, children = node.children, i = children && children.length;
@@ -1025,6 +1129,7 @@ function layoutTree(tree2) {
       x: d.y - (NODE_W + COL_GAP),
       // depth 1 (a root) at x = 0
       y: d.x - NODE_H / 2,
+      w: NODE_W,
       depth: d.depth - 1,
       node: n,
       color: branchColor(colors.has(n.branch) ? colors.get(n.branch) : 0)
@@ -1054,7 +1159,7 @@ function layoutTree(tree2) {
   return { nodes, links, bounds: { x0, y0, x1, y1 }, index };
 }
 function linkPath(a, b) {
-  const sx = a.x + NODE_W;
+  const sx = a.x + (a.w ?? NODE_W);
   const sy = a.y + NODE_H / 2;
   const tx = b.x;
   const ty = b.y + NODE_H / 2;
@@ -1080,14 +1185,14 @@ function contains(outer, inner) {
 function cull(layout, rect) {
   const nodes = [];
   for (const n of layout.nodes) {
-    if (n.x + NODE_W >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1) nodes.push(n);
+    if (n.x + (n.w ?? NODE_W) >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1) nodes.push(n);
   }
   const links = [];
   for (const l of layout.links) {
     const a = l.source;
     const b = l.target;
-    const lx0 = a.x + NODE_W;
-    const lx1 = b.x;
+    const lx0 = Math.min(a.x + (a.w ?? NODE_W), b.x);
+    const lx1 = Math.max(b.x, a.x);
     const ly0 = Math.min(a.y, b.y);
     const ly1 = Math.max(a.y, b.y) + NODE_H;
     if (lx1 >= rect.x0 && lx0 <= rect.x1 && ly1 >= rect.y0 && ly0 <= rect.y1) links.push(l);
@@ -1334,6 +1439,83 @@ async function sequenced(sequencer, channel, context, fetcher, currentContext) {
   }
   if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
   return { ok: true, value };
+}
+
+// src/step_layout.js
+var LANE_H = NODE_H + 16;
+var MIN_W = 14;
+var TYPICAL_W = 140;
+var MIN_PX_PER_STEP = 0.02;
+var MAX_PX_PER_STEP = 8;
+function stepScale(spans) {
+  const sorted = spans.filter((s2) => s2 > 0).sort((a, b) => a - b);
+  if (!sorted.length) return 1;
+  const median = sorted[Math.floor(sorted.length / 2)];
+  return Math.min(MAX_PX_PER_STEP, Math.max(MIN_PX_PER_STEP, TYPICAL_W / median));
+}
+function stepTicks(lo, hi, count2 = 8) {
+  const span = Math.max(1, hi - lo);
+  const raw = span / count2;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s2) => s2 >= raw) || 10 * mag;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) out.push(v);
+  return out;
+}
+function layoutSteps(tree2) {
+  const input = (tree2 && Array.isArray(tree2.nodes) ? tree2.nodes : []).filter((n) => n && typeof n.id === "string");
+  const branches = tree2 && tree2.branches || [];
+  const lane = /* @__PURE__ */ new Map();
+  const colors = /* @__PURE__ */ new Map();
+  for (const b of branches) {
+    if (!lane.has(b.name)) lane.set(b.name, lane.size);
+    colors.set(b.name, b.color);
+  }
+  for (const n of input) if (!lane.has(n.branch)) lane.set(n.branch, lane.size);
+  const endOf = (n) => typeof n.end_step === "number" && n.end_step > n.start_step ? n.end_step : n.start_step;
+  const scale = stepScale(input.map((n) => endOf(n) - n.start_step));
+  const nodes = [];
+  const index = /* @__PURE__ */ new Map();
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let lo = Infinity;
+  let hi = -Infinity;
+  const laneX = /* @__PURE__ */ new Map();
+  for (const n of input) {
+    const item = {
+      id: n.id,
+      x: n.start_step * scale,
+      y: lane.get(n.branch) * LANE_H,
+      w: Math.max(MIN_W, (endOf(n) - n.start_step) * scale),
+      depth: lane.get(n.branch),
+      node: n,
+      color: branchColor(colors.has(n.branch) ? colors.get(n.branch) : 0)
+    };
+    nodes.push(item);
+    index.set(n.id, item);
+    laneX.set(n.branch, Math.min(laneX.has(n.branch) ? laneX.get(n.branch) : Infinity, item.x));
+    x0 = Math.min(x0, item.x);
+    x1 = Math.max(x1, item.x + item.w);
+    lo = Math.min(lo, n.start_step);
+    hi = Math.max(hi, endOf(n));
+  }
+  const links = [];
+  for (const item of nodes) {
+    const parent = item.node.parent ? index.get(item.node.parent) : void 0;
+    if (!parent) continue;
+    const restore2 = parent.node.branch !== item.node.branch;
+    const x = item.x;
+    const path = restore2 ? `M${x},${parent.y + NODE_H}V${item.y + NODE_H / 2}` : `M${parent.x + parent.w},${parent.y + NODE_H / 2}H${x}`;
+    links.push({ source: parent, target: item, color: item.color, restore: restore2, path });
+  }
+  const lanes = [...lane.entries()].map(([branch, i]) => ({ branch, y: i * LANE_H, x: laneX.has(branch) ? laneX.get(branch) : 0 }));
+  if (!nodes.length) {
+    x0 = x1 = 0;
+    lo = hi = 0;
+  }
+  const ticks = stepTicks(lo, hi).map((step) => ({ step, x: step * scale }));
+  const y1 = Math.max(NODE_H, lane.size * LANE_H);
+  return { nodes, links, bounds: { x0: x0 - 90, y0: -28, x1, y1 }, index, lanes, ticks, scale };
 }
 
 // src/branches.js
@@ -2186,11 +2368,22 @@ function template() {
   );
   return nodeTemplate;
 }
+function tooltipText(node) {
+  const steps = formatSteps(node.start_step, node.end_step);
+  if (node.group) {
+    return `${node.label}
+${node.branch} · ${steps} · ${node.group.members.length} nodes (${node.group.members[0]} … ${node.group.last})
+Click to expand`;
+  }
+  return `${node.label}
+${node.branch} · ${steps}${node.current ? " · current" : ""}`;
+}
 function ensureTooltip(g, node) {
   if (!g || g.querySelector("title")) return;
-  const steps = formatSteps(node.start_step, node.end_step);
-  g.insertBefore(s("title", { text: `${node.label}
-${node.branch} · ${steps}${node.current ? " · current" : ""}` }), g.firstChild);
+  g.insertBefore(s("title", { text: tooltipText(node) }), g.firstChild);
+}
+function fits(w, px = 6.4) {
+  return Math.max(0, Math.floor((w - 16) / px));
 }
 function placeHalo(halo, item) {
   if (!item) {
@@ -2198,6 +2391,7 @@ function placeHalo(halo, item) {
     return;
   }
   halo.setAttribute("visibility", "visible");
+  halo.setAttribute("width", (item.w ?? NODE_W) + 10);
   halo.setAttribute("transform", `translate(${item.x - 5},${item.y - 5})`);
 }
 function makeHalo() {
@@ -2205,7 +2399,7 @@ function makeHalo() {
 }
 function nodeKey(item) {
   const n = item.node;
-  return `${item.x},${item.y},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}`;
+  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}`;
 }
 function nodeElement(item, selectedId) {
   const n = item.node;
@@ -2215,14 +2409,21 @@ function nodeElement(item, selectedId) {
   const steps = formatSteps(n.start_step, n.end_step);
   g.setAttribute("aria-label", `${n.label} (${n.branch}, ${steps})${n.current ? ", current" : ""}`);
   const [card, stripe, label, sub] = g.childNodes;
+  const w = item.w ?? NODE_W;
+  if (w !== NODE_W) card.setAttribute("width", w);
   card.setAttribute("stroke", item.color);
   stripe.setAttribute("fill", item.color);
-  label.textContent = truncate(n.label, 29);
-  sub.textContent = truncate(`${n.branch} · ${steps}`, 34);
+  label.textContent = truncate(n.group ? n.group.what : n.label, fits(w));
+  sub.textContent = truncate(n.group ? n.group.where : `${n.branch} · ${steps}`, fits(w, 5.8));
+  if (n.group) {
+    g.setAttribute("class", "node group");
+    g.setAttribute("aria-label", `${n.label} (${n.branch}, ${n.group.members.length} nodes, ${steps}); expand`);
+    g.insertBefore(s("rect", { class: "stack", x: 4, y: -4, width: w, height: NODE_H, rx: 4, stroke: item.color }), card);
+  }
   if (n.current) {
     g.setAttribute("class", "node current");
     card.setAttribute("fill", item.color);
-    g.appendChild(s("circle", { class: "current-dot", cx: NODE_W - 10, cy: 10, r: 4, fill: item.color }));
+    g.appendChild(s("circle", { class: "current-dot", cx: w - 10, cy: 10, r: 4, fill: item.color }));
   }
   if (n.id === selectedId) g.classList.add("selected");
   return g;
@@ -2278,6 +2479,7 @@ var TreeView = class {
       groups.get(key).d.push(link.path);
     }
     const linkFrag = document.createDocumentFragment();
+    if (this.layout.ticks) this.drawAxis(linkFrag, rect);
     for (const g of groups.values()) {
       linkFrag.appendChild(s("path", { class: g.restore ? "link restore" : "link", d: g.d.join(""), stroke: g.color }));
     }
@@ -2302,6 +2504,20 @@ var TreeView = class {
     this.nodesLayer.appendChild(frag);
     globalThis.__retuneLastUpdateMs = performance.now() - t0;
     globalThis.__retuneMountedNodes = this.mounted.size;
+  }
+  /** The step axis and the lanes' names of the step layout, for what is in `rect`. */
+  drawAxis(frag, rect) {
+    const { ticks, lanes, bounds } = this.layout;
+    const top = bounds.y0 + 12;
+    for (const tick of ticks) {
+      if (tick.x < rect.x0 || tick.x > rect.x1) continue;
+      frag.appendChild(s("line", { class: "step-grid", x1: tick.x, x2: tick.x, y1: top + 4, y2: bounds.y1 }));
+      frag.appendChild(s("text", { class: "step-tick", x: tick.x, y: top, "text-anchor": "middle" }, String(tick.step)));
+    }
+    for (const lane of lanes) {
+      if (lane.y + NODE_H < rect.y0 || lane.y > rect.y1) continue;
+      frag.appendChild(s("text", { class: "lane-name", x: lane.x - 8, y: lane.y + NODE_H / 2 + 4, "text-anchor": "end" }, lane.branch));
+    }
   }
   /** Marks `id` as the selected node. */
   select(id) {
@@ -2359,14 +2575,16 @@ function buildShell(root) {
     fit: tool("Fit", "Fit the tree to the view"),
     zoomIn: tool("+", "Zoom in"),
     zoomOut: tool("−", "Zoom out"),
-    current: tool("Current", "Show the current node")
+    current: tool("Current", "Show the current node"),
+    collapse: tool("Collapse", "Collapse runs of changes into groups again")
   };
-  const treeTools = h("div", { class: "tree-tools" }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current);
+  const treeTools = h("div", { class: "tree-tools" }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current, tools.collapse);
   const legend = h("div", { class: "legend" });
   const treeMessage = h("div", { class: "tree-message", hidden: true });
   const viewButton = (mode, label, title) => h("button", { type: "button", class: "view-button", "data-mode": mode, title, "aria-pressed": "false" }, label);
   const views = {
     tree: viewButton("tree", "Tree", "The experiment tree: one card per node"),
+    steps: viewButton("steps", "Steps", "On the step axis, like Scalars: one lane per branch"),
     table: viewButton("table", "Branches", "A table of the branches: sort by any column to find the best")
   };
   const viewSwitch = h("div", { class: "view-switch", role: "group", "aria-label": "View" }, Object.values(views));
@@ -2456,6 +2674,21 @@ function fitTransform(bounds, width, height, padding = 24, maxScale = 1) {
     x: (width - bw * k) / 2 - bounds.x0 * k,
     y: (height - bh * k) / 2 - bounds.y0 * k
   };
+}
+var LEGIBLE_SCALE = 0.6;
+function legibleFit(bounds, width, height, focus, minScale = LEGIBLE_SCALE, padding = 24) {
+  const fit = fitTransform(bounds, width, height, padding);
+  if (fit.k >= minScale) return fit;
+  const k = clampScale(minScale);
+  const cx = focus ? focus.x : (bounds.x0 + bounds.x1) / 2;
+  const cy = focus ? focus.y : (bounds.y0 + bounds.y1) / 2;
+  const t = centerOn(cx, cy, width, height, k);
+  const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+  const bw = (bounds.x1 - bounds.x0) * k;
+  const bh = (bounds.y1 - bounds.y0) * k;
+  t.x = bw + 2 * padding <= width ? (width - bw) / 2 - bounds.x0 * k : clamp(t.x, width - padding - bounds.x1 * k, padding - bounds.x0 * k);
+  t.y = bh + 2 * padding <= height ? (height - bh) / 2 - bounds.y0 * k : clamp(t.y, height - padding - bounds.y1 * k, padding - bounds.y0 * k);
+  return t;
 }
 function centerOn(cx, cy, width, height, k) {
   const s2 = clampScale(k);
@@ -2579,9 +2812,10 @@ var PanZoom = class {
     const [w, h2] = this.size();
     this.set(zoomAbout(this.t, w / 2, h2 / 2, factor));
   }
-  fit(bounds) {
+  /** Fits `bounds` in the view, never below a legible scale (see legibleFit). */
+  fit(bounds, focus = null) {
     const [w, h2] = this.size();
-    this.set(fitTransform(bounds, w, h2));
+    this.set(legibleFit(bounds, w, h2, focus));
   }
   center(x, y, k = Math.max(this.t.k, 0.8)) {
     const [w, h2] = this.size();
@@ -2611,8 +2845,12 @@ var RetuneApp = class {
       requests: [],
       // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
       configOpen: false,
-      mode: "tree"
-      // 'tree' | 'table'
+      mode: "tree",
+      // 'tree' | 'steps' | 'table'
+      expanded: /* @__PURE__ */ new Set(),
+      // ids of the groups of changes that the person opened
+      groupOf: /* @__PURE__ */ new Map()
+      // node id -> the id of the group it is in
     };
     this.treeView = new TreeView(this.ui.links, this.ui.nodes);
     this.nodeCard = new NodeCardView(this.ui.nodeCard, this.redraw);
@@ -2630,7 +2868,7 @@ var RetuneApp = class {
     this.poller = new Poller(() => this.refresh(), { element: this.ui.app, idle: () => Boolean(this.state.tree) });
     this.zoom = new PanZoom(this.ui.svg, this.ui.layer, (t) => {
       this.ui.svg.classList.toggle("lod-low", t.k < TEXT_MIN_SCALE);
-      if (this.state.experiment !== null) this.viewFor.set(this.state.experiment, t);
+      if (this.state.experiment !== null) this.viewFor.set(this.viewKey(), t);
       const [w, hgt] = this.zoom.size();
       this.treeView.update(t, w, hgt);
     });
@@ -2647,7 +2885,7 @@ var RetuneApp = class {
     };
     this.ui.nodes.addEventListener("click", (e) => {
       const g = nodeOf(e);
-      if (g) this.selectNode(g.getAttribute("data-id"));
+      if (g) this.activate(g.getAttribute("data-id"));
     });
     this.ui.nodes.addEventListener("pointerover", (e) => {
       const g = nodeOf(e);
@@ -2659,9 +2897,17 @@ var RetuneApp = class {
       const g = nodeOf(e);
       if (!g) return;
       e.preventDefault();
-      this.selectNode(g.getAttribute("data-id"));
+      this.activate(g.getAttribute("data-id"));
     });
-    this.ui.tools.fit.addEventListener("click", () => this.state.layout && this.zoom.fit(this.state.layout.bounds));
+    this.ui.tools.fit.addEventListener("click", () => {
+      if (!this.state.layout) return;
+      const item = this.selectedItem() || this.state.layout.nodes.find((n) => n.node.current) || null;
+      this.zoom.fit(this.state.layout.bounds, item ? { x: item.x + item.w / 2, y: item.y + NODE_H / 2 } : null);
+    });
+    this.ui.tools.collapse.addEventListener("click", () => {
+      this.state.expanded = /* @__PURE__ */ new Set();
+      this.relayout();
+    });
     this.ui.tools.zoomIn.addEventListener("click", () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener("click", () => this.zoom.zoomBy(1 / 1.4));
     this.ui.tools.current.addEventListener("click", () => this.showCurrent());
@@ -2720,8 +2966,8 @@ var RetuneApp = class {
     this.state.loadError = null;
     this.state.tree = tree2;
     this.trackRequests();
-    this.redraw.ifChanged("tree", [tree2.nodes || [], tree2.branches || []], () => this.renderTreeView());
-    if (this.state.selected === null || !this.state.layout.index.has(this.state.selected)) {
+    this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
+    if (this.state.selected === null || !this.reveal(this.state.selected)) {
       const nodes = tree2.nodes || [];
       const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
       this.state.selected = first ? first.id : null;
@@ -2762,7 +3008,7 @@ var RetuneApp = class {
   }
   // -------------------------------------------------------------------------
   // Selection.
-  /** Shows the tree (`tree`) or the branch table (`table`). */
+  /** Shows the tree (`tree`), the step-axis layout (`steps`) or the branch table (`table`). */
   setMode(mode) {
     this.state.mode = mode;
     const table = mode === "table";
@@ -2772,10 +3018,56 @@ var RetuneApp = class {
     this.ui.treeTools.hidden = table;
     this.ui.legend.style.visibility = table ? "hidden" : "";
     if (table) this.renderTable();
-    else if (this.state.layout) this.zoom.apply();
+    else if (this.state.tree && !this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView())) this.zoom.apply();
+  }
+  /** The key of the remembered view: one per experiment and layout. */
+  viewKey() {
+    return `${this.state.experiment}\0${this.state.mode === "steps" ? "steps" : "tree"}`;
+  }
+  /** A click on a node: a group opens (and its first node is selected), a node is selected. */
+  activate(id) {
+    if (id && id.startsWith(GROUP_PREFIX)) {
+      const group = this.state.layout && this.state.layout.index.get(id);
+      if (!group) return;
+      this.state.expanded.add(id);
+      this.relayout();
+      this.selectNode(group.node.group.first);
+      return;
+    }
+    this.selectNode(id);
+  }
+  /** Lays the tree out again (groups opened or closed, another layout). */
+  relayout() {
+    if (!this.state.tree) return;
+    this.redraw.forget("tree");
+    this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
+  }
+  treeDeps() {
+    const tree2 = this.state.tree;
+    return [tree2.nodes || [], tree2.branches || [], this.state.mode === "steps", [...this.state.expanded].sort()];
+  }
+  /** Makes node `id` drawn: opens the group it is in. Returns whether it is in the layout now. */
+  reveal(id) {
+    const layout = this.state.layout;
+    if (!layout) return false;
+    if (layout.index.has(id)) return true;
+    const group = this.state.groupOf.get(id);
+    if (!group) return false;
+    this.state.expanded.add(group);
+    this.relayout();
+    return this.state.layout.index.has(id);
   }
   switchTo(name) {
-    Object.assign(this.state, { experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null });
+    Object.assign(this.state, {
+      experiment: name,
+      tree: null,
+      layout: null,
+      selected: null,
+      details: null,
+      detailsError: null,
+      expanded: /* @__PURE__ */ new Set(),
+      groupOf: /* @__PURE__ */ new Map()
+    });
     this.redraw.forget();
     this.form.clear();
     this.nodeCard.restoreMessage.textContent = "";
@@ -2797,7 +3089,7 @@ var RetuneApp = class {
     this.poller.now();
   }
   selectNode(id, { reveal = false } = {}) {
-    if (!this.state.layout || !this.state.layout.index.has(id)) return;
+    if (!this.reveal(id)) return;
     if (id !== this.state.selected) {
       Object.assign(this.state, { selected: id, details: null, detailsError: null });
       this.redraw.forget("node-details");
@@ -2808,7 +3100,7 @@ var RetuneApp = class {
     }
     if (reveal) {
       const item = this.state.layout.index.get(id);
-      this.zoom.center(item.x + NODE_W / 2, item.y + NODE_H / 2);
+      this.zoom.center(item.x + item.w / 2, item.y + NODE_H / 2);
     }
     this.loadNode();
   }
@@ -2916,24 +3208,28 @@ var RetuneApp = class {
   renderTreeView() {
     const t0 = performance.now();
     const tree2 = this.state.tree;
-    const layout = layoutTree(tree2);
+    const grouped = collapseRuns(tree2, this.state.expanded);
+    this.state.groupOf = grouped.groupOf;
+    const layout = this.state.mode === "steps" ? layoutSteps(grouped.tree) : layoutTree(grouped.tree);
     this.state.layout = layout;
     this.treeView.setLayout(layout);
+    this.ui.svg.classList.toggle("steps", this.state.mode === "steps");
     renderLegend(this.ui.legend, tree2.branches || [], (b) => this.selectNode(b.nodes[0], { reveal: true }));
     const [w, hgt] = this.zoom.size();
-    if (!this.viewFor.has(this.state.experiment)) {
+    if (!this.viewFor.has(this.viewKey())) {
       const current = layout.nodes.find((n) => n.node.current) || layout.nodes[layout.nodes.length - 1];
-      const focus = current ? { x: current.x + NODE_W / 2, y: current.y + NODE_H / 2 } : null;
-      this.zoom.t = initialTransform(layout.bounds, w, hgt, focus);
+      const focus = current ? { x: current.x + current.w / 2, y: current.y + NODE_H / 2 } : null;
+      this.zoom.t = this.state.mode === "steps" ? legibleFit(layout.bounds, w, hgt, focus) : initialTransform(layout.bounds, w, hgt, focus);
     } else {
-      this.zoom.t = this.viewFor.get(this.state.experiment);
+      this.zoom.t = this.viewFor.get(this.viewKey());
     }
     this.zoom.apply();
     this.markSelected();
     const ms = performance.now() - t0;
     window.__retuneLastRenderMs = ms;
     window.__retuneRenderCount = (window.__retuneRenderCount || 0) + 1;
-    window.__retuneLastRenderNodes = layout.nodes.length;
+    window.__retuneLastRenderNodes = (tree2.nodes || []).length;
+    window.__retuneLastRenderCards = layout.nodes.length;
     try {
       performance.measure("retune-render", { start: t0, end: t0 + ms });
     } catch {
@@ -2969,8 +3265,9 @@ var RetuneApp = class {
       return;
     }
     const branch = (tree2.branches || []).find((b) => b.name === item.node.branch) || null;
+    const node = (tree2.nodes || []).find((n) => n.id === item.id) || item.node;
     this.nodeCard.render({
-      node: item.node,
+      node,
       details: this.state.details,
       detailsError: this.state.detailsError,
       branch,

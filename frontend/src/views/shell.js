@@ -33,14 +33,16 @@ export function buildShell(root) {
     zoomIn: tool('+', 'Zoom in'),
     zoomOut: tool('−', 'Zoom out'),
     current: tool('Current', 'Show the current node'),
+    collapse: tool('Collapse', 'Collapse runs of changes into groups again'),
   };
-  const treeTools = h('div', { class: 'tree-tools' }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current);
+  const treeTools = h('div', { class: 'tree-tools' }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current, tools.collapse);
   const legend = h('div', { class: 'legend' });
   const treeMessage = h('div', { class: 'tree-message', hidden: true });
   const viewButton = (mode, label, title) =>
     h('button', { type: 'button', class: 'view-button', 'data-mode': mode, title, 'aria-pressed': 'false' }, label);
   const views = {
     tree: viewButton('tree', 'Tree', 'The experiment tree: one card per node'),
+    steps: viewButton('steps', 'Steps', 'On the step axis, like Scalars: one lane per branch'),
     table: viewButton('table', 'Branches', 'A table of the branches: sort by any column to find the best'),
   };
   const viewSwitch = h('div', { class: 'view-switch', role: 'group', 'aria-label': 'View' }, Object.values(views));

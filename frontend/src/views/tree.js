@@ -23,11 +23,24 @@ function template() {
   return nodeTemplate;
 }
 
+/** The full text of a node's tooltip: its whole label, never cut. */
+export function tooltipText(node) {
+  const steps = formatSteps(node.start_step, node.end_step);
+  if (node.group) {
+    return `${node.label}\n${node.branch} · ${steps} · ${node.group.members.length} nodes (${node.group.members[0]} … ${node.group.last})\nClick to expand`;
+  }
+  return `${node.label}\n${node.branch} · ${steps}${node.current ? ' · current' : ''}`;
+}
+
 /** The tooltip of a node's <g>, made when the pointer first rests on it. */
 export function ensureTooltip(g, node) {
   if (!g || g.querySelector('title')) return;
-  const steps = formatSteps(node.start_step, node.end_step);
-  g.insertBefore(s('title', { text: `${node.label}\n${node.branch} · ${steps}${node.current ? ' · current' : ''}` }), g.firstChild);
+  g.insertBefore(s('title', { text: tooltipText(node) }), g.firstChild);
+}
+
+/** How many characters of 12 px text fit in a card `w` wide. */
+function fits(w, px = 6.4) {
+  return Math.max(0, Math.floor((w - 16) / px));
 }
 
 /** The one selection halo, drawn around the card at `item` (or hidden). */
@@ -37,6 +50,7 @@ export function placeHalo(halo, item) {
     return;
   }
   halo.setAttribute('visibility', 'visible');
+  halo.setAttribute('width', (item.w ?? NODE_W) + 10);
   halo.setAttribute('transform', `translate(${item.x - 5},${item.y - 5})`);
 }
 
@@ -47,7 +61,7 @@ export function makeHalo() {
 /** What a node's element shows; an element whose key is unchanged is kept. */
 function nodeKey(item) {
   const n = item.node;
-  return `${item.x},${item.y},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\u0000${n.label}`;
+  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\u0000${n.label}`;
 }
 
 /** A node's <g>, cloned from the template and filled in with setAttribute/textContent. */
@@ -59,14 +73,23 @@ function nodeElement(item, selectedId) {
   const steps = formatSteps(n.start_step, n.end_step);
   g.setAttribute('aria-label', `${n.label} (${n.branch}, ${steps})${n.current ? ', current' : ''}`);
   const [card, stripe, label, sub] = g.childNodes;
+  const w = item.w ?? NODE_W;
+  if (w !== NODE_W) card.setAttribute('width', w);
   card.setAttribute('stroke', item.color);
   stripe.setAttribute('fill', item.color);
-  label.textContent = truncate(n.label, 29);
-  sub.textContent = truncate(`${n.branch} · ${steps}`, 34);
+  // Text is cut only to the card's width; the tooltip and the node card hold it whole.
+  // A group: what changed overall on the first line, how many changes where on the second.
+  label.textContent = truncate(n.group ? n.group.what : n.label, fits(w));
+  sub.textContent = truncate(n.group ? n.group.where : `${n.branch} · ${steps}`, fits(w, 5.8));
+  if (n.group) {
+    g.setAttribute('class', 'node group');
+    g.setAttribute('aria-label', `${n.label} (${n.branch}, ${n.group.members.length} nodes, ${steps}); expand`);
+    g.insertBefore(s('rect', { class: 'stack', x: 4, y: -4, width: w, height: NODE_H, rx: 4, stroke: item.color }), card);
+  }
   if (n.current) {
     g.setAttribute('class', 'node current');
     card.setAttribute('fill', item.color);
-    g.appendChild(s('circle', { class: 'current-dot', cx: NODE_W - 10, cy: 10, r: 4, fill: item.color }));
+    g.appendChild(s('circle', { class: 'current-dot', cx: w - 10, cy: 10, r: 4, fill: item.color }));
   }
   if (n.id === selectedId) g.classList.add('selected');
   return g;
@@ -132,6 +155,7 @@ export class TreeView {
       groups.get(key).d.push(link.path);
     }
     const linkFrag = document.createDocumentFragment();
+    if (this.layout.ticks) this.drawAxis(linkFrag, rect);
     for (const g of groups.values()) {
       linkFrag.appendChild(s('path', { class: g.restore ? 'link restore' : 'link', d: g.d.join(''), stroke: g.color }));
     }
@@ -158,6 +182,21 @@ export class TreeView {
     // For benchmarks: the cost of the last (re)draw and how many nodes are in the page.
     globalThis.__retuneLastUpdateMs = performance.now() - t0;
     globalThis.__retuneMountedNodes = this.mounted.size;
+  }
+
+  /** The step axis and the lanes' names of the step layout, for what is in `rect`. */
+  drawAxis(frag, rect) {
+    const { ticks, lanes, bounds } = this.layout;
+    const top = bounds.y0 + 12;
+    for (const tick of ticks) {
+      if (tick.x < rect.x0 || tick.x > rect.x1) continue;
+      frag.appendChild(s('line', { class: 'step-grid', x1: tick.x, x2: tick.x, y1: top + 4, y2: bounds.y1 }));
+      frag.appendChild(s('text', { class: 'step-tick', x: tick.x, y: top, 'text-anchor': 'middle' }, String(tick.step)));
+    }
+    for (const lane of lanes) {
+      if (lane.y + NODE_H < rect.y0 || lane.y > rect.y1) continue;
+      frag.appendChild(s('text', { class: 'lane-name', x: lane.x - 8, y: lane.y + NODE_H / 2 + 4, 'text-anchor': 'end' }, lane.branch));
+    }
   }
 
   /** Marks `id` as the selected node. */
