@@ -211,3 +211,40 @@ def test_step_layout_puts_nodes_where_their_steps_are(tensorboard: str, page: An
     # Back to the tree.
     frame.get_by_role("button", name="Tree", exact=True).click()
     frame.wait_for_function("!document.querySelector('svg.tree').classList.contains('steps')")
+
+
+def _status(folder: str, **changes: Any) -> None:
+    """Rewrites the (absent) trainer's status: alive now, plus ``changes``."""
+    import json
+    import time
+
+    from tb_retune.experiment import atomic as _atomic
+
+    path = os.path.join(folder, "retune-status.json")
+    with open(path, encoding="utf-8") as f:
+        status = json.load(f)
+    status.update(heartbeat=time.time(), state="training")
+    status.update(changes)
+    _atomic.atomic_write_json(path, status, durable=False)
+
+
+def test_stop_button_writes_stop_and_follows_it(tensorboard: str, logdir: str, page: Any) -> None:
+    import json
+
+    folder = os.path.join(logdir, "digits")
+    _status(folder)
+    frame = support.open_tab(page, tensorboard, direct=True, experiment="digits")
+    button = frame.locator("button.stop-button")
+    button.wait_for(state="visible")
+    # One click arms it, a second writes.
+    button.click()
+    assert button.text_content() == "Click again to stop"
+    assert not os.path.exists(os.path.join(folder, "retune.json"))
+    button.click()
+    frame.wait_for_selector(".banner:has-text('Written: stop')")
+    with open(os.path.join(folder, "retune.json"), encoding="utf-8") as f:
+        assert json.load(f)["stop"] is True
+    # The trainer stops: the banner says so and the button goes.
+    _status(folder, state="stopped")
+    frame.wait_for_selector(".banner:has-text('The trainer stopped')", timeout=30000)
+    button.wait_for(state="hidden")

@@ -72,3 +72,38 @@ export async function submitForm(app) {
   }
   app.poller.now();
 }
+
+/** How long the Stop button waits for its second click, in milliseconds. */
+export const STOP_ARM_MS = 5000;
+
+/**
+ * The Stop button: a first click arms it ("Click again to stop"), a second
+ * within STOP_ARM_MS writes `stop: true` (no dialog: TensorBoard's frame may
+ * block them, and a person reading the banner sees what was written).
+ */
+export async function stop(app) {
+  const button = app.ui.stop;
+  const experiment = app.state.experiment;
+  if (button.dataset.armed !== '1') {
+    button.dataset.armed = '1';
+    button.textContent = 'Click again to stop';
+    clearTimeout(app.stopTimer);
+    app.stopTimer = setTimeout(() => disarm(button), STOP_ARM_MS);
+    return;
+  }
+  disarm(button);
+  let answer;
+  try {
+    answer = await app.api.stop(experiment);
+  } catch (e) {
+    if (experiment === app.state.experiment) app.addRequest({ kind: 'stop', experiment, what: 'stop', error: e.message }, null);
+    return;
+  }
+  app.addRequest({ kind: 'stop', experiment, what: 'stop' }, answer);
+  app.poller.now();
+}
+
+function disarm(button) {
+  button.dataset.armed = '';
+  button.textContent = 'Stop';
+}

@@ -72,6 +72,7 @@ export class RetuneApp {
     for (const [mode, button] of Object.entries(this.ui.views)) button.addEventListener('click', () => this.setMode(mode));
     this.setMode('tree');
     this.ui.picker.addEventListener('change', () => this.selectExperiment(this.ui.picker.value));
+    this.ui.stop.addEventListener('click', () => actions.stop(this));
     this.nodeCard.empty('Loading…');
   }
 
@@ -318,7 +319,12 @@ export class RetuneApp {
 
   /** Records a request written into retune.json, to follow it until the trainer takes it. */
   addRequest(request, answer) {
-    this.state.requests.push({ ...request, answer, sentAt: Date.now() / 1000, state: 'waiting' });
+    const failed = request.error !== undefined;
+    this.state.requests.push({
+      ...request, answer, sentAt: Date.now() / 1000,
+      state: failed ? 'failed' : 'waiting', message: failed ? `not written: ${request.error}` : undefined,
+      doneAt: failed ? Date.now() : undefined,
+    });
     this.renderBanners();
   }
 
@@ -360,6 +366,8 @@ export class RetuneApp {
     const trainer = (tree && tree.trainer) || (entry && entry.trainer) || null;
     const status = (tree && tree.status) || entry;
     renderTrainerPill(this.ui.trainer, experiment === null ? { level: 'none', text: 'No experiment' } : trainerSummary(trainer, status));
+    // Stop: only while a trainer is alive and the logdir can be written.
+    this.ui.stop.hidden = !(trainer && trainer.alive && tree && tree.writable !== false);
     const runs = experimentRuns(tree, entry);
     if (runs.length) {
       this.ui.scalars.setAttribute('href', scalarsUrl(this.tbRoot, runs));
@@ -399,6 +407,8 @@ export class RetuneApp {
           action: { label: `Show ${node.branch}`, onclick: () => this.selectNode(node.id, { reveal: true }) },
           onclose: dismiss,
         });
+      } else if (r.state === 'done' && r.kind === 'stop') {
+        items.push({ kind: 'ok', text: `The trainer stopped (${r.message}).`, onclose: dismiss });
       } else if (r.state === 'done') {
         items.push({ kind: 'ok', text: `The trainer applied ${r.what}.`, onclose: dismiss });
       } else if (r.state === 'failed') {

@@ -107,6 +107,11 @@ export class Api {
     return this._post('restore', payload);
   }
 
+  /** Writes `stop: true`; resolves to `{written, control}`. */
+  async stop(experiment) {
+    return this._post('stop', { experiment });
+  }
+
   /** Writes hyperparameters; resolves to `{written, control}`. */
   async setHyperparameters(experiment, hyperparameters) {
     return this._post('hyperparameters', { experiment, hyperparameters });
@@ -117,13 +122,17 @@ export class Api {
  * Where a request written into retune.json stands, as seen in a tree
  * answer (which holds the trainer's status).
  *
- * @param {{kind: 'restore'|'hyperparameters', id?: string, values?: object, sentAt: number}} request
+ * @param {{kind: 'restore'|'hyperparameters'|'stop', id?: string, values?: object, sentAt: number}} request
  *   `sentAt` in Unix seconds.
  * @param {object|null} tree the `tree` route's answer
  * @returns {{state: 'waiting'|'done'|'failed', node?: object, message?: string}}
  */
 export function requestProgress(request, tree) {
   const status = (tree && tree.status) || null;
+  if (request.kind === 'stop') {
+    const state = tree && tree.trainer && tree.trainer.state;
+    if (state === 'stopped' || state === 'finished' || state === 'failed') return { state: 'done', message: state };
+  }
   if (request.kind === 'restore') {
     const nodes = (tree && tree.nodes) || [];
     const first = nodes.find((n) => n.request_id && n.request_id === request.id);

@@ -10,6 +10,7 @@ export function buildShell(root) {
   const picker = h('select', { id: 'retune-experiment', class: 'picker', 'aria-label': 'Experiment' });
   const trainer = h('span', { class: 'trainer-pill level-none', role: 'status' });
   const scalars = h('a', { class: 'scalars-link', target: '_top', rel: 'noopener', hidden: true }, 'Open in Scalars ↗');
+  const stop = h('button', { type: 'button', class: 'stop-button', hidden: true, title: 'End the training after its current batch (with a final checkpoint)' }, 'Stop');
   const toolbar = h(
     'header',
     { class: 'toolbar' },
@@ -17,6 +18,7 @@ export function buildShell(root) {
     h('label', { class: 'picker-label', for: 'retune-experiment' }, 'Experiment'),
     picker,
     trainer,
+    stop,
     h('span', { class: 'spacer' }),
     scalars,
   );
@@ -57,7 +59,7 @@ export function buildShell(root) {
   const app = h('div', { class: 'retune-app' }, toolbar, banners, h('main', { class: 'body' }, treePane, side));
   replaceChildren(root, app);
   return {
-    app, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, views, tableBox, treeTools,
+    app, picker, trainer, stop, scalars, banners, svg, layer, links, halo, nodes, tools, views, tableBox, treeTools,
     legend, treeMessage, treePane, nodeCard, formCard, logCard,
   };
 }
