@@ -248,3 +248,72 @@ def test_stop_button_writes_stop_and_follows_it(tensorboard: str, logdir: str, p
     _status(folder, state="stopped")
     frame.wait_for_selector(".banner:has-text('The trainer stopped')", timeout=30000)
     button.wait_for(state="hidden")
+
+
+def test_requests_are_followed_by_revision_and_tree_warnings_shown(tensorboard: str, logdir: str, page: Any) -> None:
+    """The tab's side of interfaces 1 and 2, against the answers the backend gives (fixtures of its replies)."""
+    import json
+    import time
+
+    folder = os.path.join(logdir, "digits")
+    _status(folder)
+    with open(os.path.join(folder, "retune-status.json"), encoding="utf-8") as f:
+        status = json.load(f)
+    revision = "w-0123456789ab"
+    phase = {"state": "pending"}
+    asked: list[str] = []
+
+    def on_post(route: Any) -> None:
+        real = route.fetch()
+        body = real.json()
+        body["revision"] = revision
+        route.fulfill(response=real, json=body)
+
+    def on_status(route: Any) -> None:
+        asked.append(route.request.url)
+        reply = dict(status, heartbeat=time.time(), state="training",
+                     trainer={"alive": True, "state": "training", "age_s": 0.1})
+        if phase["state"] == "rejected":
+            reply["control"] = {"revision": revision, "sha256": "ab" * 32, "result": "rejected",
+                                "error": "hyperparameters.momentum: must be <= 0.99 here", "time": time.time()}
+        elif phase["state"] == "gone":
+            reply["state"] = "finished"
+            reply["trainer"] = {"alive": False, "state": "finished", "age_s": 1.0}
+        route.fulfill(json=reply)
+
+    def on_tree(route: Any) -> None:
+        real = route.fetch()
+        body = real.json()
+        body["warnings"] = ["retune/node/main-9: not JSON; skipped", "branch main-s7: no event file"]
+        route.fulfill(response=real, json=body)
+
+    page.route("**/data/plugin/retune/hyperparameters", on_post)
+    page.route("**/data/plugin/retune/status?*", on_status)
+    page.route("**/data/plugin/retune/tree?*", on_tree)
+    frame = support.open_tab(page, tensorboard, direct=True, experiment="digits")
+    # Interface 2: the tree's warnings.
+    frame.wait_for_selector(".banner-warn:has-text('retune/node/main-9: not JSON; skipped')")
+    assert "branch main-s7: no event file" in frame.text_content(".banners")
+
+    # Interface 1: written, then followed by its revision.
+    frame.fill("#hp-momentum", "0.95")
+    frame.click(".hp-form button.primary")
+    frame.wait_for_selector(".banner-info:has-text('Written: momentum=0.95; waiting for the trainer')")
+    _wait_until(frame, lambda: any(f"revision={revision}" in u for u in asked))
+    phase["state"] = "gone"
+    frame.wait_for_selector(".banner-warn:has-text('the trainer is not running')", timeout=30000)
+    phase["state"] = "rejected"
+    frame.wait_for_selector(
+        ".banner-error:has-text('The trainer rejected momentum=0.95: hyperparameters.momentum: must be <= 0.99 here')",
+        timeout=30000)
+    page.unroute_all(behavior="ignoreErrors")
+
+
+def _wait_until(frame: Any, predicate: Any, timeout: float = 60.0) -> None:
+    """Waits in Playwright's own loop, so the page's routed requests are answered meanwhile."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        frame.wait_for_timeout(100)

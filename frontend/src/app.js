@@ -9,6 +9,7 @@ import { NODE_H, branchColor, layoutTree } from './layout.js';
 import { experimentRuns, requestProgress } from './model.js';
 import { Poller } from './poll.js';
 import { Redraw } from './redraw.js';
+import { NO_TRAINER, PENDING, REJECTED, UNCHANGED, requestState } from './requests.js';
 import { Sequencer, sequenced } from './sequence.js';
 import { layoutSteps } from './step_layout.js';
 import { branchRows } from './branches.js';
@@ -25,6 +26,8 @@ const STORAGE_KEY = 'tb-retune.experiment';
 const TEXT_MIN_SCALE = 0.4;
 /** Finished requests stay shown this long, in milliseconds. */
 const DONE_SHOWN_MS = 60000;
+/** Tree warnings shown as banners; the rest are counted. */
+const WARNINGS_SHOWN = 5;
 
 export class RetuneApp {
   constructor(root, api) {
@@ -163,6 +166,7 @@ export class RetuneApp {
     const tree = r.value.body;
     this.state.loadError = null;
     this.state.tree = tree;
+    await this.loadRequestStates();
     this.trackRequests();
     // Redraw only when what the tree shows changed (not the trainer's age).
     this.redraw.ifChanged('tree', this.treeDeps(), () => this.renderTreeView());
@@ -264,7 +268,7 @@ export class RetuneApp {
 
   switchTo(name) {
     Object.assign(this.state, {
-      experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null,
+      statusReply: null, experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null,
       expanded: new Set(), groupOf: new Map(),
     });
     this.redraw.forget();
@@ -322,6 +326,8 @@ export class RetuneApp {
     const failed = request.error !== undefined;
     this.state.requests.push({
       ...request, answer, sentAt: Date.now() / 1000,
+      // The writer's revision id (interface 1): followed through the status' `control`.
+      revision: answer && typeof answer.revision === 'string' ? answer.revision : null,
       state: failed ? 'failed' : 'waiting', message: failed ? `not written: ${request.error}` : undefined,
       doneAt: failed ? Date.now() : undefined,
     });
@@ -333,11 +339,54 @@ export class RetuneApp {
     el.textContent = text;
   }
 
-  /** Updates the written requests from the latest tree (trainer status). */
+  /** Requests written that carry a revision id and wait for the trainer. */
+  followed() {
+    return this.state.requests.filter((r) => r.experiment === this.state.experiment && r.revision && r.state === 'waiting');
+  }
+
+  /** Asks the status route how the followed requests stand (one request for all of them). */
+  async loadRequestStates() {
+    const followed = this.followed();
+    if (!followed.length) return;
+    const experiment = this.state.experiment;
+    const r = await sequenced(this.seq, 'status', { experiment },
+      () => this.api.status(experiment, followed.map((x) => x.revision)), () => ({ experiment: this.state.experiment }));
+    if (!r.stale && r.ok) this.state.statusReply = r.value;
+  }
+
+  /**
+   * A followed request's state: the status route's answer for its revision,
+   * else the same rule applied here (requests.js) to the status' `control`.
+   */
+  revisionState(request) {
+    const reply = this.state.statusReply;
+    if (reply && reply.requests && typeof reply.requests[request.revision] === 'string') return reply.requests[request.revision];
+    const status = reply || (this.state.tree && this.state.tree.status) || null;
+    const mine = this.state.requests.filter((x) => x.experiment === request.experiment && x.revision);
+    const later = mine.slice(mine.indexOf(request) + 1).map((x) => x.revision);
+    const current = reply && reply.control_file && reply.control_file.revision;
+    if (current && typeof current.id === 'string' && current.id !== request.revision) later.push(current.id);
+    return requestState(status, request.revision, { later });
+  }
+
+  /** Updates the written requests from the latest answers (trainer status). */
   trackRequests() {
     const tree = this.state.tree;
     for (const r of this.state.requests) {
       if (r.experiment !== this.state.experiment || r.state !== 'waiting') continue;
+      if (r.revision) {
+        const state = this.revisionState(r);
+        r.trainer = state === NO_TRAINER ? 'gone' : 'alive';
+        if (state === PENDING || state === NO_TRAINER) continue;
+        const control = (this.state.statusReply && this.state.statusReply.control) || (tree && tree.status && tree.status.control) || {};
+        Object.assign(r, {
+          state: state === REJECTED ? 'failed' : 'done',
+          unchanged: state === UNCHANGED,
+          message: state === REJECTED ? String(control.error || 'the trainer refused it') : undefined,
+          doneAt: Date.now(),
+        });
+        continue;
+      }
       const p = requestProgress(r, tree);
       if (p.state === 'waiting') continue;
       Object.assign(r, { state: p.state, node: p.node, message: p.message, doneAt: Date.now() });
@@ -396,26 +445,46 @@ export class RetuneApp {
         this.state.requests = this.state.requests.filter((x) => x !== r);
         this.renderBanners();
       };
+      const node = r.kind === 'restore' && r.state === 'done' ? r.node || this.nodeOfRequest(r.id) : null;
       if (r.state === 'waiting') {
-        const hint = alive ? 'waiting for the trainer to pick it up…' : 'the trainer is not running; it will be picked up when training resumes on this experiment.';
-        items.push({ kind: 'info', text: `Written: ${r.what}${r.id ? ` (${r.id})` : ''}; ${hint}` });
-      } else if (r.state === 'done' && r.kind === 'restore' && r.node) {
-        const node = r.node;
+        const gone = r.revision ? r.trainer === 'gone' : !alive;
+        const hint = gone
+          ? 'the trainer is not running; it takes it when training runs again on this experiment.'
+          : 'waiting for the trainer to take it…';
+        items.push({ kind: gone ? 'warn' : 'info', text: `Written: ${r.what}${r.id ? ` (${r.id})` : ''}; ${hint}` });
+      } else if (r.state === 'failed' && r.error !== undefined) {
+        items.push({ kind: 'error', text: `Could not write ${r.what}: ${r.error}`, onclose: dismiss });
+      } else if (r.state === 'done' && r.unchanged) {
+        items.push({ kind: 'ok', text: `The trainer took ${r.what}: nothing to change, these values were in force.`, onclose: dismiss });
+      } else if (node) {
         items.push({
           kind: 'ok',
           text: `The trainer carried out ${r.what}: new branch ${node.branch}, from step ${node.start_step}.`,
           action: { label: `Show ${node.branch}`, onclick: () => this.selectNode(node.id, { reveal: true }) },
           onclose: dismiss,
         });
+      } else if (r.state === 'done' && r.kind === 'restore') {
+        items.push({ kind: 'ok', text: `The trainer carried out ${r.what}; its new branch appears in the tree shortly.`, onclose: dismiss });
       } else if (r.state === 'done' && r.kind === 'stop') {
-        items.push({ kind: 'ok', text: `The trainer stopped (${r.message}).`, onclose: dismiss });
+        const text = r.message ? `The trainer stopped (${r.message}).` : 'The trainer took the stop: it ends fit after its current batch.';
+        items.push({ kind: 'ok', text, onclose: dismiss });
       } else if (r.state === 'done') {
         items.push({ kind: 'ok', text: `The trainer applied ${r.what}.`, onclose: dismiss });
       } else if (r.state === 'failed') {
-        items.push({ kind: 'error', text: `The trainer refused ${r.what}: ${r.message}`, onclose: dismiss });
+        items.push({ kind: 'error', text: `The trainer rejected ${r.what}: ${r.message}`, onclose: dismiss });
       }
     }
+    // What the server found wrong while reading the tree (interface 2).
+    const warnings = tree && Array.isArray(tree.warnings) ? tree.warnings : [];
+    for (const w of warnings.slice(0, WARNINGS_SHOWN)) items.push({ kind: 'warn', text: String(w) });
+    if (warnings.length > WARNINGS_SHOWN) items.push({ kind: 'warn', text: `…and ${warnings.length - WARNINGS_SHOWN} more warnings about this tree.` });
     return items;
+  }
+
+  /** The first node of the branch that restore request `id` made, once it is in the tree. */
+  nodeOfRequest(id) {
+    const nodes = (this.state.tree && this.state.tree.nodes) || [];
+    return id ? nodes.find((n) => n.request_id === id) || null : null;
   }
 
   renderBanners() {

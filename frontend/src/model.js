@@ -30,7 +30,10 @@ export class Api {
 
   url(path, params) {
     const url = new URL(path, this.baseUrl);
-    for (const [k, v] of Object.entries(params || {})) url.searchParams.set(k, v);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (Array.isArray(v)) for (const item of v) url.searchParams.append(k, item);
+      else url.searchParams.set(k, v);
+    }
     return url.toString();
   }
 
@@ -96,8 +99,15 @@ export class Api {
     return (await this._get('node', { experiment, node })).body;
   }
 
-  async status(experiment) {
-    return (await this._get('status', { experiment })).body;
+  /**
+   * The status route: the status file, the trainer's liveness, its
+   * `control` record and, for each of `revisions`, the request's state by
+   * the server's rule (`requests`).
+   */
+  async status(experiment, revisions = []) {
+    const params = { experiment };
+    if (revisions.length) params.revision = revisions;
+    return (await this._get('status', params)).body;
   }
 
   /** Writes a restore request; resolves to `{written, id, control}`. */

@@ -205,13 +205,15 @@ class RetunePlugin(base_plugin.TBPlugin):
         return {"written": update, "control": control}
 
     def stop_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Writes ``stop: true``: the trainer ends ``fit`` after its batch; returns ``{written, control}``."""
+        """Writes ``stop: true``: the trainer ends ``fit`` after its batch; returns ``{written, revision, control}``."""
         _check_keys(body, required=("experiment",), optional=())
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
         if control_file.read_status(folder) is None:
             raise RequestError(400, f"experiment {body['experiment']!r}: no trainer has run here yet; nothing to stop")
         update = {"stop": True}
-        return {"written": update, "control": _write(folder, update)}
+        control = _write(folder, update)
+        stamp = control.get("revision")  # the writer's revision id (interface 1), once it stamps one
+        return {"written": update, "revision": stamp.get("id") if isinstance(stamp, dict) else None, "control": control}
 
     # -- routes -----------------------------------------------------------
 

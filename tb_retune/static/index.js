@@ -1245,7 +1245,10 @@ var Api = class {
   }
   url(path, params) {
     const url = new URL(path, this.baseUrl);
-    for (const [k, v] of Object.entries(params || {})) url.searchParams.set(k, v);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (Array.isArray(v)) for (const item of v) url.searchParams.append(k, item);
+      else url.searchParams.set(k, v);
+    }
     return url.toString();
   }
   async _json(response) {
@@ -1301,8 +1304,15 @@ var Api = class {
   async node(experiment, node) {
     return (await this._get("node", { experiment, node })).body;
   }
-  async status(experiment) {
-    return (await this._get("status", { experiment })).body;
+  /**
+   * The status route: the status file, the trainer's liveness, its
+   * `control` record and, for each of `revisions`, the request's state by
+   * the server's rule (`requests`).
+   */
+  async status(experiment, revisions = []) {
+    const params = { experiment };
+    if (revisions.length) params.revision = revisions;
+    return (await this._get("status", params)).body;
   }
   /** Writes a restore request; resolves to `{written, id, control}`. */
   async restore(experiment, branch, step, hyperparameters) {
@@ -1425,6 +1435,28 @@ var Redraw = class {
     else this._keys.delete(name);
   }
 };
+
+// src/requests.js
+var PENDING = "pending";
+var APPLIED = "applied";
+var REJECTED = "rejected";
+var UNCHANGED = "unchanged";
+var NO_TRAINER = "no_trainer";
+var RESULTS = [APPLIED, REJECTED, UNCHANGED];
+function controlRecord(status) {
+  const record = status && typeof status === "object" ? status.control : null;
+  if (!record || typeof record !== "object" || Array.isArray(record) || !RESULTS.includes(record.result)) return null;
+  return record;
+}
+function trainerGone(status) {
+  return !status || typeof status !== "object" || status.state !== "training";
+}
+function requestState(status, revisionId, { later = [] } = {}) {
+  const record = controlRecord(status);
+  if (record && (record.revision === revisionId || later.includes(record.revision))) return record.result;
+  if (trainerGone(status)) return NO_TRAINER;
+  return PENDING;
+}
 
 // src/sequence.js
 var Sequencer = class {
@@ -2864,6 +2896,7 @@ var PanZoom = class {
 var STORAGE_KEY = "tb-retune.experiment";
 var TEXT_MIN_SCALE = 0.4;
 var DONE_SHOWN_MS = 6e4;
+var WARNINGS_SHOWN = 5;
 var RetuneApp = class {
   constructor(root, api) {
     this.api = api;
@@ -3003,6 +3036,7 @@ var RetuneApp = class {
     const tree2 = r.value.body;
     this.state.loadError = null;
     this.state.tree = tree2;
+    await this.loadRequestStates();
     this.trackRequests();
     this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
     if (this.state.selected === null || !this.reveal(this.state.selected)) {
@@ -3097,6 +3131,7 @@ var RetuneApp = class {
   }
   switchTo(name) {
     Object.assign(this.state, {
+      statusReply: null,
       experiment: name,
       tree: null,
       layout: null,
@@ -3157,6 +3192,8 @@ var RetuneApp = class {
       ...request,
       answer,
       sentAt: Date.now() / 1e3,
+      // The writer's revision id (interface 1): followed through the status' `control`.
+      revision: answer && typeof answer.revision === "string" ? answer.revision : null,
       state: failed ? "failed" : "waiting",
       message: failed ? `not written: ${request.error}` : void 0,
       doneAt: failed ? Date.now() : void 0
@@ -3167,11 +3204,56 @@ var RetuneApp = class {
     el.setAttribute("class", `${el.classList[0]} msg-${kind}`);
     el.textContent = text;
   }
-  /** Updates the written requests from the latest tree (trainer status). */
+  /** Requests written that carry a revision id and wait for the trainer. */
+  followed() {
+    return this.state.requests.filter((r) => r.experiment === this.state.experiment && r.revision && r.state === "waiting");
+  }
+  /** Asks the status route how the followed requests stand (one request for all of them). */
+  async loadRequestStates() {
+    const followed = this.followed();
+    if (!followed.length) return;
+    const experiment = this.state.experiment;
+    const r = await sequenced(
+      this.seq,
+      "status",
+      { experiment },
+      () => this.api.status(experiment, followed.map((x) => x.revision)),
+      () => ({ experiment: this.state.experiment })
+    );
+    if (!r.stale && r.ok) this.state.statusReply = r.value;
+  }
+  /**
+   * A followed request's state: the status route's answer for its revision,
+   * else the same rule applied here (requests.js) to the status' `control`.
+   */
+  revisionState(request) {
+    const reply = this.state.statusReply;
+    if (reply && reply.requests && typeof reply.requests[request.revision] === "string") return reply.requests[request.revision];
+    const status = reply || this.state.tree && this.state.tree.status || null;
+    const mine = this.state.requests.filter((x) => x.experiment === request.experiment && x.revision);
+    const later = mine.slice(mine.indexOf(request) + 1).map((x) => x.revision);
+    const current = reply && reply.control_file && reply.control_file.revision;
+    if (current && typeof current.id === "string" && current.id !== request.revision) later.push(current.id);
+    return requestState(status, request.revision, { later });
+  }
+  /** Updates the written requests from the latest answers (trainer status). */
   trackRequests() {
     const tree2 = this.state.tree;
     for (const r of this.state.requests) {
       if (r.experiment !== this.state.experiment || r.state !== "waiting") continue;
+      if (r.revision) {
+        const state = this.revisionState(r);
+        r.trainer = state === NO_TRAINER ? "gone" : "alive";
+        if (state === PENDING || state === NO_TRAINER) continue;
+        const control = this.state.statusReply && this.state.statusReply.control || tree2 && tree2.status && tree2.status.control || {};
+        Object.assign(r, {
+          state: state === REJECTED ? "failed" : "done",
+          unchanged: state === UNCHANGED,
+          message: state === REJECTED ? String(control.error || "the trainer refused it") : void 0,
+          doneAt: Date.now()
+        });
+        continue;
+      }
       const p = requestProgress(r, tree2);
       if (p.state === "waiting") continue;
       Object.assign(r, { state: p.state, node: p.node, message: p.message, doneAt: Date.now() });
@@ -3225,26 +3307,42 @@ var RetuneApp = class {
         this.state.requests = this.state.requests.filter((x) => x !== r);
         this.renderBanners();
       };
+      const node = r.kind === "restore" && r.state === "done" ? r.node || this.nodeOfRequest(r.id) : null;
       if (r.state === "waiting") {
-        const hint = alive ? "waiting for the trainer to pick it up…" : "the trainer is not running; it will be picked up when training resumes on this experiment.";
-        items.push({ kind: "info", text: `Written: ${r.what}${r.id ? ` (${r.id})` : ""}; ${hint}` });
-      } else if (r.state === "done" && r.kind === "restore" && r.node) {
-        const node = r.node;
+        const gone = r.revision ? r.trainer === "gone" : !alive;
+        const hint = gone ? "the trainer is not running; it takes it when training runs again on this experiment." : "waiting for the trainer to take it…";
+        items.push({ kind: gone ? "warn" : "info", text: `Written: ${r.what}${r.id ? ` (${r.id})` : ""}; ${hint}` });
+      } else if (r.state === "failed" && r.error !== void 0) {
+        items.push({ kind: "error", text: `Could not write ${r.what}: ${r.error}`, onclose: dismiss });
+      } else if (r.state === "done" && r.unchanged) {
+        items.push({ kind: "ok", text: `The trainer took ${r.what}: nothing to change, these values were in force.`, onclose: dismiss });
+      } else if (node) {
         items.push({
           kind: "ok",
           text: `The trainer carried out ${r.what}: new branch ${node.branch}, from step ${node.start_step}.`,
           action: { label: `Show ${node.branch}`, onclick: () => this.selectNode(node.id, { reveal: true }) },
           onclose: dismiss
         });
+      } else if (r.state === "done" && r.kind === "restore") {
+        items.push({ kind: "ok", text: `The trainer carried out ${r.what}; its new branch appears in the tree shortly.`, onclose: dismiss });
       } else if (r.state === "done" && r.kind === "stop") {
-        items.push({ kind: "ok", text: `The trainer stopped (${r.message}).`, onclose: dismiss });
+        const text = r.message ? `The trainer stopped (${r.message}).` : "The trainer took the stop: it ends fit after its current batch.";
+        items.push({ kind: "ok", text, onclose: dismiss });
       } else if (r.state === "done") {
         items.push({ kind: "ok", text: `The trainer applied ${r.what}.`, onclose: dismiss });
       } else if (r.state === "failed") {
-        items.push({ kind: "error", text: `The trainer refused ${r.what}: ${r.message}`, onclose: dismiss });
+        items.push({ kind: "error", text: `The trainer rejected ${r.what}: ${r.message}`, onclose: dismiss });
       }
     }
+    const warnings = tree2 && Array.isArray(tree2.warnings) ? tree2.warnings : [];
+    for (const w of warnings.slice(0, WARNINGS_SHOWN)) items.push({ kind: "warn", text: String(w) });
+    if (warnings.length > WARNINGS_SHOWN) items.push({ kind: "warn", text: `…and ${warnings.length - WARNINGS_SHOWN} more warnings about this tree.` });
     return items;
+  }
+  /** The first node of the branch that restore request `id` made, once it is in the tree. */
+  nodeOfRequest(id) {
+    const nodes = this.state.tree && this.state.tree.nodes || [];
+    return id ? nodes.find((n) => n.request_id === id) || null : null;
   }
   renderBanners() {
     const items = this.bannerItems();
