@@ -317,3 +317,35 @@ def _wait_until(frame: Any, predicate: Any, timeout: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         frame.wait_for_timeout(100)
+
+
+def _theme(frame: Any) -> tuple[str, str]:
+    return (frame.evaluate("document.documentElement.dataset.theme"),
+            frame.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+
+def test_dark_mode_follows_the_browser_and_tensorboards_toggle(tensorboard: str, browser: Any) -> None:
+    # Outside TensorBoard's page: the browser's prefers-color-scheme.
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, color_scheme="dark")
+    try:
+        page = context.new_page()
+        frame = support.open_tab(page, tensorboard, direct=True, experiment="digits")
+        assert _theme(frame) == ("dark", "rgb(32, 33, 36)")
+        card = frame.eval_on_selector("svg.tree g.node .card", "c => getComputedStyle(c).fill")
+        assert card == "rgb(45, 46, 49)"
+    finally:
+        context.close()
+    # Inside TensorBoard: its own dark toggle (TensorBoard 2.21 toggles body.dark-mode on its page).
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, color_scheme="light")
+    try:
+        page = context.new_page()
+        frame = support.open_tab(page, tensorboard, experiment="digits")
+        assert _theme(frame)[0] == "light"
+        page.evaluate("document.body.classList.add('dark-mode')")
+        frame.wait_for_function("document.documentElement.dataset.theme === 'dark'")
+        assert _theme(frame)[1] == "rgb(32, 33, 36)"
+        page.evaluate("document.body.classList.remove('dark-mode')")
+        frame.wait_for_function("document.documentElement.dataset.theme === 'light'")
+        assert _theme(frame)[1] == "rgb(255, 255, 255)"
+    finally:
+        context.close()

@@ -5,6 +5,7 @@
 import css from './style.css';
 import { RetuneApp } from './app.js';
 import { Api } from './model.js';
+import { followTheme } from './theme.js';
 
 export { REFRESH_MS } from './poll.js';
 
@@ -17,6 +18,7 @@ export async function render() {
   style.textContent = css;
   document.head.appendChild(style);
   document.documentElement.lang = document.documentElement.lang || 'en';
+  followTheme(window);
   const root = document.createElement('div');
   root.className = 'retune-root';
   document.body.appendChild(root);
