@@ -1737,7 +1737,7 @@ function replaceChildren(el, ...children) {
 // src/views/branch_table.js
 var ROW_PX = 25;
 var HEADER_PX = 40;
-var ROW_MARGIN = 20;
+var ROW_MARGIN = 8;
 function changedText(changed) {
   return diffRows(changed).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`).join(", ");
 }
@@ -1809,6 +1809,7 @@ var BranchTableView = class {
   /** @param {object[]} rows from branches.branchRows */
   render(rows, selectedBranch) {
     this.rows = rows;
+    this.rowsKey = JSON.stringify(rows);
     this.selectedBranch = selectedBranch;
     this.draw(false);
   }
@@ -1816,7 +1817,7 @@ var BranchTableView = class {
     const rows = this.rows;
     const tags = metricTags(rows);
     if (this.metric === null || !tags.includes(this.metric)) this.metric = defaultMetric(tags);
-    const deps = [rows, this.sort, this.metric, this.selectedBranch];
+    const deps = [this.rowsKey, this.sort, this.metric, this.selectedBranch];
     if (force) this.redraw.forget("branch-table");
     this.redraw.ifChanged("branch-table", deps, () => this.build(tags));
   }

@@ -10,7 +10,7 @@ import { branchColor } from '../layout.js';
 const ROW_PX = 25;
 const HEADER_PX = 40;
 /** Rows drawn beyond the view on each side. */
-const ROW_MARGIN = 20;
+const ROW_MARGIN = 8;
 
 function changedText(changed) {
   return diffRows(changed).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`).join(', ');
@@ -93,6 +93,8 @@ export class BranchTableView {
   /** @param {object[]} rows from branches.branchRows */
   render(rows, selectedBranch) {
     this.rows = rows;
+    // What the rows hold, taken once per answer (not per sort or scroll).
+    this.rowsKey = JSON.stringify(rows);
     this.selectedBranch = selectedBranch;
     this.draw(false);
   }
@@ -101,7 +103,7 @@ export class BranchTableView {
     const rows = this.rows;
     const tags = metricTags(rows);
     if (this.metric === null || !tags.includes(this.metric)) this.metric = defaultMetric(tags);
-    const deps = [rows, this.sort, this.metric, this.selectedBranch];
+    const deps = [this.rowsKey, this.sort, this.metric, this.selectedBranch];
     if (force) this.redraw.forget('branch-table');
     this.redraw.ifChanged('branch-table', deps, () => this.build(tags));
   }
