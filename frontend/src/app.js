@@ -6,12 +6,12 @@ import * as actions from './actions.js';
 import { scalarsUrl, tensorboardRoot, trainerSummary } from './format.js';
 import { GROUP_PREFIX, collapseRuns } from './groups.js';
 import { NODE_H, branchColor, layoutTree } from './layout.js';
-import { experimentRuns, requestProgress } from './model.js';
+import { experimentRuns } from './model.js';
 import { Poller } from './poll.js';
 import { Redraw } from './redraw.js';
-import { NO_TRAINER, PENDING, REJECTED, UNCHANGED, requestState } from './requests.js';
 import { Sequencer, sequenced } from './sequence.js';
 import { layoutSteps } from './step_layout.js';
+import { RequestTracker } from './tracking.js';
 import { branchRows } from './branches.js';
 import { BranchTableView } from './views/branch_table.js';
 import { FormView } from './views/form.js';
@@ -24,15 +24,12 @@ import { PanZoom, initialTransform, legibleFit } from './zoom.js';
 const STORAGE_KEY = 'tb-retune.experiment';
 /** Below this scale the cards' text is hidden (it would be unreadable). */
 const TEXT_MIN_SCALE = 0.4;
-/** Finished requests stay shown this long, in milliseconds. */
-const DONE_SHOWN_MS = 60000;
-/** Tree warnings shown as banners; the rest are counted. */
-const WARNINGS_SHOWN = 5;
 
 export class RetuneApp {
   constructor(root, api) {
     this.api = api;
     this.seq = new Sequencer();
+    this.requests = new RequestTracker();
     this.redraw = new Redraw();
     this.ui = buildShell(root);
     this.state = {
@@ -44,7 +41,6 @@ export class RetuneApp {
       details: null,
       detailsError: null,
       loadError: null,
-      requests: [], // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
       configOpen: false,
       mode: 'tree', // 'tree' | 'steps' | 'table'
       expanded: new Set(), // ids of the groups of changes that the person opened
@@ -166,8 +162,8 @@ export class RetuneApp {
     const tree = r.value.body;
     this.state.loadError = null;
     this.state.tree = tree;
-    await this.loadRequestStates();
-    this.trackRequests();
+    await this.requests.load(this.api, this.seq, experiment);
+    this.requests.track(experiment, tree);
     // Redraw only when what the tree shows changed (not the trainer's age).
     this.redraw.ifChanged('tree', this.treeDeps(), () => this.renderTreeView());
     if (this.state.selected === null || !this.reveal(this.state.selected)) {
@@ -268,14 +264,16 @@ export class RetuneApp {
 
   switchTo(name) {
     Object.assign(this.state, {
-      statusReply: null, experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null,
+      experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null,
       expanded: new Set(), groupOf: new Map(),
     });
     this.redraw.forget();
     this.form.clear();
     this.nodeCard.restoreMessage.textContent = '';
+    this.requests.statusReply = null;
     this.seq.cancel('tree');
     this.seq.cancel('node');
+    this.seq.cancel('status');
     this.treeView.setLayout(null);
     placeHalo(this.ui.halo, null);
     this.nodeCard.empty('Loading…');
@@ -319,90 +317,17 @@ export class RetuneApp {
   }
 
   // -------------------------------------------------------------------------
-  // Written requests.
+  // Written requests (tracking.js follows them).
 
   /** Records a request written into retune.json, to follow it until the trainer takes it. */
   addRequest(request, answer) {
-    const failed = request.error !== undefined;
-    this.state.requests.push({
-      ...request, answer, sentAt: Date.now() / 1000,
-      // The writer's revision id (interface 1): followed through the status' `control`.
-      revision: answer && typeof answer.revision === 'string' ? answer.revision : null,
-      state: failed ? 'failed' : 'waiting', message: failed ? `not written: ${request.error}` : undefined,
-      doneAt: failed ? Date.now() : undefined,
-    });
+    this.requests.add(request, answer);
     this.renderBanners();
   }
 
   setMessage(el, kind, text) {
     el.setAttribute('class', `${el.classList[0]} msg-${kind}`);
     el.textContent = text;
-  }
-
-  /** Requests written that carry a revision id and wait for the trainer. */
-  followed() {
-    return this.state.requests.filter((r) => r.experiment === this.state.experiment && r.revision && r.state === 'waiting');
-  }
-
-  /** Asks the status route how the followed requests stand (one request for all of them). */
-  async loadRequestStates() {
-    const followed = this.followed();
-    if (!followed.length) return;
-    const experiment = this.state.experiment;
-    const r = await sequenced(this.seq, 'status', { experiment },
-      () => this.api.status(experiment, followed.map((x) => x.revision)), () => ({ experiment: this.state.experiment }));
-    if (!r.stale && r.ok) this.state.statusReply = r.value;
-  }
-
-  /**
-   * A followed request's state: the status route's answer for its revision,
-   * else the same rule applied here (requests.js) to the status' `control`.
-   */
-  revisionState(request) {
-    const reply = this.state.statusReply;
-    if (reply && reply.requests && typeof reply.requests[request.revision] === 'string') return reply.requests[request.revision];
-    const status = reply || (this.state.tree && this.state.tree.status) || null;
-    const mine = this.state.requests.filter((x) => x.experiment === request.experiment && x.revision);
-    const later = mine.slice(mine.indexOf(request) + 1).map((x) => x.revision);
-    const current = reply && reply.control_file && reply.control_file.revision;
-    if (current && typeof current.id === 'string' && current.id !== request.revision) later.push(current.id);
-    return requestState(status, request.revision, { later });
-  }
-
-  /** Updates the written requests from the latest answers (trainer status). */
-  trackRequests() {
-    const tree = this.state.tree;
-    for (const r of this.state.requests) {
-      if (r.experiment !== this.state.experiment || r.state !== 'waiting') continue;
-      if (r.revision) {
-        const state = this.revisionState(r);
-        r.trainer = state === NO_TRAINER ? 'gone' : 'alive';
-        if (state === PENDING || state === NO_TRAINER) continue;
-        const control = (this.state.statusReply && this.state.statusReply.control) || (tree && tree.status && tree.status.control) || {};
-        Object.assign(r, {
-          state: state === REJECTED ? 'failed' : 'done',
-          unchanged: state === UNCHANGED,
-          message: state === REJECTED ? String(control.error || 'the trainer refused it') : undefined,
-          doneAt: Date.now(),
-        });
-        continue;
-      }
-      const p = requestProgress(r, tree);
-      if (p.state === 'waiting') continue;
-      Object.assign(r, { state: p.state, node: p.node, message: p.message, doneAt: Date.now() });
-    }
-    const now = Date.now();
-    this.state.requests = this.state.requests.filter((r) => r.state === 'waiting' || now - r.doneAt < DONE_SHOWN_MS);
-  }
-
-  pendingNames() {
-    const names = new Set();
-    for (const r of this.state.requests) {
-      if (r.kind === 'hyperparameters' && r.state === 'waiting' && r.experiment === this.state.experiment) {
-        for (const name of Object.keys(r.values || {})) names.add(name);
-      }
-    }
-    return names;
   }
 
   // -------------------------------------------------------------------------
@@ -435,60 +360,11 @@ export class RetuneApp {
     this.renderBanners();
   }
 
-  bannerItems() {
-    const items = [];
-    const tree = this.state.tree;
-    const alive = tree && tree.trainer && tree.trainer.alive;
-    for (const r of this.state.requests) {
-      if (r.experiment !== this.state.experiment) continue;
-      const dismiss = () => {
-        this.state.requests = this.state.requests.filter((x) => x !== r);
-        this.renderBanners();
-      };
-      const node = r.kind === 'restore' && r.state === 'done' ? r.node || this.nodeOfRequest(r.id) : null;
-      if (r.state === 'waiting') {
-        const gone = r.revision ? r.trainer === 'gone' : !alive;
-        const hint = gone
-          ? 'the trainer is not running; it takes it when training runs again on this experiment.'
-          : 'waiting for the trainer to take it…';
-        items.push({ kind: gone ? 'warn' : 'info', text: `Written: ${r.what}${r.id ? ` (${r.id})` : ''}; ${hint}` });
-      } else if (r.state === 'failed' && r.error !== undefined) {
-        items.push({ kind: 'error', text: `Could not write ${r.what}: ${r.error}`, onclose: dismiss });
-      } else if (r.state === 'done' && r.unchanged) {
-        items.push({ kind: 'ok', text: `The trainer took ${r.what}: nothing to change, these values were in force.`, onclose: dismiss });
-      } else if (node) {
-        items.push({
-          kind: 'ok',
-          text: `The trainer carried out ${r.what}: new branch ${node.branch}, from step ${node.start_step}.`,
-          action: { label: `Show ${node.branch}`, onclick: () => this.selectNode(node.id, { reveal: true }) },
-          onclose: dismiss,
-        });
-      } else if (r.state === 'done' && r.kind === 'restore') {
-        items.push({ kind: 'ok', text: `The trainer carried out ${r.what}; its new branch appears in the tree shortly.`, onclose: dismiss });
-      } else if (r.state === 'done' && r.kind === 'stop') {
-        const text = r.message ? `The trainer stopped (${r.message}).` : 'The trainer took the stop: it ends fit after its current batch.';
-        items.push({ kind: 'ok', text, onclose: dismiss });
-      } else if (r.state === 'done') {
-        items.push({ kind: 'ok', text: `The trainer applied ${r.what}.`, onclose: dismiss });
-      } else if (r.state === 'failed') {
-        items.push({ kind: 'error', text: `The trainer rejected ${r.what}: ${r.message}`, onclose: dismiss });
-      }
-    }
-    // What the server found wrong while reading the tree (interface 2).
-    const warnings = tree && Array.isArray(tree.warnings) ? tree.warnings : [];
-    for (const w of warnings.slice(0, WARNINGS_SHOWN)) items.push({ kind: 'warn', text: String(w) });
-    if (warnings.length > WARNINGS_SHOWN) items.push({ kind: 'warn', text: `…and ${warnings.length - WARNINGS_SHOWN} more warnings about this tree.` });
-    return items;
-  }
-
-  /** The first node of the branch that restore request `id` made, once it is in the tree. */
-  nodeOfRequest(id) {
-    const nodes = (this.state.tree && this.state.tree.nodes) || [];
-    return id ? nodes.find((n) => n.request_id === id) || null : null;
-  }
-
   renderBanners() {
-    const items = this.bannerItems();
+    const items = this.requests.bannerItems(this.state.experiment, this.state.tree, {
+      onShow: (node) => this.selectNode(node.id, { reveal: true }),
+      onDismiss: () => this.renderBanners(),
+    });
     this.redraw.ifChanged('banners', items.map((b) => [b.kind, b.text, b.action ? b.action.label : null]),
       () => renderBanners(this.ui.banners, items));
   }
@@ -582,6 +458,6 @@ export class RetuneApp {
   }
 
   renderForm() {
-    this.form.render(this.state.tree, this.state.experiment, this.pendingNames());
+    this.form.render(this.state.tree, this.state.experiment, this.requests.pendingNames(this.state.experiment));
   }
 }

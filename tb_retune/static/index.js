@@ -1436,28 +1436,6 @@ var Redraw = class {
   }
 };
 
-// src/requests.js
-var PENDING = "pending";
-var APPLIED = "applied";
-var REJECTED = "rejected";
-var UNCHANGED = "unchanged";
-var NO_TRAINER = "no_trainer";
-var RESULTS = [APPLIED, REJECTED, UNCHANGED];
-function controlRecord(status) {
-  const record = status && typeof status === "object" ? status.control : null;
-  if (!record || typeof record !== "object" || Array.isArray(record) || !RESULTS.includes(record.result)) return null;
-  return record;
-}
-function trainerGone(status) {
-  return !status || typeof status !== "object" || status.state !== "training";
-}
-function requestState(status, revisionId, { later = [] } = {}) {
-  const record = controlRecord(status);
-  if (record && (record.revision === revisionId || later.includes(record.revision))) return record.result;
-  if (trainerGone(status)) return NO_TRAINER;
-  return PENDING;
-}
-
 // src/sequence.js
 var Sequencer = class {
   constructor() {
@@ -1582,6 +1560,162 @@ function layoutSteps(tree2) {
   const ticks = stepTicks(lo, hi).map((step) => ({ step, x: step * scale }));
   const y1 = Math.max(NODE_H, lane.size * LANE_H);
   return { nodes, links, bounds: { x0: x0 - 90, y0: -28, x1, y1 }, index, lanes, ticks, scale };
+}
+
+// src/requests.js
+var PENDING = "pending";
+var APPLIED = "applied";
+var REJECTED = "rejected";
+var UNCHANGED = "unchanged";
+var NO_TRAINER = "no_trainer";
+var RESULTS = [APPLIED, REJECTED, UNCHANGED];
+function controlRecord(status) {
+  const record = status && typeof status === "object" ? status.control : null;
+  if (!record || typeof record !== "object" || Array.isArray(record) || !RESULTS.includes(record.result)) return null;
+  return record;
+}
+function trainerGone(status) {
+  return !status || typeof status !== "object" || status.state !== "training";
+}
+function requestState(status, revisionId, { later = [] } = {}) {
+  const record = controlRecord(status);
+  if (record && (record.revision === revisionId || later.includes(record.revision))) return record.result;
+  if (trainerGone(status)) return NO_TRAINER;
+  return PENDING;
+}
+
+// src/tracking.js
+var DONE_SHOWN_MS = 6e4;
+var WARNINGS_SHOWN = 5;
+var RequestTracker = class {
+  constructor() {
+    this.list = [];
+    this.statusReply = null;
+  }
+  /** Records a request written (or that could not be written: `request.error`). */
+  add(request, answer) {
+    const failed = request.error !== void 0;
+    this.list.push({
+      ...request,
+      answer,
+      sentAt: Date.now() / 1e3,
+      // The writer's revision id (interface 1): followed through the status' `control`.
+      revision: answer && typeof answer.revision === "string" ? answer.revision : null,
+      state: failed ? "failed" : "waiting",
+      doneAt: failed ? Date.now() : void 0
+    });
+  }
+  /** Requests of `experiment` that carry a revision id and wait for the trainer. */
+  followed(experiment) {
+    return this.list.filter((r) => r.experiment === experiment && r.revision && r.state === "waiting");
+  }
+  /** Asks the status route how the followed requests stand (one request for all of them). */
+  async load(api, seq, experiment) {
+    const followed = this.followed(experiment);
+    if (!followed.length) return;
+    const r = await sequenced(
+      seq,
+      "status",
+      { experiment },
+      () => api.status(experiment, followed.map((x) => x.revision)),
+      () => ({ experiment })
+    );
+    if (!r.stale && r.ok) this.statusReply = r.value;
+  }
+  /** A followed request's state (see requests.requestState). */
+  revisionState(request, tree2) {
+    const reply = this.statusReply;
+    if (reply && reply.requests && typeof reply.requests[request.revision] === "string") return reply.requests[request.revision];
+    const status = reply || tree2 && tree2.status || null;
+    const mine = this.list.filter((x) => x.experiment === request.experiment && x.revision);
+    const later = mine.slice(mine.indexOf(request) + 1).map((x) => x.revision);
+    const current = reply && reply.control_file && reply.control_file.revision;
+    if (current && typeof current.id === "string" && current.id !== request.revision) later.push(current.id);
+    return requestState(status, request.revision, { later });
+  }
+  /** Updates the requests of `experiment` from the latest answers; drops those done a while ago. */
+  track(experiment, tree2) {
+    for (const r of this.list) {
+      if (r.experiment !== experiment || r.state !== "waiting") continue;
+      if (r.revision) {
+        const state = this.revisionState(r, tree2);
+        r.trainer = state === NO_TRAINER ? "gone" : "alive";
+        if (state === PENDING || state === NO_TRAINER) continue;
+        const control = this.statusReply && this.statusReply.control || tree2 && tree2.status && tree2.status.control || {};
+        Object.assign(r, {
+          state: state === REJECTED ? "failed" : "done",
+          unchanged: state === UNCHANGED,
+          message: state === REJECTED ? String(control.error || "the trainer refused it") : void 0,
+          doneAt: Date.now()
+        });
+        continue;
+      }
+      const p = requestProgress(r, tree2);
+      if (p.state === "waiting") continue;
+      Object.assign(r, { state: p.state, node: p.node, message: p.message, doneAt: Date.now() });
+    }
+    const now = Date.now();
+    this.list = this.list.filter((r) => r.state === "waiting" || now - r.doneAt < DONE_SHOWN_MS);
+  }
+  /** Names of hyperparameters written to `experiment` and not yet applied (the form keeps showing them). */
+  pendingNames(experiment) {
+    const names = /* @__PURE__ */ new Set();
+    for (const r of this.list) {
+      if (r.kind === "hyperparameters" && r.state === "waiting" && r.experiment === experiment) {
+        for (const name of Object.keys(r.values || {})) names.add(name);
+      }
+    }
+    return names;
+  }
+  /**
+   * The banners of `experiment`: its requests, then the tree's warnings
+   * (interface 2). `onShow(node)` opens a restored branch; `onDismiss()` redraws.
+   */
+  bannerItems(experiment, tree2, { onShow, onDismiss }) {
+    const items = [];
+    const alive = tree2 && tree2.trainer && tree2.trainer.alive;
+    for (const r of this.list) {
+      if (r.experiment !== experiment) continue;
+      const dismiss = () => {
+        this.list = this.list.filter((x) => x !== r);
+        onDismiss();
+      };
+      const node = r.kind === "restore" && r.state === "done" ? r.node || nodeOfRequest(tree2, r.id) : null;
+      if (r.state === "waiting") {
+        const gone = r.revision ? r.trainer === "gone" : !alive;
+        const hint = gone ? "the trainer is not running; it takes it when training runs again on this experiment." : "waiting for the trainer to take it…";
+        items.push({ kind: gone ? "warn" : "info", text: `Written: ${r.what}${r.id ? ` (${r.id})` : ""}; ${hint}` });
+      } else if (r.state === "failed" && r.error !== void 0) {
+        items.push({ kind: "error", text: `Could not write ${r.what}: ${r.error}`, onclose: dismiss });
+      } else if (r.state === "done" && r.unchanged) {
+        items.push({ kind: "ok", text: `The trainer took ${r.what}: nothing to change, these values were in force.`, onclose: dismiss });
+      } else if (node) {
+        items.push({
+          kind: "ok",
+          text: `The trainer carried out ${r.what}: new branch ${node.branch}, from step ${node.start_step}.`,
+          action: { label: `Show ${node.branch}`, onclick: () => onShow(node) },
+          onclose: dismiss
+        });
+      } else if (r.state === "done" && r.kind === "restore") {
+        items.push({ kind: "ok", text: `The trainer carried out ${r.what}; its new branch appears in the tree shortly.`, onclose: dismiss });
+      } else if (r.state === "done" && r.kind === "stop") {
+        const text = r.message ? `The trainer stopped (${r.message}).` : "The trainer took the stop: it ends fit after its current batch.";
+        items.push({ kind: "ok", text, onclose: dismiss });
+      } else if (r.state === "done") {
+        items.push({ kind: "ok", text: `The trainer applied ${r.what}.`, onclose: dismiss });
+      } else if (r.state === "failed") {
+        items.push({ kind: "error", text: `The trainer rejected ${r.what}: ${r.message}`, onclose: dismiss });
+      }
+    }
+    const warnings = tree2 && Array.isArray(tree2.warnings) ? tree2.warnings : [];
+    for (const w of warnings.slice(0, WARNINGS_SHOWN)) items.push({ kind: "warn", text: String(w) });
+    if (warnings.length > WARNINGS_SHOWN) items.push({ kind: "warn", text: `…and ${warnings.length - WARNINGS_SHOWN} more warnings about this tree.` });
+    return items;
+  }
+};
+function nodeOfRequest(tree2, id) {
+  const nodes = tree2 && tree2.nodes || [];
+  return id ? nodes.find((n) => n.request_id === id) || null : null;
 }
 
 // src/branches.js
@@ -2896,12 +3030,11 @@ var PanZoom = class {
 // src/app.js
 var STORAGE_KEY = "tb-retune.experiment";
 var TEXT_MIN_SCALE = 0.4;
-var DONE_SHOWN_MS = 6e4;
-var WARNINGS_SHOWN = 5;
 var RetuneApp = class {
   constructor(root, api) {
     this.api = api;
     this.seq = new Sequencer();
+    this.requests = new RequestTracker();
     this.redraw = new Redraw();
     this.ui = buildShell(root);
     this.state = {
@@ -2913,8 +3046,6 @@ var RetuneApp = class {
       details: null,
       detailsError: null,
       loadError: null,
-      requests: [],
-      // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
       configOpen: false,
       mode: "tree",
       // 'tree' | 'steps' | 'table'
@@ -3037,8 +3168,8 @@ var RetuneApp = class {
     const tree2 = r.value.body;
     this.state.loadError = null;
     this.state.tree = tree2;
-    await this.loadRequestStates();
-    this.trackRequests();
+    await this.requests.load(this.api, this.seq, experiment);
+    this.requests.track(experiment, tree2);
     this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
     if (this.state.selected === null || !this.reveal(this.state.selected)) {
       const nodes = tree2.nodes || [];
@@ -3132,7 +3263,6 @@ var RetuneApp = class {
   }
   switchTo(name) {
     Object.assign(this.state, {
-      statusReply: null,
       experiment: name,
       tree: null,
       layout: null,
@@ -3145,8 +3275,10 @@ var RetuneApp = class {
     this.redraw.forget();
     this.form.clear();
     this.nodeCard.restoreMessage.textContent = "";
+    this.requests.statusReply = null;
     this.seq.cancel("tree");
     this.seq.cancel("node");
+    this.seq.cancel("status");
     this.treeView.setLayout(null);
     placeHalo(this.ui.halo, null);
     this.nodeCard.empty("Loading…");
@@ -3185,91 +3317,15 @@ var RetuneApp = class {
     else if (this.state.selected) this.selectNode(this.state.selected, { reveal: true });
   }
   // -------------------------------------------------------------------------
-  // Written requests.
+  // Written requests (tracking.js follows them).
   /** Records a request written into retune.json, to follow it until the trainer takes it. */
   addRequest(request, answer) {
-    const failed = request.error !== void 0;
-    this.state.requests.push({
-      ...request,
-      answer,
-      sentAt: Date.now() / 1e3,
-      // The writer's revision id (interface 1): followed through the status' `control`.
-      revision: answer && typeof answer.revision === "string" ? answer.revision : null,
-      state: failed ? "failed" : "waiting",
-      message: failed ? `not written: ${request.error}` : void 0,
-      doneAt: failed ? Date.now() : void 0
-    });
+    this.requests.add(request, answer);
     this.renderBanners();
   }
   setMessage(el, kind, text) {
     el.setAttribute("class", `${el.classList[0]} msg-${kind}`);
     el.textContent = text;
-  }
-  /** Requests written that carry a revision id and wait for the trainer. */
-  followed() {
-    return this.state.requests.filter((r) => r.experiment === this.state.experiment && r.revision && r.state === "waiting");
-  }
-  /** Asks the status route how the followed requests stand (one request for all of them). */
-  async loadRequestStates() {
-    const followed = this.followed();
-    if (!followed.length) return;
-    const experiment = this.state.experiment;
-    const r = await sequenced(
-      this.seq,
-      "status",
-      { experiment },
-      () => this.api.status(experiment, followed.map((x) => x.revision)),
-      () => ({ experiment: this.state.experiment })
-    );
-    if (!r.stale && r.ok) this.state.statusReply = r.value;
-  }
-  /**
-   * A followed request's state: the status route's answer for its revision,
-   * else the same rule applied here (requests.js) to the status' `control`.
-   */
-  revisionState(request) {
-    const reply = this.state.statusReply;
-    if (reply && reply.requests && typeof reply.requests[request.revision] === "string") return reply.requests[request.revision];
-    const status = reply || this.state.tree && this.state.tree.status || null;
-    const mine = this.state.requests.filter((x) => x.experiment === request.experiment && x.revision);
-    const later = mine.slice(mine.indexOf(request) + 1).map((x) => x.revision);
-    const current = reply && reply.control_file && reply.control_file.revision;
-    if (current && typeof current.id === "string" && current.id !== request.revision) later.push(current.id);
-    return requestState(status, request.revision, { later });
-  }
-  /** Updates the written requests from the latest answers (trainer status). */
-  trackRequests() {
-    const tree2 = this.state.tree;
-    for (const r of this.state.requests) {
-      if (r.experiment !== this.state.experiment || r.state !== "waiting") continue;
-      if (r.revision) {
-        const state = this.revisionState(r);
-        r.trainer = state === NO_TRAINER ? "gone" : "alive";
-        if (state === PENDING || state === NO_TRAINER) continue;
-        const control = this.state.statusReply && this.state.statusReply.control || tree2 && tree2.status && tree2.status.control || {};
-        Object.assign(r, {
-          state: state === REJECTED ? "failed" : "done",
-          unchanged: state === UNCHANGED,
-          message: state === REJECTED ? String(control.error || "the trainer refused it") : void 0,
-          doneAt: Date.now()
-        });
-        continue;
-      }
-      const p = requestProgress(r, tree2);
-      if (p.state === "waiting") continue;
-      Object.assign(r, { state: p.state, node: p.node, message: p.message, doneAt: Date.now() });
-    }
-    const now = Date.now();
-    this.state.requests = this.state.requests.filter((r) => r.state === "waiting" || now - r.doneAt < DONE_SHOWN_MS);
-  }
-  pendingNames() {
-    const names = /* @__PURE__ */ new Set();
-    for (const r of this.state.requests) {
-      if (r.kind === "hyperparameters" && r.state === "waiting" && r.experiment === this.state.experiment) {
-        for (const name of Object.keys(r.values || {})) names.add(name);
-      }
-    }
-    return names;
   }
   // -------------------------------------------------------------------------
   // Rendering.
@@ -3298,55 +3354,11 @@ var RetuneApp = class {
     this.ui.treeMessage.textContent = message ?? "";
     this.renderBanners();
   }
-  bannerItems() {
-    const items = [];
-    const tree2 = this.state.tree;
-    const alive = tree2 && tree2.trainer && tree2.trainer.alive;
-    for (const r of this.state.requests) {
-      if (r.experiment !== this.state.experiment) continue;
-      const dismiss = () => {
-        this.state.requests = this.state.requests.filter((x) => x !== r);
-        this.renderBanners();
-      };
-      const node = r.kind === "restore" && r.state === "done" ? r.node || this.nodeOfRequest(r.id) : null;
-      if (r.state === "waiting") {
-        const gone = r.revision ? r.trainer === "gone" : !alive;
-        const hint = gone ? "the trainer is not running; it takes it when training runs again on this experiment." : "waiting for the trainer to take it…";
-        items.push({ kind: gone ? "warn" : "info", text: `Written: ${r.what}${r.id ? ` (${r.id})` : ""}; ${hint}` });
-      } else if (r.state === "failed" && r.error !== void 0) {
-        items.push({ kind: "error", text: `Could not write ${r.what}: ${r.error}`, onclose: dismiss });
-      } else if (r.state === "done" && r.unchanged) {
-        items.push({ kind: "ok", text: `The trainer took ${r.what}: nothing to change, these values were in force.`, onclose: dismiss });
-      } else if (node) {
-        items.push({
-          kind: "ok",
-          text: `The trainer carried out ${r.what}: new branch ${node.branch}, from step ${node.start_step}.`,
-          action: { label: `Show ${node.branch}`, onclick: () => this.selectNode(node.id, { reveal: true }) },
-          onclose: dismiss
-        });
-      } else if (r.state === "done" && r.kind === "restore") {
-        items.push({ kind: "ok", text: `The trainer carried out ${r.what}; its new branch appears in the tree shortly.`, onclose: dismiss });
-      } else if (r.state === "done" && r.kind === "stop") {
-        const text = r.message ? `The trainer stopped (${r.message}).` : "The trainer took the stop: it ends fit after its current batch.";
-        items.push({ kind: "ok", text, onclose: dismiss });
-      } else if (r.state === "done") {
-        items.push({ kind: "ok", text: `The trainer applied ${r.what}.`, onclose: dismiss });
-      } else if (r.state === "failed") {
-        items.push({ kind: "error", text: `The trainer rejected ${r.what}: ${r.message}`, onclose: dismiss });
-      }
-    }
-    const warnings = tree2 && Array.isArray(tree2.warnings) ? tree2.warnings : [];
-    for (const w of warnings.slice(0, WARNINGS_SHOWN)) items.push({ kind: "warn", text: String(w) });
-    if (warnings.length > WARNINGS_SHOWN) items.push({ kind: "warn", text: `…and ${warnings.length - WARNINGS_SHOWN} more warnings about this tree.` });
-    return items;
-  }
-  /** The first node of the branch that restore request `id` made, once it is in the tree. */
-  nodeOfRequest(id) {
-    const nodes = this.state.tree && this.state.tree.nodes || [];
-    return id ? nodes.find((n) => n.request_id === id) || null : null;
-  }
   renderBanners() {
-    const items = this.bannerItems();
+    const items = this.requests.bannerItems(this.state.experiment, this.state.tree, {
+      onShow: (node) => this.selectNode(node.id, { reveal: true }),
+      onDismiss: () => this.renderBanners()
+    });
     this.redraw.ifChanged(
       "banners",
       items.map((b) => [b.kind, b.text, b.action ? b.action.label : null]),
@@ -3432,7 +3444,7 @@ var RetuneApp = class {
     });
   }
   renderForm() {
-    this.form.render(this.state.tree, this.state.experiment, this.pendingNames());
+    this.form.render(this.state.tree, this.state.experiment, this.requests.pendingNames(this.state.experiment));
   }
 };
 
