@@ -26,7 +26,7 @@ from typing import Any
 # Runnable as a script from anywhere: the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab")
+SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab", "table")
 
 #: key -> (comparison, bound). ``<=``/``<``: the value must not exceed the bound.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -36,6 +36,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "checkpoint_vs_save_weights": ("<=", 1.2),
     "restore_vs_load_weights": ("<=", 1.2),
     "tab_render_ms_1000_nodes": ("<", 300.0),
+    "table_render_ms_1000_branches": ("<", 100.0),
 }
 
 #: target key -> the profiles (by name prefix) that explain it when it is missed.
@@ -46,6 +47,7 @@ PROFILE_OF = {
     "checkpoint_vs_save_weights": "checkpoint.profile_save",
     "restore_vs_load_weights": "checkpoint.profile_load",
     "tab_render_ms_1000_nodes": "plugin.",
+    "table_render_ms_1000_branches": "table.",
 }
 
 #: The rows of the table: (key, what it is, unit).
@@ -81,6 +83,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("tab_render_ms_100_nodes", "tab: render + paint, 100 nodes", "ms"),
     ("tab_render_ms_1000_nodes", "tab: render + paint, 1,000 nodes", "ms"),
     ("tab_render_ms_10000_nodes", "tab: render + paint, 10,000 nodes", "ms"),
+    ("table_render_ms_1000_branches", "tab: branch table of 1,000 branches, sort + paint", "ms"),
 ]
 
 
@@ -262,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                     section("tab", lambda: bench_plugin.tab(served, reps=reps))
         finally:
             served.close()
+
+    if "table" in only:
+        from benchmarks import bench_plugin, bench_table
+
+        if not os.path.exists(bench_plugin.CHROMIUM):
+            log(f"no Chromium at {bench_plugin.CHROMIUM} (`make chromium`); skipping the branch table")
+        else:
+            section("table", lambda: bench_table.table(reps=5 if quick else 15, log=log))
 
     result["seconds"] = round(time.perf_counter() - started, 1)
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -4,10 +4,13 @@
 // esbuild version: same bytes), so a test can check that the committed file
 // is current.
 //
-//   node build.mjs                    writes ../tb_retune/static/index.js
-//   node build.mjs --outfile FILE     writes FILE instead
+//   node build.mjs                    writes src/control_schema.json (from the
+//                                     Python side), then ../tb_retune/static/index.js
+//   node build.mjs --outfile FILE     writes FILE instead (the schema as it is)
 
 import * as esbuild from 'esbuild';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +36,7 @@ export function buildOptions(outfile = DEFAULT_OUTFILE) {
     entryPoints: [path.join(HERE, 'src', 'index.js')],
     outfile,
     bundle: true,
+    preserveSymlinks: true, // node_modules may be a symlink to a shared install: same bytes either way
     format: 'esm',
     platform: 'browser',
     target: ['es2020'],
@@ -56,9 +60,26 @@ export async function build(outfile = DEFAULT_OUTFILE) {
   return outfile;
 }
 
+/**
+ * Writes src/control_schema.json from tb_retune/experiment/control.py with
+ * tools/control_schema.py: the Python of $PYTHON, else the repository's
+ * .venv, else python3.
+ */
+export function makeControlSchema() {
+  const repo = path.resolve(HERE, '..');
+  const venv = path.join(repo, '.venv', 'bin', 'python');
+  const python = process.env.PYTHON || (existsSync(venv) ? venv : 'python3');
+  const r = spawnSync(python, [path.join(HERE, 'tools', 'control_schema.py')], {
+    stdio: 'inherit',
+    env: { ...process.env, PYTHONPATH: [repo, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) },
+  });
+  if (r.status !== 0) throw new Error(`${python} tools/control_schema.py failed (${r.error ? r.error.message : `exit ${r.status}`})`);
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const i = process.argv.indexOf('--outfile');
   const outfile = i >= 0 ? path.resolve(process.argv[i + 1]) : DEFAULT_OUTFILE;
+  if (i < 0) makeControlSchema();
   await build(outfile);
   console.log(`built ${path.relative(process.cwd(), outfile) || outfile}`);
 }

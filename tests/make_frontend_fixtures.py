@@ -114,6 +114,8 @@ def make_fixtures(out_dir: str) -> list[str]:
         ("tree_small", "digits", {"branches": 3, "nodes": 9, "steps_per_node": 100, "seed": 1}, True),
         ("tree_branchy", "sweeps/a", {"branches": 12, "nodes": 60, "steps_per_node": 200, "seed": 7}, False),
         ("tree_root", ".", {"branches": 1, "nodes": 1, "steps_per_node": 100, "seed": 3}, True),
+        # Long runs of changes on each branch: the groups and the step layout.
+        ("tree_long", "long", {"branches": 3, "nodes": 50, "steps_per_node": 40, "seed": 5}, True),
     ]
     written: list[str] = []
     experiments = []
@@ -159,7 +161,52 @@ def make_fixtures(out_dir: str) -> list[str]:
             experiments.append(_experiment_entry(name, tree))
     _write(os.path.join(out_dir, "experiments.json"), {"experiments": experiments})
     written.append("experiments.json")
+    _write(os.path.join(out_dir, "request_cases.json"), {"cases": request_cases()})
+    written.append("request_cases.json")
     return sorted(written)
+
+
+def request_cases() -> list[dict[str, Any]]:
+    """Cases of the request rule (``tb_retune.experiment.requests.request_state``).
+
+    The tab's copy of the rule (``frontend/src/requests.js``) is tested on
+    them, and ``tests/test_request_cases.py`` holds each ``expected`` against
+    the Python rule. No case has a ``pid``: the pid check is the server's
+    alone (a browser cannot make it).
+    """
+    now = FIXED_TIME
+    live = {"state": "training", "heartbeat": now - 1, "step": 120}
+
+    def control(revision: Any, result: Any, error: Any = None) -> dict[str, Any]:
+        return {"revision": revision, "sha256": "ab" * 32, "result": result, "error": error, "time": now - 0.5}
+
+    rows: list[tuple[str, Any, str, list[str], str]] = [
+        ("no status: no trainer", None, "w-000000000001", [], "no_trainer"),
+        ("a live trainer that took nothing yet", dict(live), "w-000000000001", [], "pending"),
+        ("taken and applied", {**live, "control": control("w-000000000001", "applied")}, "w-000000000001", [], "applied"),
+        ("taken and rejected", {**live, "control": control("w-000000000001", "rejected",
+                                                           "hyperparameters.momentum: must be <= 1, got 1.5")},
+         "w-000000000001", [], "rejected"),
+        ("taken, nothing to change", {**live, "control": control("w-000000000001", "unchanged")},
+         "w-000000000001", [], "unchanged"),
+        ("a later revision carries it", {**live, "control": control("w-000000000002", "applied")},
+         "w-000000000001", ["w-000000000002"], "applied"),
+        ("the trainer took an earlier one", {**live, "control": control("w-000000000000", "applied")},
+         "w-000000000001", [], "pending"),
+        ("finished before taking it", {**live, "state": "finished", "control": control("w-000000000000", "applied")},
+         "w-000000000001", [], "no_trainer"),
+        ("stopped", {**live, "state": "stopped"}, "w-000000000001", [], "no_trainer"),
+        ("failed", {**live, "state": "failed"}, "w-000000000001", [], "no_trainer"),
+        ("taken, then finished", {**live, "state": "finished", "control": control("w-000000000001", "applied")},
+         "w-000000000001", [], "applied"),
+        ("a record with an unknown result is none", {**live, "control": control("w-000000000001", "weird")},
+         "w-000000000001", [], "pending"),
+        ("a control that is not an object", {**live, "control": ["w-000000000001"]}, "w-000000000001", [], "pending"),
+        ("a revision null (hand-edited file)", {**live, "control": control(None, "applied")},
+         "w-000000000001", [], "pending"),
+    ]
+    return [{"name": name, "status": status, "revision": revision, "later": later, "now": now,
+             "expected": expected} for name, status, revision, later, expected in rows]
 
 
 def _write(path: str, obj: Any) -> None:

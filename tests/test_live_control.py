@@ -227,7 +227,7 @@ def _read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
 
     for tag in acc.Tags()["tensors"]:
         out[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)
-                    if not tag.startswith("retune/")]
+                    if not tag.startswith(("retune/", "_hparams_/"))]  # nodes, HParams sessions (issue 19)
     return out
 
 

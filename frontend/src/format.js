@@ -1,32 +1,43 @@
 // Formatting of numbers, hyperparameters, diffs, steps and the trainer's
 // status for the Retune tab. Pure functions: no DOM, no fetch.
 
-/** Short names used in labels; the same as tb_retune._control.SHORT_NAMES. */
-export const SHORT_NAMES = Object.freeze({
-  learning_rate: 'lr',
-  momentum: 'mom',
-  weight_decay: 'wd',
-  epsilon: 'eps',
-  global_clipnorm: 'gclipnorm',
-});
+import SCHEMA from './control_schema.json' with { type: 'json' };
+
+// The control file's rules come from the Python side
+// (tb_retune/experiment/control.py, written into control_schema.json by
+// frontend/tools/control_schema.py at build time): no hand copy to drift.
+
+/** Short names used in labels; control.SHORT_NAMES. */
+export const SHORT_NAMES = Object.freeze({ ...SCHEMA.short_names });
+
+/** Each number hyperparameter's allowed range: control._RANGES. */
+export const RANGES = Object.freeze({ ...SCHEMA.ranges });
 
 /** Hyperparameters that may be null ("turned off"). */
-export const NULLABLE = new Set(['weight_decay', 'clipnorm', 'clipvalue', 'global_clipnorm']);
+export const NULLABLE = new Set(Object.keys(RANGES).filter((name) => RANGES[name].nullable));
 
-/** Hyperparameters that are fixed when the optimizer is built. */
-export const FIXED_AT_BUILD = new Set([
-  'name',
-  'use_ema',
-  'ema_overwrite_frequency',
-  'gradient_accumulation_steps',
-  'loss_scale_factor',
-]);
-
-/** Hyperparameters that must be strictly positive. */
-const POSITIVE = new Set(['learning_rate', 'epsilon', 'epsilon_1', 'epsilon_2']);
+/** Hyperparameters that are fixed when the optimizer is built: control.FIXED_AT_BUILD. */
+export const FIXED_AT_BUILD = new Set(SCHEMA.fixed_at_build);
 
 /** Hyperparameters that are booleans (checkboxes in the form). */
-const BOOLEANS = new Set(['nesterov', 'amsgrad', 'centered']);
+const BOOLEANS = new Set(SCHEMA.booleans);
+
+/**
+ * What is wrong with `value` for `name` by control.py's ranges, worded as
+ * the trainer words it (`must be >= 0 and <= 1`), or null when it is allowed.
+ */
+export function rangeError(name, value) {
+  const r = Object.prototype.hasOwnProperty.call(RANGES, name) ? RANGES[name] : null;
+  if (!r) return null;
+  const lo = r.min === null ? -Infinity : r.min;
+  const hi = r.max === null ? Infinity : r.max;
+  const ok = (value > lo || (r.min_inclusive && value === lo)) && (value < hi || (r.max_inclusive && value === hi));
+  if (ok) return null;
+  const allowed = [];
+  if (r.min !== null) allowed.push(`${r.min_inclusive ? '>=' : '>'} ${formatValue(r.min)}`);
+  if (r.max !== null) allowed.push(`${r.max_inclusive ? '<=' : '<'} ${formatValue(r.max)}`);
+  return `must be ${allowed.join(' and ')}${r.nullable ? ' (or null to turn it off)' : ''}`;
+}
 
 export function shortName(name) {
   return Object.prototype.hasOwnProperty.call(SHORT_NAMES, name) ? SHORT_NAMES[name] : String(name);
@@ -279,7 +290,8 @@ export function parseNumberInput(name, raw, current) {
   }
   const value = Number(text);
   if (!Number.isFinite(value)) return { error: `${name}: must be a finite number, got ${text}` };
-  if (POSITIVE.has(name) && !(value > 0)) return { error: `${name}: must be > 0, got ${text}` };
+  const wrong = rangeError(name, value);
+  if (wrong) return { error: `${name}: ${wrong}, got ${text}` };
   return { value };
 }
 

@@ -44,7 +44,8 @@ const VIRTUAL_ROOT = '\u0000root';
  *   links: {source: object, target: object, color: string, restore: boolean, path: string}[],
  *   bounds: {x0: number, y0: number, x1: number, y1: number},
  *   index: Map<string, object>}}
- *   `x`, `y`: the card's top-left corner.
+ *   `x`, `y`: the card's top-left corner, `w` its width (NODE_W here; the step
+ *   layout sizes cards by their steps).
  */
 export function layoutTree(tree) {
   const input = (tree && Array.isArray(tree.nodes) ? tree.nodes : []).filter(
@@ -102,6 +103,7 @@ export function layoutTree(tree) {
       id: n.id,
       x: d.y - (NODE_W + COL_GAP), // depth 1 (a root) at x = 0
       y: d.x - NODE_H / 2,
+      w: NODE_W,
       depth: d.depth - 1,
       node: n,
       color: branchColor(colors.has(n.branch) ? colors.get(n.branch) : 0),
@@ -134,7 +136,7 @@ export function layoutTree(tree) {
 
 /** An S-shaped edge from the right side of `a`'s card to the left of `b`'s. */
 export function linkPath(a, b) {
-  const sx = a.x + NODE_W;
+  const sx = a.x + (a.w ?? NODE_W);
   const sy = a.y + NODE_H / 2;
   const tx = b.x;
   const ty = b.y + NODE_H / 2;
@@ -178,14 +180,14 @@ export function contains(outer, inner) {
 export function cull(layout, rect) {
   const nodes = [];
   for (const n of layout.nodes) {
-    if (n.x + NODE_W >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1) nodes.push(n);
+    if (n.x + (n.w ?? NODE_W) >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1) nodes.push(n);
   }
   const links = [];
   for (const l of layout.links) {
     const a = l.source;
     const b = l.target;
-    const lx0 = a.x + NODE_W;
-    const lx1 = b.x;
+    const lx0 = Math.min(a.x + (a.w ?? NODE_W), b.x);
+    const lx1 = Math.max(b.x, a.x);
     const ly0 = Math.min(a.y, b.y);
     const ly1 = Math.max(a.y, b.y) + NODE_H;
     if (lx1 >= rect.x0 && lx0 <= rect.x1 && ly1 >= rect.y0 && ly0 <= rect.y1) links.push(l);

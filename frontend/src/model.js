@@ -30,7 +30,10 @@ export class Api {
 
   url(path, params) {
     const url = new URL(path, this.baseUrl);
-    for (const [k, v] of Object.entries(params || {})) url.searchParams.set(k, v);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (Array.isArray(v)) for (const item of v) url.searchParams.append(k, item);
+      else url.searchParams.set(k, v);
+    }
     return url.toString();
   }
 
@@ -96,8 +99,15 @@ export class Api {
     return (await this._get('node', { experiment, node })).body;
   }
 
-  async status(experiment) {
-    return (await this._get('status', { experiment })).body;
+  /**
+   * The status route: the status file, the trainer's liveness, its
+   * `control` record and, for each of `revisions`, the request's state by
+   * the server's rule (`requests`).
+   */
+  async status(experiment, revisions = []) {
+    const params = { experiment };
+    if (revisions.length) params.revision = revisions;
+    return (await this._get('status', params)).body;
   }
 
   /** Writes a restore request; resolves to `{written, id, control}`. */
@@ -105,6 +115,11 @@ export class Api {
     const payload = { experiment, branch, step };
     if (hyperparameters && Object.keys(hyperparameters).length) payload.hyperparameters = hyperparameters;
     return this._post('restore', payload);
+  }
+
+  /** Writes `stop: true`; resolves to `{written, control}`. */
+  async stop(experiment) {
+    return this._post('stop', { experiment });
   }
 
   /** Writes hyperparameters; resolves to `{written, control}`. */
@@ -117,13 +132,17 @@ export class Api {
  * Where a request written into retune.json stands, as seen in a tree
  * answer (which holds the trainer's status).
  *
- * @param {{kind: 'restore'|'hyperparameters', id?: string, values?: object, sentAt: number}} request
+ * @param {{kind: 'restore'|'hyperparameters'|'stop', id?: string, values?: object, sentAt: number}} request
  *   `sentAt` in Unix seconds.
  * @param {object|null} tree the `tree` route's answer
  * @returns {{state: 'waiting'|'done'|'failed', node?: object, message?: string}}
  */
 export function requestProgress(request, tree) {
   const status = (tree && tree.status) || null;
+  if (request.kind === 'stop') {
+    const state = tree && tree.trainer && tree.trainer.state;
+    if (state === 'stopped' || state === 'finished' || state === 'failed') return { state: 'done', message: state };
+  }
   if (request.kind === 'restore') {
     const nodes = (tree && tree.nodes) || [];
     const first = nodes.find((n) => n.request_id && n.request_id === request.id);

@@ -36,6 +36,32 @@ export function fitTransform(bounds, width, height, padding = 24, maxScale = 1) 
   };
 }
 
+/** The smallest scale "Fit" goes to: below it a card's text is too small to read. */
+export const LEGIBLE_SCALE = 0.6;
+
+/**
+ * "Fit" that keeps text legible: the whole of `bounds` when that is possible
+ * at `minScale` or more; else, at `minScale`, the part of the tree around
+ * `focus` (the selected or current node), kept inside the tree's bounds.
+ * Runs of changes are collapsed into groups and the rest is culled instead
+ * of shrinking the text below a readable size.
+ */
+export function legibleFit(bounds, width, height, focus, minScale = LEGIBLE_SCALE, padding = 24) {
+  const fit = fitTransform(bounds, width, height, padding);
+  if (fit.k >= minScale) return fit;
+  const k = clampScale(minScale);
+  const cx = focus ? focus.x : (bounds.x0 + bounds.x1) / 2;
+  const cy = focus ? focus.y : (bounds.y0 + bounds.y1) / 2;
+  const t = centerOn(cx, cy, width, height, k);
+  // Along an axis where the tree fits, centre it; where it does not, keep its edges at the view's.
+  const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+  const bw = (bounds.x1 - bounds.x0) * k;
+  const bh = (bounds.y1 - bounds.y0) * k;
+  t.x = bw + 2 * padding <= width ? (width - bw) / 2 - bounds.x0 * k : clamp(t.x, width - padding - bounds.x1 * k, padding - bounds.x0 * k);
+  t.y = bh + 2 * padding <= height ? (height - bh) / 2 - bounds.y0 * k : clamp(t.y, height - padding - bounds.y1 * k, padding - bounds.y0 * k);
+  return t;
+}
+
 /** The transform that puts world point (cx, cy) at the view's centre at scale k. */
 export function centerOn(cx, cy, width, height, k) {
   const s = clampScale(k);
@@ -184,9 +210,10 @@ export class PanZoom {
     this.set(zoomAbout(this.t, w / 2, h / 2, factor));
   }
 
-  fit(bounds) {
+  /** Fits `bounds` in the view, never below a legible scale (see legibleFit). */
+  fit(bounds, focus = null) {
     const [w, h] = this.size();
-    this.set(fitTransform(bounds, w, h));
+    this.set(legibleFit(bounds, w, h, focus));
   }
 
   center(x, y, k = Math.max(this.t.k, 0.8)) {

@@ -133,9 +133,11 @@ test('validateForm: finite numbers, learning_rate > 0, booleans, only changes ar
   assert.deepEqual(r.errors, ['learning_rate: enter a number']);
   r = validateForm({ learning_rate: '0x10' }, current);
   assert.equal(r.errors.length, 1);
-  // A value the server checks (momentum <= 1) passes here: the server's error is shown.
+  // The ranges are control.py's (control_schema.json): momentum <= 1 is checked here too.
   r = validateForm({ momentum: '1.5' }, current);
-  assert.deepEqual(r.changed, { momentum: 1.5 });
+  assert.deepEqual(r.errors, ['momentum: must be >= 0 and <= 1, got 1.5']);
+  r = validateForm({ weight_decay: '-0.1' }, current);
+  assert.deepEqual(r.errors, ['weight_decay: must be >= 0 (or null to turn it off), got -0.1']);
   // The same value as in force, written differently, is no change.
   r = validateForm({ learning_rate: '0.000300' }, { learning_rate: 0.0003 });
   assert.deepEqual(r.changed, {});
@@ -171,4 +173,16 @@ test('sameValue tolerates float32 round trips', () => {
   assert.ok(!sameValue(0.0003, 0.0004));
   assert.ok(sameValue(null, undefined));
   assert.ok(!sameValue(true, 1));
+});
+
+test('the control schema comes from control.py: short names, nullables, fixed and ranges', async () => {
+  const { SHORT_NAMES, NULLABLE, FIXED_AT_BUILD, RANGES, rangeError } = await import('../src/format.js');
+  assert.equal(SHORT_NAMES.learning_rate, 'lr');
+  assert.ok(NULLABLE.has('weight_decay') && NULLABLE.has('clipnorm') && !NULLABLE.has('learning_rate'));
+  assert.ok(FIXED_AT_BUILD.has('use_ema'));
+  assert.equal(RANGES.beta_1.max, 1);
+  assert.equal(RANGES.beta_1.max_inclusive, false);
+  assert.equal(rangeError('beta_1', 1), 'must be >= 0 and < 1');
+  assert.equal(rangeError('beta_1', 0.5), null);
+  assert.equal(rangeError('not_in_schema', -5), null);
 });

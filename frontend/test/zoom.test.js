@@ -48,3 +48,21 @@ test('wheelFactor: down zooms out, up zooms in, line and page modes scaled', () 
   assert.ok(Math.abs(wheelFactor(3, 1) - wheelFactor(48, 0)) < 1e-12);
   assert.equal(transformAttribute({ k: 0.123456789, x: 1.234, y: -5.678 }), 'translate(1.23,-5.68) scale(0.12346)');
 });
+
+test('legibleFit: the whole tree when readable, else legible scale around the focus', async () => {
+  const { legibleFit, LEGIBLE_SCALE } = await import('../src/zoom.js');
+  const small = { x0: 0, y0: 0, x1: 400, y1: 200 };
+  const t = legibleFit(small, 800, 600, null);
+  assert.ok(t.k >= 1 - 1e-9);
+  const big = { x0: 0, y0: 0, x1: 20000, y1: 8000 };
+  const f = legibleFit(big, 800, 600, { x: 10000, y: 4000 });
+  assert.equal(f.k, LEGIBLE_SCALE);
+  // The focus is in view.
+  const sx = 10000 * f.k + f.x;
+  const sy = 4000 * f.k + f.y;
+  assert.ok(sx > 0 && sx < 800 && sy > 0 && sy < 600);
+  // Near an edge, the tree's edge stays at the view's edge (no empty half view).
+  const e = legibleFit(big, 800, 600, { x: 0, y: 0 });
+  assert.equal(e.x, 24);
+  assert.equal(e.y, 24);
+});

@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_request_options(p)
     p.set_defaults(func=_cmd_restore)
 
+    p = add("stop", "end the running training after its current batch",
+            "Writes `stop: true` into retune.json; the trainer ends fit after the current batch, with "
+            "a final checkpoint (state `stopped`). Running the training script again resumes.",
+            "examples:\n  tb-retune stop runs/digits\n  tb-retune stop runs/digits --wait")
+    _add_request_options(p)
+    p.set_defaults(func=_cmd_stop)
+
     p = add("status", "show the trainer's state, step and hyperparameters",
             "Reads retune-status.json: whether the trainer is training, finished or not responding, "
             "its step, branch and node, the hyperparameters in force and the last errors.",
@@ -253,6 +260,20 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     else:
         _emit(f"requested restore {what} as {result['id']}; the trainer carries it out at its next batch "
               "(add --wait to wait for the new branch)")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from tb_retune.cli._requests import request_stop
+
+    result = request_stop(Experiment(args.experiment), wait=args.wait, timeout=_timeout(args))
+    if args.json:
+        _emit(_dump(result))
+    elif args.wait:
+        _emit(f"stopped at step {result['step']} (state {result['state']})")
+    else:
+        _emit(f"wrote {os.path.join(args.experiment, 'retune.json')}: stop; the trainer ends fit after its "
+              "current batch (add --wait to wait for it)")
     return 0
 
 

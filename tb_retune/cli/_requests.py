@@ -231,3 +231,21 @@ def request_restore(experiment: Experiment, *, branch: str | None, step: int,
     result["applied"] = entry
     result["branch"] = entry.get("branch")
     return result
+
+
+def request_stop(experiment: Experiment, *, wait: bool, timeout: float) -> dict[str, Any]:
+    """Writes ``stop: true``; with ``wait``, returns once the trainer has stopped.
+
+    Returns ``{"written": {"stop": true}, "control": {...}, "state": ..., "step": ...}``.
+    """
+    folder = experiment.require_writable()
+    experiment.require_status()
+    waiter = _Waiter(experiment, timeout, "the stop") if wait else None
+    control = control_file.write_control(folder, {"stop": True})
+    result: dict[str, Any] = {"written": {"stop": True}, "control": control, "state": None, "step": None}
+    if waiter is None:
+        return result
+    status = waiter.wait(lambda st: st if st.get("state") in ("stopped", "finished", "failed") else None)
+    result["state"] = status.get("state")
+    result["step"] = status.get("step")
+    return result

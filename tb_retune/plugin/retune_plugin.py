@@ -116,6 +116,7 @@ class RetunePlugin(base_plugin.TBPlugin):
             "/status": self.status_route,
             "/restore": self.restore_route,
             "/hyperparameters": self.hyperparameters_route,
+            "/stop": self.stop_route,
             "/static/*": self.static_route,
         }
 
@@ -203,6 +204,17 @@ class RetunePlugin(base_plugin.TBPlugin):
         control = _write(folder, update)
         return {"written": update, "control": control}
 
+    def stop_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes ``stop: true``: the trainer ends ``fit`` after its batch; returns ``{written, revision, control}``."""
+        _check_keys(body, required=("experiment",), optional=())
+        folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
+        if control_file.read_status(folder) is None:
+            raise RequestError(400, f"experiment {body['experiment']!r}: no trainer has run here yet; nothing to stop")
+        update = {"stop": True}
+        control = _write(folder, update)
+        stamp = control.get("revision")  # the writer's revision id (interface 1), once it stamps one
+        return {"written": update, "revision": stamp.get("id") if isinstance(stamp, dict) else None, "control": control}
+
     # -- routes -----------------------------------------------------------
 
     @_route
@@ -227,6 +239,10 @@ class RetunePlugin(base_plugin.TBPlugin):
     @_route
     def restore_route(self, request: _Request) -> _Response:
         return _serve(request, lambda ctx, eid: self.restore_impl(ctx, eid, _json_body(request)), post=True)
+
+    @_route
+    def stop_route(self, request: _Request) -> _Response:
+        return _serve(request, lambda ctx, eid: self.stop_impl(ctx, eid, _json_body(request)), post=True)
 
     @_route
     def hyperparameters_route(self, request: _Request) -> _Response:

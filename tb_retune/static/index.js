@@ -2,62 +2,216 @@
 // change the sources and run `cd frontend && npm run build`.
 
 // src/style.css
-var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid #bdbdbd;border-radius:4px;background:#fff}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:#757575}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:#fff8e1}.banner-ok{background:#e8f5e9}.banner-error{background:#ffebee;color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:#fafafa;overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:#fff;stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:#212121}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid #d0d0d0;border-radius:4px;background:#fff;cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:#f5f5f5}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:#ffffffeb;font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:#fff;border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:#e8f5e9;color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:#eee}.chart .axis{stroke:#bdbdbd}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:#616161}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:#fafafa}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid #616161}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid #f0f0f0;text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:#fff3e0}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid #f5f5f5}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;cursor:pointer}button.restore:hover,.actions button:hover{background:#fff3e0;border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid #c7c7c7;border-radius:4px;background:#fff;min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:#f5f5f5;color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:#fafafa;border:1px solid #eeeeee;border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}\n';
+var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;--card: #ffffff;--canvas: #fafafa;--control-line: #c7c7c7;--line-soft: #eeeeee;--bg-warn: #fff8e1;--bg-ok: #e8f5e9;--bg-error: #ffebee;--bg-accent: #fff3e0;--card-translucent: rgba(255, 255, 255, .92);--hover: rgba(0, 0, 0, .04);color-scheme:light}:root[data-theme=dark]{--text: #e3e3e3;--muted: #a8a8a8;--faint: #7a7a7a;--line: #3c3c3c;--bg: #202124;--pane: #2a2b2e;--link: #8ab4f8;--ok: #81c995;--warn: #fcad70;--error: #f28b82;--card: #2d2e31;--canvas: #1b1c1e;--control-line: #55575b;--line-soft: #333437;--bg-warn: #3a3222;--bg-ok: #1f3326;--bg-error: #3d2424;--bg-accent: #3e2f1e;--card-translucent: rgba(45, 46, 49, .92);--hover: rgba(255, 255, 255, .06);color-scheme:dark}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card)}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:var(--faint)}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:var(--bg-warn)}.banner-ok{background:var(--bg-ok)}.banner-error{background:var(--bg-error);color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:var(--canvas);overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:var(--card);stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:var(--text)}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:var(--pane)}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:var(--card-translucent);font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:var(--card);border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:var(--bg-ok);color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:var(--line-soft)}.chart .axis{stroke:var(--control-line)}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:var(--muted)}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:var(--canvas)}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid var(--muted)}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid var(--line-soft);text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:var(--bg-accent)}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid var(--pane)}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.restore:hover,.actions button:hover{background:var(--bg-accent);border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:var(--pane);color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:var(--canvas);border:1px solid var(--line-soft);border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line);background:var(--tool-bg);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover)}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}.node.group .stack{fill:var(--card);stroke-width:1;stroke-opacity:.6}.node.group .card{stroke-dasharray:4 2}.node.group .label{font-style:italic}.step-tick{font-size:11px;fill:var(--muted)}.step-grid{stroke:var(--line);stroke-width:1}.lane-name{font-size:11.5px;fill:var(--muted)}.lod-low .step-tick,.lod-low .lane-name{display:none}.stop-button{height:26px;padding:0 12px;border:1px solid var(--error);border-radius:13px;background:transparent;color:var(--error);cursor:pointer}.stop-button[data-armed="1"]{background:var(--error);color:#fff}\n';
 
-// src/dom.js
-var SVG_NS = "http://www.w3.org/2000/svg";
-function apply(el, props) {
-  if (!props) return el;
-  for (const [key, value] of Object.entries(props)) {
-    if (value === void 0 || value === null || value === false) continue;
-    if (key === "text") el.textContent = String(value);
-    else if (key === "class") el.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
-    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
-    else if (key === "dataset") for (const [k, v] of Object.entries(value)) el.dataset[k] = String(v);
-    else if (key === "value") el.value = String(value);
-    else if (key === "checked") el.checked = Boolean(value);
-    else el.setAttribute(key, value === true ? "" : String(value));
+// src/control_schema.json
+var control_schema_default = {
+  generated_from: "tb_retune/experiment/control.py by frontend/tools/control_schema.py",
+  top_level_keys: [
+    "hyperparameters",
+    "restore",
+    "schedule",
+    "stop"
+  ],
+  restore_keys: [
+    "id",
+    "branch",
+    "step",
+    "hyperparameters"
+  ],
+  short_names: {
+    epsilon: "eps",
+    global_clipnorm: "gclipnorm",
+    learning_rate: "lr",
+    momentum: "mom",
+    weight_decay: "wd"
+  },
+  fixed_at_build: [
+    "ema_overwrite_frequency",
+    "gradient_accumulation_steps",
+    "loss_scale_factor",
+    "name",
+    "use_ema"
+  ],
+  booleans: [
+    "amsgrad",
+    "centered",
+    "nesterov"
+  ],
+  clip_keys: [
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm"
+  ],
+  ranges: {
+    beta_1: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: false,
+      nullable: false
+    },
+    beta_2: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: false,
+      nullable: false
+    },
+    beta_2_decay: {
+      min: null,
+      min_inclusive: false,
+      max: 0,
+      max_inclusive: true,
+      nullable: false
+    },
+    clipnorm: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    },
+    clipvalue: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    },
+    ema_momentum: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: true,
+      nullable: false
+    },
+    epsilon: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    epsilon_1: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    epsilon_2: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    global_clipnorm: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    },
+    initial_accumulator_value: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    l1_regularization_strength: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    l2_regularization_strength: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    l2_shrinkage_regularization_strength: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    learning_rate: {
+      min: 0,
+      min_inclusive: false,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    learning_rate_power: {
+      min: null,
+      min_inclusive: false,
+      max: 0,
+      max_inclusive: true,
+      nullable: false
+    },
+    lr_power: {
+      min: null,
+      min_inclusive: false,
+      max: 0,
+      max_inclusive: true,
+      nullable: false
+    },
+    momentum: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: true,
+      nullable: false
+    },
+    ns_steps: {
+      min: 1,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: false
+    },
+    rho: {
+      min: 0,
+      min_inclusive: true,
+      max: 1,
+      max_inclusive: true,
+      nullable: false
+    },
+    weight_decay: {
+      min: 0,
+      min_inclusive: true,
+      max: null,
+      max_inclusive: false,
+      nullable: true
+    }
   }
-  return el;
-}
-function append(el, children) {
-  for (const child of children) {
-    if (child === null || child === void 0 || child === false) continue;
-    if (Array.isArray(child)) append(el, child);
-    else if (typeof child === "string" || typeof child === "number") el.appendChild(document.createTextNode(String(child)));
-    else el.appendChild(child);
-  }
-  return el;
-}
-function h(tag, props, ...children) {
-  return append(apply(document.createElement(tag), props), children);
-}
-function s(tag, props, ...children) {
-  return append(apply(document.createElementNS(SVG_NS, tag), props), children);
-}
-function replaceChildren(el, ...children) {
-  el.textContent = "";
-  return append(el, children);
-}
+};
 
 // src/format.js
-var SHORT_NAMES = Object.freeze({
-  learning_rate: "lr",
-  momentum: "mom",
-  weight_decay: "wd",
-  epsilon: "eps",
-  global_clipnorm: "gclipnorm"
-});
-var NULLABLE = /* @__PURE__ */ new Set(["weight_decay", "clipnorm", "clipvalue", "global_clipnorm"]);
-var FIXED_AT_BUILD = /* @__PURE__ */ new Set([
-  "name",
-  "use_ema",
-  "ema_overwrite_frequency",
-  "gradient_accumulation_steps",
-  "loss_scale_factor"
-]);
-var POSITIVE = /* @__PURE__ */ new Set(["learning_rate", "epsilon", "epsilon_1", "epsilon_2"]);
-var BOOLEANS = /* @__PURE__ */ new Set(["nesterov", "amsgrad", "centered"]);
+var SHORT_NAMES = Object.freeze({ ...control_schema_default.short_names });
+var RANGES = Object.freeze({ ...control_schema_default.ranges });
+var NULLABLE = new Set(Object.keys(RANGES).filter((name) => RANGES[name].nullable));
+var FIXED_AT_BUILD = new Set(control_schema_default.fixed_at_build);
+var BOOLEANS = new Set(control_schema_default.booleans);
+function rangeError(name, value) {
+  const r = Object.prototype.hasOwnProperty.call(RANGES, name) ? RANGES[name] : null;
+  if (!r) return null;
+  const lo = r.min === null ? -Infinity : r.min;
+  const hi = r.max === null ? Infinity : r.max;
+  const ok = (value > lo || r.min_inclusive && value === lo) && (value < hi || r.max_inclusive && value === hi);
+  if (ok) return null;
+  const allowed = [];
+  if (r.min !== null) allowed.push(`${r.min_inclusive ? ">=" : ">"} ${formatValue(r.min)}`);
+  if (r.max !== null) allowed.push(`${r.max_inclusive ? "<=" : "<"} ${formatValue(r.max)}`);
+  return `must be ${allowed.join(" and ")}${r.nullable ? " (or null to turn it off)" : ""}`;
+}
 function shortName(name) {
   return Object.prototype.hasOwnProperty.call(SHORT_NAMES, name) ? SHORT_NAMES[name] : String(name);
 }
@@ -77,6 +231,21 @@ function formatG(value, precision = 6) {
 function stripZeros(text) {
   if (!text.includes(".")) return text;
   return text.replace(/0+$/, "").replace(/\.$/, "");
+}
+function shortNumber(value) {
+  if (value === null || value === void 0) return "null";
+  if (typeof value === "boolean") return String(value);
+  if (typeof value !== "number") return String(value);
+  if (value === 0) return "0";
+  if (!Number.isFinite(value)) return formatG(value);
+  if (Number.isInteger(value) && Math.abs(value) < 1e5) return String(value);
+  const a = Math.abs(value);
+  if (a < 0.01 || a >= 1e5) {
+    let [mant, exp] = value.toExponential(2).split("e");
+    mant = stripZeros(mant);
+    return `${mant}e${Number(exp)}`;
+  }
+  return formatG(value, 4);
 }
 function formatValue(value) {
   if (value === null || value === void 0) return "null";
@@ -209,7 +378,8 @@ function parseNumberInput(name, raw, current) {
   }
   const value = Number(text);
   if (!Number.isFinite(value)) return { error: `${name}: must be a finite number, got ${text}` };
-  if (POSITIVE.has(name) && !(value > 0)) return { error: `${name}: must be > 0, got ${text}` };
+  const wrong = rangeError(name, value);
+  if (wrong) return { error: `${name}: ${wrong}, got ${text}` };
   return { value };
 }
 function validateForm(fields, current) {
@@ -287,6 +457,200 @@ function sameValue(a, b) {
     return Math.abs(a - b) <= 1e-6 * Math.max(Math.abs(a), Math.abs(b));
   }
   return a === b || a == null && b == null;
+}
+
+// src/actions.js
+function inForce(app2) {
+  const status = app2.state.tree && app2.state.tree.status;
+  return status && status.hyperparameters || null;
+}
+async function restore(app2, step) {
+  const experiment = app2.state.experiment;
+  const item = app2.selectedItem();
+  if (!item) return;
+  const ui = app2.nodeCard;
+  const branch = item.node.branch;
+  const parsed = parseAssignments(ui.restoreInput.value, inForce(app2));
+  if (parsed.error) {
+    app2.setMessage(ui.restoreMessage, "error", `Not written: ${parsed.error}`);
+    return;
+  }
+  app2.setMessage(ui.restoreMessage, "info", `Writing a restore of ${branch} at step ${step}…`);
+  let answer;
+  try {
+    answer = await app2.api.restore(experiment, branch, step, parsed.values);
+  } catch (e) {
+    if (experiment === app2.state.experiment) app2.setMessage(ui.restoreMessage, "error", `Not written: ${e.message}`);
+    return;
+  }
+  const id = answer.id || answer.written && answer.written.restore && answer.written.restore.id;
+  const extra = Object.keys(parsed.values).length ? `, then ${Object.entries(parsed.values).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ")}` : "";
+  const what = `restore ${branch} @ ${step}${extra}`;
+  app2.addRequest({ kind: "restore", id, experiment, what }, answer);
+  if (experiment === app2.state.experiment) {
+    app2.setMessage(ui.restoreMessage, "ok", `Wrote to retune.json: ${what} (request ${id}). The trainer will start a new branch.`);
+  }
+  app2.poller.now();
+}
+async function submitForm(app2) {
+  const experiment = app2.state.experiment;
+  const form = app2.form;
+  const { changed, errors } = validateForm(form.values(), inForce(app2) || {});
+  form.message.textContent = "";
+  if (errors.length) {
+    form.error.textContent = errors.join("; ");
+    return;
+  }
+  form.error.textContent = "";
+  if (!Object.keys(changed).length) {
+    app2.setMessage(form.message, "info-static", "Nothing to write: these are the values in force.");
+    return;
+  }
+  let answer;
+  try {
+    answer = await app2.api.setHyperparameters(experiment, changed);
+  } catch (e) {
+    if (experiment === app2.state.experiment) form.error.textContent = e.message;
+    return;
+  }
+  const written = answer.written && answer.written.hyperparameters || changed;
+  const what = Object.entries(written).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ");
+  app2.addRequest({ kind: "hyperparameters", values: written, experiment, what }, answer);
+  if (experiment === app2.state.experiment) {
+    app2.setMessage(form.message, "ok", `Wrote to retune.json: ${what}.`);
+    form.dirty.clear();
+  }
+  app2.poller.now();
+}
+var STOP_ARM_MS = 5e3;
+async function stop(app2) {
+  const button = app2.ui.stop;
+  const experiment = app2.state.experiment;
+  if (button.dataset.armed !== "1") {
+    button.dataset.armed = "1";
+    button.textContent = "Click again to stop";
+    clearTimeout(app2.stopTimer);
+    app2.stopTimer = setTimeout(() => disarm(button), STOP_ARM_MS);
+    return;
+  }
+  disarm(button);
+  let answer;
+  try {
+    answer = await app2.api.stop(experiment);
+  } catch (e) {
+    if (experiment === app2.state.experiment) app2.addRequest({ kind: "stop", experiment, what: "stop", error: e.message }, null);
+    return;
+  }
+  app2.addRequest({ kind: "stop", experiment, what: "stop" }, answer);
+  app2.poller.now();
+}
+function disarm(button) {
+  button.dataset.armed = "";
+  button.textContent = "Stop";
+}
+
+// src/groups.js
+var MIN_GROUP = 3;
+var GROUP_PREFIX = "group:";
+function groupParts(diff, count2, firstStep, lastStep) {
+  const parts = diffRows(diff).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`);
+  const steps = firstStep === lastStep ? `${firstStep}` : `${firstStep}–${lastStep}`;
+  return parts.length ? { what: parts.join(", "), where: `in ${count2} changes @ ${steps}` } : { what: `${count2} changes, back where they started`, where: `@ ${steps}` };
+}
+function groupLabel(diff, count2, firstStep, lastStep) {
+  const { what, where } = groupParts(diff, count2, firstStep, lastStep);
+  return `${what} ${where}`;
+}
+function overall(before, after) {
+  const out = {};
+  for (const name of /* @__PURE__ */ new Set([...Object.keys(before || {}), ...Object.keys(after || {})])) {
+    const a = before ? before[name] : void 0;
+    const b = after ? after[name] : void 0;
+    if (a !== b) out[name] = [a === void 0 ? null : a, b === void 0 ? null : b];
+  }
+  return out;
+}
+function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP) {
+  const nodes = tree2 && tree2.nodes || [];
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const kids = /* @__PURE__ */ new Map();
+  for (const n of nodes) {
+    if (!n.parent || !byId.has(n.parent)) continue;
+    if (!kids.has(n.parent)) kids.set(n.parent, []);
+    kids.get(n.parent).push(n);
+  }
+  const lastOf = /* @__PURE__ */ new Map();
+  for (const b of tree2 && tree2.branches || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
+  const groupable = (n) => {
+    if (!n || !n.parent || n.current || n.reason === "restore" || n.reason === "root" || n.restore) return false;
+    const parent = byId.get(n.parent);
+    if (!parent || parent.branch !== n.branch) return false;
+    if (lastOf.get(n.branch) === n.id) return false;
+    const children = kids.get(n.id) || [];
+    return children.length === 1 && children[0].branch === n.branch;
+  };
+  const groupOf = /* @__PURE__ */ new Map();
+  const groups = /* @__PURE__ */ new Map();
+  const seen = /* @__PURE__ */ new Set();
+  for (const n of nodes) {
+    if (seen.has(n.id) || !groupable(n)) continue;
+    if (groupable(byId.get(n.parent))) continue;
+    const run = [];
+    let cur = n;
+    while (cur && groupable(cur) && !seen.has(cur.id)) {
+      seen.add(cur.id);
+      run.push(cur);
+      cur = (kids.get(cur.id) || [])[0];
+    }
+    if (run.length < min) continue;
+    const id = `${GROUP_PREFIX}${run[0].id}`;
+    const first = run[0];
+    const last = run[run.length - 1];
+    const before = (byId.get(first.parent) || {}).hyperparameters;
+    const diff = overall(before, last.hyperparameters);
+    const group = {
+      id,
+      branch: first.branch,
+      run: first.run,
+      parent: first.parent,
+      children: (kids.get(last.id) || []).map((c) => c.id),
+      start_step: first.start_step,
+      end_step: last.end_step,
+      current: false,
+      reason: "group",
+      restore: null,
+      hyperparameters: last.hyperparameters,
+      diff,
+      metrics: last.metrics,
+      checkpoints: run.flatMap((m) => m.checkpoints || []),
+      label: groupLabel(diff, run.length, first.start_step, last.start_step),
+      group: { members: run.map((m) => m.id), first: first.id, last: last.id, ...groupParts(diff, run.length, first.start_step, last.start_step) }
+    };
+    groups.set(id, group);
+    for (const m of run) groupOf.set(m.id, id);
+  }
+  if (!groups.size) return { tree: tree2, groupOf, groups };
+  const closed = new Set([...groups.keys()].filter((g) => !expanded.has(g)));
+  const out = [];
+  for (const n of nodes) {
+    const g = groupOf.get(n.id);
+    if (g && closed.has(g)) {
+      if (groups.get(g).group.first === n.id) out.push(groups.get(g));
+      continue;
+    }
+    const pg = n.parent ? groupOf.get(n.parent) : void 0;
+    out.push(pg && closed.has(pg) ? { ...n, parent: pg } : n);
+  }
+  const branches = (tree2 && tree2.branches || []).map((b) => {
+    const ids = [];
+    for (const id of b.nodes || []) {
+      const g = groupOf.get(id);
+      const shown = g && closed.has(g) ? g : id;
+      if (ids[ids.length - 1] !== shown) ids.push(shown);
+    }
+    return { ...b, nodes: ids };
+  });
+  return { tree: { ...tree2, nodes: out, branches }, groupOf, groups };
 }
 
 // node_modules/d3-hierarchy/dist/d3-hierarchy.mjs
@@ -791,6 +1155,7 @@ function layoutTree(tree2) {
       x: d.y - (NODE_W + COL_GAP),
       // depth 1 (a root) at x = 0
       y: d.x - NODE_H / 2,
+      w: NODE_W,
       depth: d.depth - 1,
       node: n,
       color: branchColor(colors.has(n.branch) ? colors.get(n.branch) : 0)
@@ -820,7 +1185,7 @@ function layoutTree(tree2) {
   return { nodes, links, bounds: { x0, y0, x1, y1 }, index };
 }
 function linkPath(a, b) {
-  const sx = a.x + NODE_W;
+  const sx = a.x + (a.w ?? NODE_W);
   const sy = a.y + NODE_H / 2;
   const tx = b.x;
   const ty = b.y + NODE_H / 2;
@@ -846,14 +1211,14 @@ function contains(outer, inner) {
 function cull(layout, rect) {
   const nodes = [];
   for (const n of layout.nodes) {
-    if (n.x + NODE_W >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1) nodes.push(n);
+    if (n.x + (n.w ?? NODE_W) >= rect.x0 && n.x <= rect.x1 && n.y + NODE_H >= rect.y0 && n.y <= rect.y1) nodes.push(n);
   }
   const links = [];
   for (const l of layout.links) {
     const a = l.source;
     const b = l.target;
-    const lx0 = a.x + NODE_W;
-    const lx1 = b.x;
+    const lx0 = Math.min(a.x + (a.w ?? NODE_W), b.x);
+    const lx1 = Math.max(b.x, a.x);
     const ly0 = Math.min(a.y, b.y);
     const ly1 = Math.max(a.y, b.y) + NODE_H;
     if (lx1 >= rect.x0 && lx0 <= rect.x1 && ly1 >= rect.y0 && ly0 <= rect.y1) links.push(l);
@@ -880,7 +1245,10 @@ var Api = class {
   }
   url(path, params) {
     const url = new URL(path, this.baseUrl);
-    for (const [k, v] of Object.entries(params || {})) url.searchParams.set(k, v);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (Array.isArray(v)) for (const item of v) url.searchParams.append(k, item);
+      else url.searchParams.set(k, v);
+    }
     return url.toString();
   }
   async _json(response) {
@@ -936,14 +1304,25 @@ var Api = class {
   async node(experiment, node) {
     return (await this._get("node", { experiment, node })).body;
   }
-  async status(experiment) {
-    return (await this._get("status", { experiment })).body;
+  /**
+   * The status route: the status file, the trainer's liveness, its
+   * `control` record and, for each of `revisions`, the request's state by
+   * the server's rule (`requests`).
+   */
+  async status(experiment, revisions = []) {
+    const params = { experiment };
+    if (revisions.length) params.revision = revisions;
+    return (await this._get("status", params)).body;
   }
   /** Writes a restore request; resolves to `{written, id, control}`. */
   async restore(experiment, branch, step, hyperparameters) {
     const payload = { experiment, branch, step };
     if (hyperparameters && Object.keys(hyperparameters).length) payload.hyperparameters = hyperparameters;
     return this._post("restore", payload);
+  }
+  /** Writes `stop: true`; resolves to `{written, control}`. */
+  async stop(experiment) {
+    return this._post("stop", { experiment });
   }
   /** Writes hyperparameters; resolves to `{written, control}`. */
   async setHyperparameters(experiment, hyperparameters) {
@@ -952,14 +1331,18 @@ var Api = class {
 };
 function requestProgress(request, tree2) {
   const status = tree2 && tree2.status || null;
+  if (request.kind === "stop") {
+    const state = tree2 && tree2.trainer && tree2.trainer.state;
+    if (state === "stopped" || state === "finished" || state === "failed") return { state: "done", message: state };
+  }
   if (request.kind === "restore") {
     const nodes = tree2 && tree2.nodes || [];
     const first = nodes.find((n) => n.request_id && n.request_id === request.id);
     if (first) return { state: "done", node: first };
   } else if (request.kind === "hyperparameters" && status && status.hyperparameters) {
-    const inForce = status.hyperparameters;
+    const inForce2 = status.hyperparameters;
     const values = request.values || {};
-    if (Object.keys(values).every((k) => k in inForce && sameValue(inForce[k], values[k]))) {
+    if (Object.keys(values).every((k) => k in inForce2 && sameValue(inForce2[k], values[k]))) {
       return { state: "done" };
     }
   }
@@ -975,6 +1358,83 @@ function experimentRuns(tree2, experiment) {
   if (tree2 && Array.isArray(tree2.branches) && tree2.branches.length) return tree2.branches.map((b) => b.run);
   return experiment && experiment.runs || [];
 }
+
+// src/poll.js
+var REFRESH_MS = 3e3;
+var Poller = class {
+  /**
+   * @param {() => Promise<void>} refresh one round of requests
+   * @param {{element?: Element, interval?: number, idle?: () => boolean}} [options]
+   *   `element` whose visibility is watched; `idle()` true when a hidden tab may skip a round.
+   */
+  constructor(refresh, { element = null, interval = REFRESH_MS, idle = () => true } = {}) {
+    this._refresh = refresh;
+    this._interval = interval;
+    this._idle = idle;
+    this._timer = 0;
+    this.visible = true;
+    document.addEventListener("visibilitychange", () => {
+      this.visible = document.visibilityState === "visible";
+      if (this.visible) this.now();
+    });
+    if (element && typeof IntersectionObserver === "function") {
+      new IntersectionObserver((entries) => {
+        const shown = entries[entries.length - 1].isIntersecting;
+        const was = this.visible;
+        this.visible = shown && document.visibilityState !== "hidden";
+        if (this.visible && !was) this.now();
+      }).observe(element);
+    }
+  }
+  /** Refreshes now, then every `interval`. */
+  async now() {
+    clearTimeout(this._timer);
+    if (!this.visible && this._idle()) {
+      this._schedule();
+      return;
+    }
+    try {
+      await this._refresh();
+    } finally {
+      this._schedule();
+    }
+  }
+  _schedule() {
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this.now(), this._interval);
+  }
+};
+
+// src/redraw.js
+function keyOf(deps) {
+  return typeof deps === "string" ? deps : JSON.stringify(deps);
+}
+var Redraw = class {
+  constructor() {
+    this._keys = /* @__PURE__ */ new Map();
+  }
+  /** Whether `deps` differ from what part `name` was last drawn with. */
+  changed(name, deps) {
+    return this._keys.get(name) !== keyOf(deps);
+  }
+  /** Records that part `name` now shows `deps`. */
+  mark(name, deps) {
+    this._keys.set(name, keyOf(deps));
+  }
+  /** Calls `draw()` when `deps` changed since the last draw of `name`; returns whether it drew. */
+  ifChanged(name, deps, draw) {
+    const key = keyOf(deps);
+    if (this._keys.get(name) === key) return false;
+    this._keys.set(name, key);
+    draw();
+    return true;
+  }
+  /** Forgets part `name` (every part without a name): its next draw happens whatever it shows. */
+  forget(name) {
+    if (name === void 0) this._keys.clear();
+    else this._keys.delete(name);
+  }
+};
 
 // src/sequence.js
 var Sequencer = class {
@@ -1023,6 +1483,767 @@ async function sequenced(sequencer, channel, context, fetcher, currentContext) {
   }
   if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
   return { ok: true, value };
+}
+
+// src/step_layout.js
+var LANE_H = NODE_H + 16;
+var MIN_W = 14;
+var TYPICAL_W = 140;
+var MIN_PX_PER_STEP = 0.02;
+var MAX_PX_PER_STEP = 8;
+function stepScale(spans) {
+  const sorted = spans.filter((s2) => s2 > 0).sort((a, b) => a - b);
+  if (!sorted.length) return 1;
+  const median = sorted[Math.floor(sorted.length / 2)];
+  return Math.min(MAX_PX_PER_STEP, Math.max(MIN_PX_PER_STEP, TYPICAL_W / median));
+}
+function stepTicks(lo, hi, count2 = 8) {
+  const span = Math.max(1, hi - lo);
+  const raw = span / count2;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s2) => s2 >= raw) || 10 * mag;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) out.push(v);
+  return out;
+}
+function layoutSteps(tree2) {
+  const input = (tree2 && Array.isArray(tree2.nodes) ? tree2.nodes : []).filter((n) => n && typeof n.id === "string");
+  const branches = tree2 && tree2.branches || [];
+  const lane = /* @__PURE__ */ new Map();
+  const colors = /* @__PURE__ */ new Map();
+  for (const b of branches) {
+    if (!lane.has(b.name)) lane.set(b.name, lane.size);
+    colors.set(b.name, b.color);
+  }
+  for (const n of input) if (!lane.has(n.branch)) lane.set(n.branch, lane.size);
+  const endOf = (n) => typeof n.end_step === "number" && n.end_step > n.start_step ? n.end_step : n.start_step;
+  const scale = stepScale(input.map((n) => endOf(n) - n.start_step));
+  const nodes = [];
+  const index = /* @__PURE__ */ new Map();
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let lo = Infinity;
+  let hi = -Infinity;
+  const laneX = /* @__PURE__ */ new Map();
+  for (const n of input) {
+    const item = {
+      id: n.id,
+      x: n.start_step * scale,
+      y: lane.get(n.branch) * LANE_H,
+      w: Math.max(MIN_W, (endOf(n) - n.start_step) * scale),
+      depth: lane.get(n.branch),
+      node: n,
+      color: branchColor(colors.has(n.branch) ? colors.get(n.branch) : 0)
+    };
+    nodes.push(item);
+    index.set(n.id, item);
+    laneX.set(n.branch, Math.min(laneX.has(n.branch) ? laneX.get(n.branch) : Infinity, item.x));
+    x0 = Math.min(x0, item.x);
+    x1 = Math.max(x1, item.x + item.w);
+    lo = Math.min(lo, n.start_step);
+    hi = Math.max(hi, endOf(n));
+  }
+  const links = [];
+  for (const item of nodes) {
+    const parent = item.node.parent ? index.get(item.node.parent) : void 0;
+    if (!parent) continue;
+    const restore2 = parent.node.branch !== item.node.branch;
+    const x = item.x;
+    const path = restore2 ? `M${x},${parent.y + NODE_H}V${item.y + NODE_H / 2}` : `M${parent.x + parent.w},${parent.y + NODE_H / 2}H${x}`;
+    links.push({ source: parent, target: item, color: item.color, restore: restore2, path });
+  }
+  const lanes = [...lane.entries()].map(([branch, i]) => ({ branch, y: i * LANE_H, x: laneX.has(branch) ? laneX.get(branch) : 0 }));
+  if (!nodes.length) {
+    x0 = x1 = 0;
+    lo = hi = 0;
+  }
+  const ticks = stepTicks(lo, hi).map((step) => ({ step, x: step * scale }));
+  const y1 = Math.max(NODE_H, lane.size * LANE_H);
+  return { nodes, links, bounds: { x0: x0 - 90, y0: -28, x1, y1 }, index, lanes, ticks, scale };
+}
+
+// src/requests.js
+var PENDING = "pending";
+var APPLIED = "applied";
+var REJECTED = "rejected";
+var UNCHANGED = "unchanged";
+var NO_TRAINER = "no_trainer";
+var RESULTS = [APPLIED, REJECTED, UNCHANGED];
+function controlRecord(status) {
+  const record = status && typeof status === "object" ? status.control : null;
+  if (!record || typeof record !== "object" || Array.isArray(record) || !RESULTS.includes(record.result)) return null;
+  return record;
+}
+function trainerGone(status) {
+  return !status || typeof status !== "object" || status.state !== "training";
+}
+function requestState(status, revisionId, { later = [] } = {}) {
+  const record = controlRecord(status);
+  if (record && (record.revision === revisionId || later.includes(record.revision))) return record.result;
+  if (trainerGone(status)) return NO_TRAINER;
+  return PENDING;
+}
+
+// src/tracking.js
+var DONE_SHOWN_MS = 6e4;
+var WARNINGS_SHOWN = 5;
+var RequestTracker = class {
+  constructor() {
+    this.list = [];
+    this.statusReply = null;
+  }
+  /** Records a request written (or that could not be written: `request.error`). */
+  add(request, answer) {
+    const failed = request.error !== void 0;
+    this.list.push({
+      ...request,
+      answer,
+      sentAt: Date.now() / 1e3,
+      // The writer's revision id (interface 1): followed through the status' `control`.
+      revision: answer && typeof answer.revision === "string" ? answer.revision : null,
+      state: failed ? "failed" : "waiting",
+      doneAt: failed ? Date.now() : void 0
+    });
+  }
+  /** Requests of `experiment` that carry a revision id and wait for the trainer. */
+  followed(experiment) {
+    return this.list.filter((r) => r.experiment === experiment && r.revision && r.state === "waiting");
+  }
+  /** Asks the status route how the followed requests stand (one request for all of them). */
+  async load(api, seq, experiment) {
+    const followed = this.followed(experiment);
+    if (!followed.length) return;
+    const r = await sequenced(
+      seq,
+      "status",
+      { experiment },
+      () => api.status(experiment, followed.map((x) => x.revision)),
+      () => ({ experiment })
+    );
+    if (!r.stale && r.ok) this.statusReply = r.value;
+  }
+  /** A followed request's state (see requests.requestState). */
+  revisionState(request, tree2) {
+    const reply = this.statusReply;
+    if (reply && reply.requests && typeof reply.requests[request.revision] === "string") return reply.requests[request.revision];
+    const status = reply || tree2 && tree2.status || null;
+    const mine = this.list.filter((x) => x.experiment === request.experiment && x.revision);
+    const later = mine.slice(mine.indexOf(request) + 1).map((x) => x.revision);
+    const current = reply && reply.control_file && reply.control_file.revision;
+    if (current && typeof current.id === "string" && current.id !== request.revision) later.push(current.id);
+    return requestState(status, request.revision, { later });
+  }
+  /** Updates the requests of `experiment` from the latest answers; drops those done a while ago. */
+  track(experiment, tree2) {
+    for (const r of this.list) {
+      if (r.experiment !== experiment || r.state !== "waiting") continue;
+      if (r.revision) {
+        const state = this.revisionState(r, tree2);
+        r.trainer = state === NO_TRAINER ? "gone" : "alive";
+        if (state === PENDING || state === NO_TRAINER) continue;
+        const control = this.statusReply && this.statusReply.control || tree2 && tree2.status && tree2.status.control || {};
+        Object.assign(r, {
+          state: state === REJECTED ? "failed" : "done",
+          unchanged: state === UNCHANGED,
+          message: state === REJECTED ? String(control.error || "the trainer refused it") : void 0,
+          doneAt: Date.now()
+        });
+        continue;
+      }
+      const p = requestProgress(r, tree2);
+      if (p.state === "waiting") continue;
+      Object.assign(r, { state: p.state, node: p.node, message: p.message, doneAt: Date.now() });
+    }
+    const now = Date.now();
+    this.list = this.list.filter((r) => r.state === "waiting" || now - r.doneAt < DONE_SHOWN_MS);
+  }
+  /** Names of hyperparameters written to `experiment` and not yet applied (the form keeps showing them). */
+  pendingNames(experiment) {
+    const names = /* @__PURE__ */ new Set();
+    for (const r of this.list) {
+      if (r.kind === "hyperparameters" && r.state === "waiting" && r.experiment === experiment) {
+        for (const name of Object.keys(r.values || {})) names.add(name);
+      }
+    }
+    return names;
+  }
+  /**
+   * The banners of `experiment`: its requests, then the tree's warnings
+   * (interface 2). `onShow(node)` opens a restored branch; `onDismiss()` redraws.
+   */
+  bannerItems(experiment, tree2, { onShow, onDismiss }) {
+    const items = [];
+    const alive = tree2 && tree2.trainer && tree2.trainer.alive;
+    for (const r of this.list) {
+      if (r.experiment !== experiment) continue;
+      const dismiss = () => {
+        this.list = this.list.filter((x) => x !== r);
+        onDismiss();
+      };
+      const node = r.kind === "restore" && r.state === "done" ? r.node || nodeOfRequest(tree2, r.id) : null;
+      if (r.state === "waiting") {
+        const gone = r.revision ? r.trainer === "gone" : !alive;
+        const hint = gone ? "the trainer is not running; it takes it when training runs again on this experiment." : "waiting for the trainer to take it…";
+        items.push({ kind: gone ? "warn" : "info", text: `Written: ${r.what}${r.id ? ` (${r.id})` : ""}; ${hint}` });
+      } else if (r.state === "failed" && r.error !== void 0) {
+        items.push({ kind: "error", text: `Could not write ${r.what}: ${r.error}`, onclose: dismiss });
+      } else if (r.state === "done" && r.unchanged) {
+        items.push({ kind: "ok", text: `The trainer took ${r.what}: nothing to change, these values were in force.`, onclose: dismiss });
+      } else if (node) {
+        items.push({
+          kind: "ok",
+          text: `The trainer carried out ${r.what}: new branch ${node.branch}, from step ${node.start_step}.`,
+          action: { label: `Show ${node.branch}`, onclick: () => onShow(node) },
+          onclose: dismiss
+        });
+      } else if (r.state === "done" && r.kind === "restore") {
+        items.push({ kind: "ok", text: `The trainer carried out ${r.what}; its new branch appears in the tree shortly.`, onclose: dismiss });
+      } else if (r.state === "done" && r.kind === "stop") {
+        const text = r.message ? `The trainer stopped (${r.message}).` : "The trainer took the stop: it ends fit after its current batch.";
+        items.push({ kind: "ok", text, onclose: dismiss });
+      } else if (r.state === "done") {
+        items.push({ kind: "ok", text: `The trainer applied ${r.what}.`, onclose: dismiss });
+      } else if (r.state === "failed") {
+        items.push({ kind: "error", text: `The trainer rejected ${r.what}: ${r.message}`, onclose: dismiss });
+      }
+    }
+    const warnings = tree2 && Array.isArray(tree2.warnings) ? tree2.warnings : [];
+    for (const w of warnings.slice(0, WARNINGS_SHOWN)) items.push({ kind: "warn", text: String(w) });
+    if (warnings.length > WARNINGS_SHOWN) items.push({ kind: "warn", text: `…and ${warnings.length - WARNINGS_SHOWN} more warnings about this tree.` });
+    return items;
+  }
+};
+function nodeOfRequest(tree2, id) {
+  const nodes = tree2 && tree2.nodes || [];
+  return id ? nodes.find((n) => n.request_id === id) || null : null;
+}
+
+// src/branches.js
+var HIGHER_IS_BETTER = /(acc|accuracy|auc|precision|recall|f1|iou|r2|score|top_\d+)$/i;
+function higherIsBetter(tag) {
+  return HIGHER_IS_BETTER.test(String(tag).replace(/^val_/, ""));
+}
+function better(tag, a, b) {
+  return higherIsBetter(tag) ? a > b : a < b;
+}
+function valueOf(point) {
+  if (point && typeof point === "object") return typeof point.value === "number" && Number.isFinite(point.value) ? point : null;
+  return typeof point === "number" && Number.isFinite(point) ? { value: point, step: null } : null;
+}
+function changedFrom(before, now) {
+  const out = {};
+  for (const name of Object.keys(now || {}).sort()) {
+    const old = before ? before[name] : void 0;
+    if (!sameValue(old, now[name])) out[name] = [old === void 0 ? null : old, now[name]];
+  }
+  return out;
+}
+function branchRows(tree2) {
+  const nodes = /* @__PURE__ */ new Map();
+  for (const n of tree2 && tree2.nodes || []) nodes.set(n.id, n);
+  const trainerState = tree2 && tree2.trainer && tree2.trainer.state || null;
+  const rows = [];
+  for (const b of tree2 && tree2.branches || []) {
+    const own = (b.nodes || []).map((id) => nodes.get(id)).filter(Boolean);
+    if (!own.length) continue;
+    const first = own[0];
+    const latest = own[own.length - 1];
+    const parentId = b.parent_node || first.parent || null;
+    const parent = parentId ? nodes.get(parentId) || null : null;
+    const metrics = {};
+    for (const n of own) {
+      for (const [tag, raw] of Object.entries(n.metrics || {})) {
+        const point = valueOf(raw);
+        if (!point) continue;
+        const m = metrics[tag] || (metrics[tag] = { latest: null, best: null });
+        m.latest = point;
+        if (!m.best || better(tag, point.value, m.best.value)) m.best = point;
+      }
+    }
+    const current = own.some((n) => n.current);
+    let state = "ended";
+    if (current) state = trainerState === "not_responding" ? "not responding" : trainerState && trainerState !== "unknown" ? trainerState : "current";
+    rows.push({
+      branch: b.name,
+      run: b.run || latest.run || b.name,
+      color: b.color,
+      trial: typeof b.trial === "number" ? b.trial : null,
+      start: typeof b.start_step === "number" ? b.start_step : first.start_step,
+      last: typeof b.last_step === "number" ? b.last_step : latest.end_step ?? latest.start_step,
+      parent: parent ? parent.id : null,
+      parentBranch: parent ? parent.branch : null,
+      firstNode: first.id,
+      latestNode: latest.id,
+      nodes: own.length,
+      hyperparameters: latest.hyperparameters || {},
+      changed: changedFrom(parent ? parent.hyperparameters : first.hyperparameters, latest.hyperparameters),
+      metrics,
+      state,
+      current
+    });
+  }
+  return rows;
+}
+function metricTags(rows) {
+  const tags = /* @__PURE__ */ new Set();
+  for (const r of rows) for (const t of Object.keys(r.metrics)) tags.add(t);
+  const base = (t) => t.replace(/^val_/, "");
+  return [...tags].sort((a, b) => {
+    const la = base(a) === "loss" ? 0 : 1;
+    const lb = base(b) === "loss" ? 0 : 1;
+    return la - lb || (base(a) < base(b) ? -1 : base(a) > base(b) ? 1 : 0) || (a.startsWith("val_") ? 1 : 0) - (b.startsWith("val_") ? 1 : 0);
+  });
+}
+function defaultMetric(tags) {
+  for (const t of ["val_loss", "loss"]) if (tags.includes(t)) return t;
+  return tags[0] ?? null;
+}
+function bestRow(rows, tag) {
+  let best = null;
+  for (const r of rows) {
+    const m = r.metrics[tag];
+    if (!m || !m.best) continue;
+    if (!best || better(tag, m.best.value, best.metrics[tag].best.value)) best = r;
+  }
+  return best;
+}
+function sortKey(row, column) {
+  const colon = column.lastIndexOf(":");
+  if (colon > 0) {
+    const m = row.metrics[column.slice(0, colon)];
+    const point = m ? m[column.slice(colon + 1)] : null;
+    return point ? point.value : null;
+  }
+  if (column === "changed") return Object.keys(row.changed).join(",");
+  const v = row[column];
+  return v === void 0 ? null : v;
+}
+function sortRows(rows, column, descending = false) {
+  const keyed = rows.map((row, i) => ({ row, i, k: sortKey(row, column) }));
+  keyed.sort((a, b) => {
+    if (a.k === null && b.k === null) return a.i - b.i;
+    if (a.k === null) return 1;
+    if (b.k === null) return -1;
+    let c;
+    if (typeof a.k === "number" && typeof b.k === "number") c = a.k - b.k;
+    else c = String(a.k).localeCompare(String(b.k), void 0, { numeric: true });
+    return (descending ? -c : c) || a.i - b.i;
+  });
+  return keyed.map((x) => x.row);
+}
+
+// src/dom.js
+var SVG_NS = "http://www.w3.org/2000/svg";
+function apply(el, props) {
+  if (!props) return el;
+  for (const [key, value] of Object.entries(props)) {
+    if (value === void 0 || value === null || value === false) continue;
+    if (key === "text") el.textContent = String(value);
+    else if (key === "class") el.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (key === "dataset") for (const [k, v] of Object.entries(value)) el.dataset[k] = String(v);
+    else if (key === "value") el.value = String(value);
+    else if (key === "checked") el.checked = Boolean(value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  return el;
+}
+function append(el, children) {
+  for (const child of children) {
+    if (child === null || child === void 0 || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else if (typeof child === "string" || typeof child === "number") el.appendChild(document.createTextNode(String(child)));
+    else el.appendChild(child);
+  }
+  return el;
+}
+function h(tag, props, ...children) {
+  return append(apply(document.createElement(tag), props), children);
+}
+function s(tag, props, ...children) {
+  return append(apply(document.createElementNS(SVG_NS, tag), props), children);
+}
+function replaceChildren(el, ...children) {
+  el.textContent = "";
+  return append(el, children);
+}
+
+// src/views/branch_table.js
+var ROW_PX = 25;
+var HEADER_PX = 40;
+var ROW_MARGIN = 8;
+function changedText(changed) {
+  return diffRows(changed).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`).join(", ");
+}
+function columns(tags) {
+  const cols = [
+    { id: "branch", label: "branch" },
+    { id: "start", label: "start", num: true, title: "The step the branch starts at" },
+    { id: "parent", label: "parent", title: "The node the branch was restored from" },
+    { id: "changed", label: "changed from parent", title: "Hyperparameters in force on the branch that differ from its parent node" }
+  ];
+  for (const t of tags) {
+    cols.push({ id: `${t}:latest`, label: `${t}`, sub: "latest", num: true, title: `${t}: latest value on the branch` });
+    cols.push({ id: `${t}:best`, label: `${t}`, sub: "best", num: true, title: `${t}: best value on the branch` });
+  }
+  cols.push({ id: "last", label: "last step", num: true });
+  cols.push({ id: "state", label: "state" });
+  return cols;
+}
+function metricCell(point) {
+  if (!point) return h("td", { class: "num" }, "–");
+  return h("td", { class: "num", title: point.step !== null && point.step !== void 0 ? `step ${point.step}` : null }, formatMetric(point.value));
+}
+var BranchTableView = class {
+  /**
+   * @param {HTMLElement} el
+   * @param {object} p
+   * @param {import('../redraw.js').Redraw} p.redraw
+   * @param {string} p.tbRoot TensorBoard's root URL, for the Scalars links
+   * @param {(row: object) => void} p.onOpen
+   */
+  constructor(el, { redraw, tbRoot, onOpen }) {
+    this.el = el;
+    this.redraw = redraw;
+    this.tbRoot = tbRoot;
+    this.onOpen = onOpen;
+    this.sort = { column: null, descending: false };
+    this.metric = null;
+    this.rows = [];
+    this.selectedBranch = null;
+    el.addEventListener("click", (e) => {
+      const th = e.target.closest && e.target.closest("th[data-col]");
+      if (th) {
+        this.sortBy(th.getAttribute("data-col"));
+        return;
+      }
+      if (e.target.closest && e.target.closest("a")) return;
+      const tr = e.target.closest && e.target.closest("tr[data-branch]");
+      if (tr) this.open(tr.getAttribute("data-branch"));
+    });
+    el.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" && e.key !== " ") return;
+      const th = e.target.closest && e.target.closest("th[data-col]");
+      const tr = e.target.closest && e.target.closest("tr[data-branch]");
+      if (!th && !tr) return;
+      e.preventDefault();
+      if (th) this.sortBy(th.getAttribute("data-col"));
+      else this.open(tr.getAttribute("data-branch"));
+    });
+  }
+  open(name) {
+    const row = this.rows.find((r) => r.branch === name);
+    if (row) this.onOpen(row);
+  }
+  sortBy(column) {
+    if (this.sort.column === column) this.sort = { column, descending: !this.sort.descending };
+    else this.sort = { column, descending: false };
+    this.draw(true);
+  }
+  /** @param {object[]} rows from branches.branchRows */
+  render(rows, selectedBranch) {
+    this.rows = rows;
+    this.rowsKey = JSON.stringify(rows);
+    this.selectedBranch = selectedBranch;
+    this.draw(false);
+  }
+  draw(force) {
+    const rows = this.rows;
+    const tags = metricTags(rows);
+    if (this.metric === null || !tags.includes(this.metric)) this.metric = defaultMetric(tags);
+    const deps = [this.rowsKey, this.sort, this.metric, this.selectedBranch];
+    if (force) this.redraw.forget("branch-table");
+    this.redraw.ifChanged("branch-table", deps, () => this.build(tags));
+  }
+  build(tags) {
+    const t0 = performance.now();
+    const rows = this.rows;
+    const cols = columns(tags);
+    const best = this.metric ? bestRow(rows, this.metric) : null;
+    this.best = best;
+    this.tags = tags;
+    this.sorted = this.sort.column ? sortRows(rows, this.sort.column, this.sort.descending) : rows;
+    const picker = h(
+      "select",
+      { class: "best-metric", "aria-label": "Best branch by metric" },
+      tags.map((t) => h("option", { value: t, text: t }))
+    );
+    if (this.metric) picker.value = this.metric;
+    picker.addEventListener("change", () => {
+      this.metric = picker.value;
+      this.draw(true);
+    });
+    const head = h("tr", {}, cols.map((c) => {
+      const on = this.sort.column === c.id;
+      return h(
+        "th",
+        {
+          "data-col": c.id,
+          class: c.num ? "num sortable" : "sortable",
+          tabindex: "0",
+          title: c.title ? `${c.title}; click to sort` : "Click to sort",
+          "aria-sort": on ? this.sort.descending ? "descending" : "ascending" : "none"
+        },
+        c.label,
+        c.sub ? h("span", { class: "sub" }, c.sub) : null,
+        on ? h("span", { class: "sort-mark", "aria-hidden": "true" }, this.sort.descending ? " ▼" : " ▲") : null
+      );
+    }));
+    this.body = h("tbody", {});
+    this.window = null;
+    replaceChildren(
+      this.el,
+      h(
+        "div",
+        { class: "table-tools" },
+        h("span", {}, `${rows.length} branch${rows.length === 1 ? "" : "es"}`),
+        h("label", { class: "best-label" }, "Best by ", picker),
+        best ? h("span", { class: "muted" }, `: ${best.branch}`) : null
+      ),
+      h(
+        "table",
+        { class: "branch-table" },
+        h("colgroup", {}, cols.map((c) => h("col", { class: `col-${c.kind || (c.num ? "num" : c.id)}` }))),
+        h("thead", {}, head),
+        this.body
+      )
+    );
+    if (!this.scrollBound) {
+      this.scrollBound = true;
+      this.el.addEventListener("scroll", () => this.drawRows(false), { passive: true });
+    }
+    this.drawRows(true);
+    globalThis.__retuneLastTableMs = performance.now() - t0;
+    globalThis.__retuneTableRows = this.sorted.length;
+    globalThis.__retuneTableDraws = (globalThis.__retuneTableDraws || 0) + 1;
+  }
+  /**
+   * Puts in the page only the rows in and near the view (like the tree's
+   * culling), with spacers above and below for the scroll bar: 1,000
+   * branches cost what the view shows.
+   */
+  drawRows(force) {
+    const total = this.sorted ? this.sorted.length : 0;
+    const height = this.el.clientHeight || 600;
+    const top = Math.max(0, this.el.scrollTop - HEADER_PX);
+    const first = Math.max(0, Math.floor(top / ROW_PX) - ROW_MARGIN);
+    const last = Math.min(total, Math.ceil((top + height) / ROW_PX) + ROW_MARGIN);
+    const w = this.window;
+    if (!force && w && first >= w.first && last <= w.last) return;
+    const from = Math.max(0, first - ROW_MARGIN);
+    const to = Math.min(total, last + ROW_MARGIN);
+    this.window = { first: from, last: to };
+    const span = this.tags.length * 2 + 6;
+    const spacer = (n) => n > 0 ? h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: span, style: `height:${n * ROW_PX}px` })) : null;
+    const frag = document.createDocumentFragment();
+    const before = spacer(from);
+    if (before) frag.appendChild(before);
+    for (let i = from; i < to; i++) frag.appendChild(this.rowElement(this.sorted[i]));
+    const after = spacer(total - to);
+    if (after) frag.appendChild(after);
+    replaceChildren(this.body, frag);
+  }
+  rowElement(r) {
+    const changed = changedText(r.changed);
+    const isBest = this.best === r;
+    const cells = [
+      h(
+        "td",
+        { class: "branch-cell" },
+        h("span", { class: "chip", style: `background:${branchColor(r.color)}`, "aria-hidden": "true" }),
+        h("span", { class: "branch-name", title: r.branch }, r.trial !== null ? `${r.branch} (trial ${r.trial})` : r.branch),
+        isBest ? h("span", { class: "best-badge", title: `Best branch by ${this.metric}` }, "★ best") : null,
+        h("a", { class: "row-scalars", href: scalarsUrl(this.tbRoot, [r.run]), target: "_top", rel: "noopener", title: `Open ${r.branch} in Scalars` }, "↗")
+      ),
+      h("td", { class: "num" }, String(r.start)),
+      h("td", { title: r.parent || null }, r.parent ?? "–"),
+      h("td", { class: "changed", title: changed || null }, changed || "–")
+    ];
+    for (const t of this.tags) {
+      const m = r.metrics[t];
+      cells.push(metricCell(m && m.latest));
+      cells.push(metricCell(m && m.best));
+    }
+    cells.push(h("td", { class: "num" }, String(r.last)));
+    cells.push(h("td", { class: `state state-${r.state.replace(/\s+/g, "-")}` }, r.state));
+    const cls = ["branch-row", isBest ? "best" : null, r.branch === this.selectedBranch ? "selected" : null].filter(Boolean).join(" ");
+    return h("tr", { class: cls, "data-branch": r.branch, tabindex: "0", title: `Open ${r.branch}'s latest node (${r.latestNode})` }, cells);
+  }
+};
+
+// src/views/form.js
+function buildForm(el, { hyperparameters, onSubmit, onReset, onInput, error, message, writable }) {
+  const names = Object.keys(hyperparameters).sort();
+  const fields = /* @__PURE__ */ new Map();
+  const rows = names.map((name) => {
+    const value = hyperparameters[name];
+    const kind = inputKind(name, value);
+    const id = `hp-${name}`;
+    let input;
+    if (kind === "bool") {
+      input = h("input", { type: "checkbox", id, name, checked: Boolean(value), oninput: () => onInput(name) });
+    } else if (kind === "number") {
+      input = h("input", {
+        type: "text",
+        inputmode: "decimal",
+        autocomplete: "off",
+        spellcheck: "false",
+        id,
+        name,
+        value: value === null ? "" : formatValue(value),
+        placeholder: value === null ? "null (off)" : null,
+        oninput: () => onInput(name)
+      });
+    } else {
+      input = h("input", { type: "text", id, name, value: formatValue(value), readonly: true, class: "fixed", title: "Fixed when the optimizer is built" });
+    }
+    fields.set(name, { input, kind });
+    return h("div", { class: `field field-${kind}` }, h("label", { for: id }, name), input);
+  });
+  const submit = h("button", { type: "submit", class: "primary", disabled: !writable }, "Apply");
+  const reset = h("button", { type: "button", onclick: onReset }, "Reset");
+  const form = h(
+    "form",
+    { class: "hp-form", novalidate: true, onsubmit: (e) => {
+      e.preventDefault();
+      onSubmit();
+    } },
+    h("div", { class: "fields" }, rows),
+    error,
+    h("div", { class: "actions" }, submit, reset),
+    message
+  );
+  replaceChildren(
+    el,
+    h("h2", {}, "Set hyperparameters"),
+    h("p", { class: "hint" }, "Values in force now. Applied at the next batch after the trainer reads retune.json."),
+    form
+  );
+  return { form, fields };
+}
+var FormView = class {
+  constructor(el, redraw, { onSubmit, onReset }) {
+    this.el = el;
+    this.redraw = redraw;
+    this.onSubmit = onSubmit;
+    this.onReset = onReset;
+    this.fields = null;
+    this.dirty = /* @__PURE__ */ new Set();
+    this.error = h("div", { class: "form-error", role: "alert" });
+    this.message = h("div", { class: "form-message", role: "status" });
+  }
+  /** name -> raw text (or boolean for checkboxes) of the fields that can change. */
+  values() {
+    const out = {};
+    for (const [name, f] of this.fields || []) {
+      if (f.kind === "fixed") continue;
+      out[name] = f.kind === "bool" ? f.input.checked : f.input.value;
+    }
+    return out;
+  }
+  clear() {
+    this.dirty = /* @__PURE__ */ new Set();
+    this.fields = null;
+    this.error.textContent = "";
+    this.message.textContent = "";
+    this.redraw.forget("form");
+    this.el.textContent = "";
+  }
+  reset() {
+    this.dirty = /* @__PURE__ */ new Set();
+    this.redraw.forget("form");
+    this.error.textContent = "";
+    this.message.textContent = "";
+  }
+  /**
+   * @param {object|null} tree the tree answer
+   * @param {string|null} experiment
+   * @param {Set<string>} pending names written and not yet applied
+   */
+  render(tree2, experiment, pending) {
+    const status = tree2 && tree2.status;
+    const hps = status && status.hyperparameters && typeof status.hyperparameters === "object" ? status.hyperparameters : null;
+    if (!hps) {
+      this.fields = null;
+      this.redraw.ifChanged("form", ["none", Boolean(tree2)], () => {
+        replaceChildren(
+          this.el,
+          h("h2", {}, "Set hyperparameters"),
+          h("p", { class: "muted" }, tree2 ? "The trainer has not reported its hyperparameters yet." : "Loading…")
+        );
+      });
+      return;
+    }
+    const writable = tree2.writable !== false;
+    this.redraw.ifChanged("form", [experiment, Object.keys(hps).sort(), writable], () => {
+      this.fields = buildForm(this.el, {
+        hyperparameters: hps,
+        writable,
+        error: this.error,
+        message: this.message,
+        onSubmit: this.onSubmit,
+        onReset: () => {
+          this.reset();
+          this.onReset();
+        },
+        onInput: (name) => {
+          this.dirty.add(name);
+          this.error.textContent = "";
+        }
+      }).fields;
+    });
+    for (const [name, f] of this.fields) {
+      if (this.dirty.has(name) || pending.has(name) || document.activeElement === f.input) continue;
+      const value = hps[name];
+      if (f.kind === "bool") f.input.checked = Boolean(value);
+      else {
+        const text = value === null || value === void 0 ? "" : formatValue(value);
+        if (f.input.value !== text && !sameValue(Number(f.input.value), value)) f.input.value = text;
+      }
+    }
+  }
+};
+
+// src/views/common.js
+function section(title, ...children) {
+  return h("div", { class: "section" }, h("h3", {}, title), ...children);
+}
+function renderNoNode(el, text) {
+  replaceChildren(el, h("p", { class: "muted" }, text));
+}
+
+// src/views/log.js
+function renderLog(el, tree2, summary) {
+  const status = tree2 && tree2.status || null;
+  const trainer = tree2 && tree2.trainer || null;
+  const applied = status && Array.isArray(status.applied) ? status.applied.slice(-5).reverse() : [];
+  const errors = status && Array.isArray(status.errors) ? status.errors.slice(-5).reverse() : [];
+  const facts = [];
+  if (status && typeof status.pid === "number") facts.push(`pid ${status.pid}`);
+  if (status && status.node) facts.push(`node ${status.node}`);
+  if (trainer && typeof trainer.age_s === "number") facts.push(`heartbeat ${Math.max(0, trainer.age_s).toFixed(1)} s ago`);
+  replaceChildren(
+    el,
+    h("h2", {}, "Trainer"),
+    h("p", { class: `trainer-line level-${summary.level}` }, h("span", { class: "dot", "aria-hidden": "true" }), summary.text),
+    facts.length ? h("p", { class: "muted small" }, facts.join(" · ")) : null,
+    section(
+      "Last errors",
+      errors.length ? h("ul", { class: "log errors" }, errors.map((e) => h("li", {}, h("span", { class: "time" }, formatClock(e.time)), " ", h("span", { class: "msg" }, String(e.message ?? ""))))) : h("p", { class: "muted" }, "None.")
+    ),
+    section(
+      "Recent changes",
+      applied.length ? h("ul", { class: "log applied" }, applied.map((a) => h(
+        "li",
+        {},
+        h("span", { class: "time" }, formatClock(a.time)),
+        " ",
+        typeof a.step === "number" ? h("span", { class: "step" }, `@ ${a.step}`) : null,
+        " ",
+        h("span", { class: "msg" }, String(a.what ?? a.kind ?? ""))
+      ))) : h("p", { class: "muted" }, "None yet.")
+    )
+  );
 }
 
 // src/chart.js
@@ -1120,77 +2341,221 @@ function chartModel(series, opts) {
   return { empty: false, width, height, plot, lines, xTicks, yTicks, markers, band };
 }
 
-// src/views.js
-function buildShell(root) {
-  const picker = h("select", { id: "retune-experiment", class: "picker", "aria-label": "Experiment" });
-  const trainer = h("span", { class: "trainer-pill level-none", role: "status" });
-  const scalars = h("a", { class: "scalars-link", target: "_top", rel: "noopener", hidden: true }, "Open in Scalars ↗");
-  const toolbar = h(
-    "header",
-    { class: "toolbar" },
-    h("span", { class: "title" }, "Retune"),
-    h("label", { class: "picker-label", for: "retune-experiment" }, "Experiment"),
-    picker,
-    trainer,
-    h("span", { class: "spacer" }),
-    scalars
-  );
-  const banners = h("div", { class: "banners", "aria-live": "polite" });
-  const links = s("g", { class: "links" });
-  const halo = makeHalo();
-  const nodes = s("g", { class: "nodes" });
-  const layer = s("g", { class: "viewport" }, links, halo, nodes);
-  const svg = s("svg", { class: "tree", role: "group", "aria-label": "Experiment tree" }, layer);
-  const tool = (label, title) => h("button", { type: "button", class: "tool", title, "aria-label": title }, label);
-  const tools = {
-    fit: tool("Fit", "Fit the tree to the view"),
-    zoomIn: tool("+", "Zoom in"),
-    zoomOut: tool("−", "Zoom out"),
-    current: tool("Current", "Show the current node")
-  };
-  const treeTools = h("div", { class: "tree-tools" }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current);
-  const legend = h("div", { class: "legend" });
-  const treeMessage = h("div", { class: "tree-message", hidden: true });
-  const treePane = h("section", { class: "tree-pane" }, svg, treeTools, legend, treeMessage);
-  const nodeCard = h("section", { class: "card node-card", "aria-label": "Selected node" });
-  const formCard = h("section", { class: "card form-card", "aria-label": "Set hyperparameters" });
-  const logCard = h("section", { class: "card log-card", "aria-label": "Trainer" });
-  const side = h("aside", { class: "side" }, nodeCard, formCard, logCard);
-  const app2 = h("div", { class: "retune-app" }, toolbar, banners, h("main", { class: "body" }, treePane, side));
-  replaceChildren(root, app2);
-  return { app: app2, picker, trainer, scalars, banners, svg, layer, links, halo, nodes, tools, legend, treeMessage, nodeCard, formCard, logCard };
-}
-function renderPicker(select, experiments, selected) {
-  const names = experiments.map((e) => e.name);
-  const current = [...select.options].map((o) => o.value);
-  if (names.length !== current.length || names.some((n, i) => n !== current[i])) {
-    replaceChildren(
-      select,
-      experiments.map((e) => h("option", { value: e.name, text: e.name === "." ? ". (the logdir)" : e.name }))
+// src/views/loss_chart.js
+function renderChart(series, { start, end, checkpoints, color, width = 340, height = 130 }) {
+  const m = chartModel(series, { width, height, start, end, checkpoints });
+  const svg = s("svg", {
+    class: "chart",
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: "img",
+    "aria-label": "Loss of the branch up to this node, with checkpoints"
+  });
+  if (m.empty) {
+    svg.appendChild(s("text", { class: "chart-empty", x: width / 2, y: height / 2, "text-anchor": "middle" }, "No loss logged yet"));
+    return svg;
+  }
+  const { plot } = m;
+  if (m.band) {
+    svg.appendChild(
+      s("rect", { class: "band", x: m.band.x0, y: plot.top, width: Math.max(1, m.band.x1 - m.band.x0), height: plot.bottom - plot.top })
     );
   }
-  if (selected !== null && select.value !== selected) select.value = selected;
-  select.disabled = experiments.length === 0;
+  for (const t of m.yTicks) {
+    svg.appendChild(s("line", { class: "grid", x1: plot.left, x2: plot.right, y1: t.y, y2: t.y }));
+    svg.appendChild(s("text", { class: "tick", x: plot.left - 4, y: t.y + 3, "text-anchor": "end" }, t.label));
+  }
+  svg.appendChild(s("line", { class: "axis", x1: plot.left, x2: plot.right, y1: plot.bottom, y2: plot.bottom }));
+  for (const t of m.xTicks) {
+    svg.appendChild(s("text", { class: "tick", x: t.anchor === "end" ? plot.right : t.x, y: plot.bottom + 13, "text-anchor": t.anchor }, t.label));
+  }
+  for (const c of m.markers) {
+    svg.appendChild(
+      s(
+        "path",
+        { class: "ckpt", d: `M${c.x},${plot.bottom - 7}l-3.5,6h7z` },
+        s("title", { text: `checkpoint at step ${c.step}` })
+      )
+    );
+  }
+  for (const line of m.lines) {
+    svg.appendChild(
+      s(
+        "path",
+        { class: line.dashed ? "series val" : "series", d: line.path, stroke: color },
+        s("title", { text: line.name })
+      )
+    );
+    svg.appendChild(s("circle", { class: "series-end", cx: line.last.x, cy: line.last.y, r: 2.5, fill: color }));
+  }
+  return svg;
 }
-function renderTrainerPill(el, summary) {
-  el.setAttribute("class", `trainer-pill level-${summary.level}`);
-  replaceChildren(el, h("span", { class: "dot", "aria-hidden": "true" }), summary.text);
+
+// src/views/node_card.js
+function headPart(n, p) {
+  const header = h(
+    "div",
+    { class: "node-head" },
+    h("span", { class: "chip", style: `background:${p.color}`, "aria-hidden": "true" }),
+    h("h2", { class: "node-id" }, n.id),
+    n.current ? h("span", { class: "badge" }, "current") : null
+  );
+  const parentLink = n.parent ? h("button", { type: "button", class: "link-button", onclick: () => p.onSelect(n.parent) }, n.parent) : null;
+  const meta = h(
+    "div",
+    { class: "meta" },
+    h("span", {}, `branch ${n.branch}`),
+    " · ",
+    h("span", {}, formatSteps(n.start_step, n.end_step)),
+    parentLink ? [" · parent ", parentLink] : null
+  );
+  const label = h("div", { class: "node-label" }, n.label);
+  const scalars = h(
+    "a",
+    { class: "branch-link", href: p.branchHref, target: "_top", rel: "noopener" },
+    `Open branch ${n.branch} in Scalars ↗`
+  );
+  return [header, label, meta, scalars];
 }
-function renderBanners(el, items) {
-  replaceChildren(
-    el,
-    items.map(
-      (b) => h(
-        "div",
-        { class: `banner banner-${b.kind}`, role: b.kind === "error" ? "alert" : "status" },
-        b.kind === "info" ? h("span", { class: "spinner", "aria-hidden": "true" }) : null,
-        h("span", { class: "banner-text" }, b.text),
-        b.action ? h("button", { type: "button", class: "link-button", onclick: b.action.onclick }, b.action.label) : null,
-        b.onclose ? h("button", { type: "button", class: "close", "aria-label": "Dismiss", onclick: b.onclose }, "×") : null
+function chartPart(n, p) {
+  const chart = p.details && p.details.series ? renderChart(p.details.series, {
+    start: n.start_step,
+    end: n.end_step,
+    checkpoints: p.branch && p.branch.checkpoints || n.checkpoints,
+    color: p.color
+  }) : h("div", { class: "chart-placeholder" }, p.detailsError ? `Loss not available: ${p.detailsError}` : "Loading loss…");
+  const legend = h(
+    "div",
+    { class: "chart-legend" },
+    h("span", { class: "key key-loss", style: `border-color:${p.color}` }),
+    "loss ",
+    h("span", { class: "key key-val", style: `border-color:${p.color}` }),
+    "val_loss ",
+    h("span", { class: "key key-ckpt" }),
+    "checkpoint ",
+    h("span", { class: "key key-band" }),
+    "this node"
+  );
+  return h("div", { class: "chart-box" }, chart, legend);
+}
+function metricsPart(n) {
+  const rows = metricRows(n.metrics);
+  if (!rows.length) return h("p", { class: "muted" }, "No metrics logged in this node yet.");
+  const cell = (point) => h("td", { class: "num", title: point && point.step !== null ? `step ${point.step}` : null }, point ? formatMetric(point.value) : "–");
+  return h(
+    "table",
+    { class: "kv metrics" },
+    h("thead", {}, h("tr", {}, h("th", {}, "metric"), h("th", {}, "train"), h("th", {}, "val"))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, h("td", {}, r.name), cell(r.train), cell(r.val))))
+  );
+}
+function hyperparametersPart(n) {
+  const diff = n.diff || {};
+  const names = Object.keys(n.hyperparameters || {}).sort();
+  if (!names.length) return h("p", { class: "muted" }, "No hyperparameters recorded.");
+  return h(
+    "table",
+    { class: "kv hps" },
+    h(
+      "tbody",
+      {},
+      names.map(
+        (name) => h(
+          "tr",
+          { class: Object.prototype.hasOwnProperty.call(diff, name) ? "changed" : null },
+          h("td", {}, name),
+          h("td", { class: "num" }, formatValue(n.hyperparameters[name]))
+        )
       )
     )
   );
 }
+function diffPart(n) {
+  const changes = diffRows(n.diff || {});
+  if (changes.length) {
+    return h("ul", { class: "diff" }, changes.map((r) => h(
+      "li",
+      {},
+      h("span", { class: "hp-name" }, r.name),
+      " ",
+      h("span", { class: "old" }, formatValue(r.old)),
+      " → ",
+      h("span", { class: "new" }, formatValue(r.new))
+    )));
+  }
+  const text = !n.parent ? "The root node: the values training started with." : n.restore ? `Same values as ${n.parent} (restored, nothing changed).` : "Nothing changed.";
+  return h("p", { class: "muted" }, text);
+}
+function checkpointsPart(n, p) {
+  const steps = [...n.checkpoints || []].sort((a, b) => a - b);
+  if (!steps.length) return [h("p", { class: "muted" }, "No checkpoint in this node yet."), p.restoreMessage];
+  const button = (step) => h(
+    "button",
+    {
+      type: "button",
+      class: "restore",
+      disabled: !p.writable,
+      title: p.writable ? `Restore ${n.branch} at step ${step} and train on as a new branch` : "The logdir is not writable",
+      onclick: () => p.onRestore(step)
+    },
+    `Restore step ${step}`
+  );
+  return [
+    h("label", { class: "then-set" }, h("span", {}, "Then set (optional)"), p.restoreInput),
+    h("ul", { class: "checkpoints" }, steps.map((step) => h("li", {}, h("span", { class: "ckpt-step" }, `step ${step}`), button(step)))),
+    p.restoreMessage
+  ];
+}
+function configPart(n, p) {
+  if (!n.has_config && !(p.details && p.details.config)) return null;
+  const body = p.details ? h("pre", { class: "config" }, p.details.config ? JSON.stringify(p.details.config, null, 2) : "No configuration was captured at this node.") : h("p", { class: "muted" }, "Loading…");
+  return h(
+    "details",
+    { class: "config-details", open: p.configOpen, ontoggle: (e) => p.onConfigToggle(e.target.open) },
+    h("summary", {}, "Captured configuration"),
+    body
+  );
+}
+function renderNodeCard(el, p) {
+  const n = p.node;
+  replaceChildren(
+    el,
+    ...headPart(n, p),
+    chartPart(n, p),
+    section("Latest metrics", metricsPart(n)),
+    section("Hyperparameters", hyperparametersPart(n)),
+    section("Changed from parent", diffPart(n)),
+    section("Checkpoints", ...checkpointsPart(n, p)),
+    configPart(n, p)
+  );
+}
+var NodeCardView = class {
+  constructor(el, redraw) {
+    this.el = el;
+    this.redraw = redraw;
+    this.restoreInput = h("input", {
+      type: "text",
+      class: "restore-hps",
+      placeholder: "learning_rate=1e-4, momentum=0.8",
+      autocomplete: "off",
+      spellcheck: "false",
+      "aria-label": "Hyperparameters to set after the restore (optional)"
+    });
+    this.restoreMessage = h("div", { class: "restore-message", role: "status" });
+  }
+  /** Shows only `text` (nothing selected, loading). */
+  empty(text) {
+    this.redraw.ifChanged("node-card", ["empty", text], () => renderNoNode(this.el, text));
+  }
+  /** Draws the card of `p.node` (see renderNodeCard) when what it shows changed. */
+  render(p) {
+    const deps = [p.node, p.branch, p.color, p.details, p.detailsError, p.writable, p.branchHref];
+    this.redraw.ifChanged("node-card", deps, () => renderNodeCard(this.el, { ...p, restoreInput: this.restoreInput, restoreMessage: this.restoreMessage }));
+  }
+};
+
+// src/views/tree.js
 var nodeTemplate = null;
 function template() {
   if (nodeTemplate) return nodeTemplate;
@@ -1204,11 +2569,22 @@ function template() {
   );
   return nodeTemplate;
 }
+function tooltipText(node) {
+  const steps = formatSteps(node.start_step, node.end_step);
+  if (node.group) {
+    return `${node.label}
+${node.branch} · ${steps} · ${node.group.members.length} nodes (${node.group.members[0]} … ${node.group.last})
+Click to expand`;
+  }
+  return `${node.label}
+${node.branch} · ${steps}${node.current ? " · current" : ""}`;
+}
 function ensureTooltip(g, node) {
   if (!g || g.querySelector("title")) return;
-  const steps = formatSteps(node.start_step, node.end_step);
-  g.insertBefore(s("title", { text: `${node.label}
-${node.branch} · ${steps}${node.current ? " · current" : ""}` }), g.firstChild);
+  g.insertBefore(s("title", { text: tooltipText(node) }), g.firstChild);
+}
+function fits(w, px = 6.4) {
+  return Math.max(0, Math.floor((w - 16) / px));
 }
 function placeHalo(halo, item) {
   if (!item) {
@@ -1216,6 +2592,7 @@ function placeHalo(halo, item) {
     return;
   }
   halo.setAttribute("visibility", "visible");
+  halo.setAttribute("width", (item.w ?? NODE_W) + 10);
   halo.setAttribute("transform", `translate(${item.x - 5},${item.y - 5})`);
 }
 function makeHalo() {
@@ -1223,7 +2600,7 @@ function makeHalo() {
 }
 function nodeKey(item) {
   const n = item.node;
-  return `${item.x},${item.y},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}`;
+  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}`;
 }
 function nodeElement(item, selectedId) {
   const n = item.node;
@@ -1233,14 +2610,21 @@ function nodeElement(item, selectedId) {
   const steps = formatSteps(n.start_step, n.end_step);
   g.setAttribute("aria-label", `${n.label} (${n.branch}, ${steps})${n.current ? ", current" : ""}`);
   const [card, stripe, label, sub] = g.childNodes;
+  const w = item.w ?? NODE_W;
+  if (w !== NODE_W) card.setAttribute("width", w);
   card.setAttribute("stroke", item.color);
   stripe.setAttribute("fill", item.color);
-  label.textContent = truncate(n.label, 29);
-  sub.textContent = truncate(`${n.branch} · ${steps}`, 34);
+  label.textContent = truncate(n.group ? n.group.what : n.label, fits(w));
+  sub.textContent = truncate(n.group ? n.group.where : `${n.branch} · ${steps}`, fits(w, 5.8));
+  if (n.group) {
+    g.setAttribute("class", "node group");
+    g.setAttribute("aria-label", `${n.label} (${n.branch}, ${n.group.members.length} nodes, ${steps}); expand`);
+    g.insertBefore(s("rect", { class: "stack", x: 4, y: -4, width: w, height: NODE_H, rx: 4, stroke: item.color }), card);
+  }
   if (n.current) {
     g.setAttribute("class", "node current");
     card.setAttribute("fill", item.color);
-    g.appendChild(s("circle", { class: "current-dot", cx: NODE_W - 10, cy: 10, r: 4, fill: item.color }));
+    g.appendChild(s("circle", { class: "current-dot", cx: w - 10, cy: 10, r: 4, fill: item.color }));
   }
   if (n.id === selectedId) g.classList.add("selected");
   return g;
@@ -1296,6 +2680,7 @@ var TreeView = class {
       groups.get(key).d.push(link.path);
     }
     const linkFrag = document.createDocumentFragment();
+    if (this.layout.ticks) this.drawAxis(linkFrag, rect);
     for (const g of groups.values()) {
       linkFrag.appendChild(s("path", { class: g.restore ? "link restore" : "link", d: g.d.join(""), stroke: g.color }));
     }
@@ -1320,6 +2705,20 @@ var TreeView = class {
     this.nodesLayer.appendChild(frag);
     globalThis.__retuneLastUpdateMs = performance.now() - t0;
     globalThis.__retuneMountedNodes = this.mounted.size;
+  }
+  /** The step axis and the lanes' names of the step layout, for what is in `rect`. */
+  drawAxis(frag, rect) {
+    const { ticks, lanes, bounds } = this.layout;
+    const top = bounds.y0 + 12;
+    for (const tick of ticks) {
+      if (tick.x < rect.x0 || tick.x > rect.x1) continue;
+      frag.appendChild(s("line", { class: "step-grid", x1: tick.x, x2: tick.x, y1: top + 4, y2: bounds.y1 }));
+      frag.appendChild(s("text", { class: "step-tick", x: tick.x, y: top, "text-anchor": "middle" }, String(tick.step)));
+    }
+    for (const lane of lanes) {
+      if (lane.y + NODE_H < rect.y0 || lane.y > rect.y1) continue;
+      frag.appendChild(s("text", { class: "lane-name", x: lane.x - 8, y: lane.y + NODE_H / 2 + 4, "text-anchor": "end" }, lane.branch));
+    }
   }
   /** Marks `id` as the selected node. */
   select(id) {
@@ -1350,285 +2749,108 @@ function renderLegend(el, branches, onPick, limit = 12) {
   );
   el.hidden = branches.length === 0;
 }
-function renderChart(series, { start, end, checkpoints, color, width = 340, height = 130 }) {
-  const m = chartModel(series, { width, height, start, end, checkpoints });
-  const svg = s("svg", {
-    class: "chart",
-    width,
-    height,
-    viewBox: `0 0 ${width} ${height}`,
-    role: "img",
-    "aria-label": "Loss of the branch up to this node, with checkpoints"
-  });
-  if (m.empty) {
-    svg.appendChild(s("text", { class: "chart-empty", x: width / 2, y: height / 2, "text-anchor": "middle" }, "No loss logged yet"));
-    return svg;
-  }
-  const { plot } = m;
-  if (m.band) {
-    svg.appendChild(
-      s("rect", { class: "band", x: m.band.x0, y: plot.top, width: Math.max(1, m.band.x1 - m.band.x0), height: plot.bottom - plot.top })
-    );
-  }
-  for (const t of m.yTicks) {
-    svg.appendChild(s("line", { class: "grid", x1: plot.left, x2: plot.right, y1: t.y, y2: t.y }));
-    svg.appendChild(s("text", { class: "tick", x: plot.left - 4, y: t.y + 3, "text-anchor": "end" }, t.label));
-  }
-  svg.appendChild(s("line", { class: "axis", x1: plot.left, x2: plot.right, y1: plot.bottom, y2: plot.bottom }));
-  for (const t of m.xTicks) {
-    svg.appendChild(s("text", { class: "tick", x: t.anchor === "end" ? plot.right : t.x, y: plot.bottom + 13, "text-anchor": t.anchor }, t.label));
-  }
-  for (const c of m.markers) {
-    svg.appendChild(
-      s(
-        "path",
-        { class: "ckpt", d: `M${c.x},${plot.bottom - 7}l-3.5,6h7z` },
-        s("title", { text: `checkpoint at step ${c.step}` })
-      )
-    );
-  }
-  for (const line of m.lines) {
-    svg.appendChild(
-      s(
-        "path",
-        { class: line.dashed ? "series val" : "series", d: line.path, stroke: color },
-        s("title", { text: line.name })
-      )
-    );
-    svg.appendChild(s("circle", { class: "series-end", cx: line.last.x, cy: line.last.y, r: 2.5, fill: color }));
-  }
-  return svg;
-}
-function section(title, ...children) {
-  return h("div", { class: "section" }, h("h3", {}, title), ...children);
-}
-function renderNodeCard(el, p) {
-  const n = p.node;
-  const header = h(
-    "div",
-    { class: "node-head" },
-    h("span", { class: "chip", style: `background:${p.color}`, "aria-hidden": "true" }),
-    h("h2", { class: "node-id" }, n.id),
-    n.current ? h("span", { class: "badge" }, "current") : null
+
+// src/views/shell.js
+function buildShell(root) {
+  const picker = h("select", { id: "retune-experiment", class: "picker", "aria-label": "Experiment" });
+  const trainer = h("span", { class: "trainer-pill level-none", role: "status" });
+  const scalars = h("a", { class: "scalars-link", target: "_top", rel: "noopener", hidden: true }, "Open in Scalars ↗");
+  const stop2 = h("button", { type: "button", class: "stop-button", hidden: true, title: "End the training after its current batch (with a final checkpoint)" }, "Stop");
+  const toolbar = h(
+    "header",
+    { class: "toolbar" },
+    h("span", { class: "title" }, "Retune"),
+    h("label", { class: "picker-label", for: "retune-experiment" }, "Experiment"),
+    picker,
+    trainer,
+    stop2,
+    h("span", { class: "spacer" }),
+    scalars
   );
-  const parentLink = n.parent ? h("button", { type: "button", class: "link-button", onclick: () => p.onSelect(n.parent) }, n.parent) : null;
-  const meta = h(
-    "div",
-    { class: "meta" },
-    h("span", {}, `branch ${n.branch}`),
-    " · ",
-    h("span", {}, formatSteps(n.start_step, n.end_step)),
-    parentLink ? [" · parent ", parentLink] : null
-  );
-  const label = h("div", { class: "node-label" }, n.label);
-  const scalars = h(
-    "a",
-    { class: "branch-link", href: p.branchHref, target: "_top", rel: "noopener" },
-    `Open branch ${n.branch} in Scalars ↗`
-  );
-  let chart;
-  if (p.details && p.details.series) {
-    chart = renderChart(p.details.series, {
-      start: n.start_step,
-      end: n.end_step,
-      checkpoints: p.branch && p.branch.checkpoints || n.checkpoints,
-      color: p.color
-    });
-  } else {
-    chart = h("div", { class: "chart-placeholder" }, p.detailsError ? `Loss not available: ${p.detailsError}` : "Loading loss…");
-  }
-  const chartLegend = h(
-    "div",
-    { class: "chart-legend" },
-    h("span", { class: "key key-loss", style: `border-color:${p.color}` }),
-    "loss ",
-    h("span", { class: "key key-val", style: `border-color:${p.color}` }),
-    "val_loss ",
-    h("span", { class: "key key-ckpt" }),
-    "checkpoint ",
-    h("span", { class: "key key-band" }),
-    "this node"
-  );
-  const rows = metricRows(n.metrics);
-  const metrics = rows.length ? h(
-    "table",
-    { class: "kv metrics" },
-    h("thead", {}, h("tr", {}, h("th", {}, "metric"), h("th", {}, "train"), h("th", {}, "val"))),
-    h(
-      "tbody",
-      {},
-      rows.map(
-        (r) => h(
-          "tr",
-          {},
-          h("td", {}, r.name),
-          h("td", { class: "num", title: r.train && r.train.step !== null ? `step ${r.train.step}` : null }, r.train ? formatMetric(r.train.value) : "–"),
-          h("td", { class: "num", title: r.val && r.val.step !== null ? `step ${r.val.step}` : null }, r.val ? formatMetric(r.val.value) : "–")
-        )
-      )
-    )
-  ) : h("p", { class: "muted" }, "No metrics logged in this node yet.");
-  const diff = n.diff || {};
-  const hpNames = Object.keys(n.hyperparameters || {}).sort();
-  const hps = hpNames.length ? h(
-    "table",
-    { class: "kv hps" },
-    h(
-      "tbody",
-      {},
-      hpNames.map((name) => {
-        const changed = Object.prototype.hasOwnProperty.call(diff, name);
-        return h(
-          "tr",
-          { class: changed ? "changed" : null },
-          h("td", {}, name),
-          h("td", { class: "num" }, formatValue(n.hyperparameters[name]))
-        );
-      })
-    )
-  ) : h("p", { class: "muted" }, "No hyperparameters recorded.");
-  const changes = diffRows(diff);
-  const diffView = changes.length ? h("ul", { class: "diff" }, changes.map((r) => h(
-    "li",
-    {},
-    h("span", { class: "hp-name" }, r.name),
-    " ",
-    h("span", { class: "old" }, formatValue(r.old)),
-    " → ",
-    h("span", { class: "new" }, formatValue(r.new))
-  ))) : h("p", { class: "muted" }, n.parent ? n.restore ? `Same values as ${n.parent} (restored, nothing changed).` : "Nothing changed." : "The root node: the values training started with.");
-  const steps = [...n.checkpoints || []].sort((a, b) => a - b);
-  const restore = steps.length ? [
-    h("label", { class: "then-set" }, h("span", {}, "Then set (optional)"), p.restoreInput),
-    h(
-      "ul",
-      { class: "checkpoints" },
-      steps.map(
-        (step) => h(
-          "li",
-          {},
-          h("span", { class: "ckpt-step" }, `step ${step}`),
-          h(
-            "button",
-            {
-              type: "button",
-              class: "restore",
-              disabled: !p.writable,
-              title: p.writable ? `Restore ${n.branch} at step ${step} and train on as a new branch` : "The logdir is not writable",
-              onclick: () => p.onRestore(step)
-            },
-            `Restore step ${step}`
-          )
-        )
-      )
-    ),
-    p.restoreMessage
-  ] : [h("p", { class: "muted" }, "No checkpoint in this node yet."), p.restoreMessage];
-  let config = null;
-  if (n.has_config || p.details && p.details.config) {
-    const body = p.details ? h("pre", { class: "config" }, p.details.config ? JSON.stringify(p.details.config, null, 2) : "No configuration was captured at this node.") : h("p", { class: "muted" }, "Loading…");
-    config = h(
-      "details",
-      { class: "config-details", open: p.configOpen, ontoggle: (e) => p.onConfigToggle(e.target.open) },
-      h("summary", {}, "Captured configuration"),
-      body
-    );
-  }
-  replaceChildren(
-    el,
-    header,
-    label,
-    meta,
+  const banners = h("div", { class: "banners", "aria-live": "polite" });
+  const links = s("g", { class: "links" });
+  const halo = makeHalo();
+  const nodes = s("g", { class: "nodes" });
+  const layer = s("g", { class: "viewport" }, links, halo, nodes);
+  const svg = s("svg", { class: "tree", role: "group", "aria-label": "Experiment tree" }, layer);
+  const tool = (label, title) => h("button", { type: "button", class: "tool", title, "aria-label": title }, label);
+  const tools = {
+    fit: tool("Fit", "Fit the tree to the view"),
+    zoomIn: tool("+", "Zoom in"),
+    zoomOut: tool("−", "Zoom out"),
+    current: tool("Current", "Show the current node"),
+    collapse: tool("Collapse", "Collapse runs of changes into groups again")
+  };
+  const treeTools = h("div", { class: "tree-tools" }, tools.fit, tools.zoomIn, tools.zoomOut, tools.current, tools.collapse);
+  const legend = h("div", { class: "legend" });
+  const treeMessage = h("div", { class: "tree-message", hidden: true });
+  const viewButton = (mode, label, title) => h("button", { type: "button", class: "view-button", "data-mode": mode, title, "aria-pressed": "false" }, label);
+  const views = {
+    tree: viewButton("tree", "Tree", "The experiment tree: one card per node"),
+    steps: viewButton("steps", "Steps", "On the step axis, like Scalars: one lane per branch"),
+    table: viewButton("table", "Branches", "A table of the branches: sort by any column to find the best")
+  };
+  const viewSwitch = h("div", { class: "view-switch", role: "group", "aria-label": "View" }, Object.values(views));
+  const tableBox = h("div", { class: "table-box", hidden: true, role: "region", "aria-label": "Branches" });
+  const treePane = h("section", { class: "tree-pane" }, svg, tableBox, viewSwitch, treeTools, legend, treeMessage);
+  const nodeCard = h("section", { class: "card node-card", "aria-label": "Selected node" });
+  const formCard = h("section", { class: "card form-card", "aria-label": "Set hyperparameters" });
+  const logCard = h("section", { class: "card log-card", "aria-label": "Trainer" });
+  const side = h("aside", { class: "side" }, nodeCard, formCard, logCard);
+  const app2 = h("div", { class: "retune-app" }, toolbar, banners, h("main", { class: "body" }, treePane, side));
+  replaceChildren(root, app2);
+  return {
+    app: app2,
+    picker,
+    trainer,
+    stop: stop2,
     scalars,
-    h("div", { class: "chart-box" }, chart, chartLegend),
-    section("Latest metrics", metrics),
-    section("Hyperparameters", hps),
-    section("Changed from parent", diffView),
-    section("Checkpoints", ...restore),
-    config
-  );
+    banners,
+    svg,
+    layer,
+    links,
+    halo,
+    nodes,
+    tools,
+    views,
+    tableBox,
+    treeTools,
+    legend,
+    treeMessage,
+    treePane,
+    nodeCard,
+    formCard,
+    logCard
+  };
 }
-function renderNoNode(el, text) {
-  replaceChildren(el, h("p", { class: "muted" }, text));
+function renderPicker(select, experiments, selected) {
+  const names = experiments.map((e) => e.name);
+  const current = [...select.options].map((o) => o.value);
+  if (names.length !== current.length || names.some((n, i) => n !== current[i])) {
+    replaceChildren(
+      select,
+      experiments.map((e) => h("option", { value: e.name, text: e.name === "." ? ". (the logdir)" : e.name }))
+    );
+  }
+  if (selected !== null && select.value !== selected) select.value = selected;
+  select.disabled = experiments.length === 0;
 }
-function buildForm(el, { hyperparameters, onSubmit, onReset, onInput, error, message, writable }) {
-  const names = Object.keys(hyperparameters).sort();
-  const fields = /* @__PURE__ */ new Map();
-  const rows = names.map((name) => {
-    const value = hyperparameters[name];
-    const kind = inputKind(name, value);
-    const id = `hp-${name}`;
-    let input;
-    if (kind === "bool") {
-      input = h("input", { type: "checkbox", id, name, checked: Boolean(value), oninput: () => onInput(name) });
-    } else if (kind === "number") {
-      input = h("input", {
-        type: "text",
-        inputmode: "decimal",
-        autocomplete: "off",
-        spellcheck: "false",
-        id,
-        name,
-        value: value === null ? "" : formatValue(value),
-        placeholder: value === null ? "null (off)" : null,
-        oninput: () => onInput(name)
-      });
-    } else {
-      input = h("input", { type: "text", id, name, value: formatValue(value), readonly: true, class: "fixed", title: "Fixed when the optimizer is built" });
-    }
-    fields.set(name, { input, kind });
-    return h("div", { class: `field field-${kind}` }, h("label", { for: id }, name), input);
-  });
-  const submit = h("button", { type: "submit", class: "primary", disabled: !writable }, "Apply");
-  const reset = h("button", { type: "button", onclick: onReset }, "Reset");
-  const form = h(
-    "form",
-    { class: "hp-form", novalidate: true, onsubmit: (e) => {
-      e.preventDefault();
-      onSubmit();
-    } },
-    h("div", { class: "fields" }, rows),
-    error,
-    h("div", { class: "actions" }, submit, reset),
-    message
-  );
+function renderTrainerPill(el, summary) {
+  el.setAttribute("class", `trainer-pill level-${summary.level}`);
+  replaceChildren(el, h("span", { class: "dot", "aria-hidden": "true" }), summary.text);
+}
+function renderBanners(el, items) {
   replaceChildren(
     el,
-    h("h2", {}, "Set hyperparameters"),
-    h("p", { class: "hint" }, "Values in force now. Applied at the next batch after the trainer reads retune.json."),
-    form
-  );
-  return { form, fields };
-}
-function renderLog(el, tree2, summary) {
-  const status = tree2 && tree2.status || null;
-  const trainer = tree2 && tree2.trainer || null;
-  const applied = status && Array.isArray(status.applied) ? status.applied.slice(-5).reverse() : [];
-  const errors = status && Array.isArray(status.errors) ? status.errors.slice(-5).reverse() : [];
-  const facts = [];
-  if (status && typeof status.pid === "number") facts.push(`pid ${status.pid}`);
-  if (status && status.node) facts.push(`node ${status.node}`);
-  if (trainer && typeof trainer.age_s === "number") facts.push(`heartbeat ${Math.max(0, trainer.age_s).toFixed(1)} s ago`);
-  replaceChildren(
-    el,
-    h("h2", {}, "Trainer"),
-    h("p", { class: `trainer-line level-${summary.level}` }, h("span", { class: "dot", "aria-hidden": "true" }), summary.text),
-    facts.length ? h("p", { class: "muted small" }, facts.join(" · ")) : null,
-    section(
-      "Last errors",
-      errors.length ? h("ul", { class: "log errors" }, errors.map((e) => h("li", {}, h("span", { class: "time" }, formatClock(e.time)), " ", h("span", { class: "msg" }, String(e.message ?? ""))))) : h("p", { class: "muted" }, "None.")
-    ),
-    section(
-      "Recent changes",
-      applied.length ? h("ul", { class: "log applied" }, applied.map((a) => h(
-        "li",
-        {},
-        h("span", { class: "time" }, formatClock(a.time)),
-        " ",
-        typeof a.step === "number" ? h("span", { class: "step" }, `@ ${a.step}`) : null,
-        " ",
-        h("span", { class: "msg" }, String(a.what ?? a.kind ?? ""))
-      ))) : h("p", { class: "muted" }, "None yet.")
+    items.map(
+      (b) => h(
+        "div",
+        { class: `banner banner-${b.kind}`, role: b.kind === "error" ? "alert" : "status" },
+        b.kind === "info" ? h("span", { class: "spinner", "aria-hidden": "true" }) : null,
+        h("span", { class: "banner-text" }, b.text),
+        b.action ? h("button", { type: "button", class: "link-button", onclick: b.action.onclick }, b.action.label) : null,
+        b.onclose ? h("button", { type: "button", class: "close", "aria-label": "Dismiss", onclick: b.onclose }, "×") : null
+      )
     )
   );
 }
@@ -1656,6 +2878,21 @@ function fitTransform(bounds, width, height, padding = 24, maxScale = 1) {
     x: (width - bw * k) / 2 - bounds.x0 * k,
     y: (height - bh * k) / 2 - bounds.y0 * k
   };
+}
+var LEGIBLE_SCALE = 0.6;
+function legibleFit(bounds, width, height, focus, minScale = LEGIBLE_SCALE, padding = 24) {
+  const fit = fitTransform(bounds, width, height, padding);
+  if (fit.k >= minScale) return fit;
+  const k = clampScale(minScale);
+  const cx = focus ? focus.x : (bounds.x0 + bounds.x1) / 2;
+  const cy = focus ? focus.y : (bounds.y0 + bounds.y1) / 2;
+  const t = centerOn(cx, cy, width, height, k);
+  const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+  const bw = (bounds.x1 - bounds.x0) * k;
+  const bh = (bounds.y1 - bounds.y0) * k;
+  t.x = bw + 2 * padding <= width ? (width - bw) / 2 - bounds.x0 * k : clamp(t.x, width - padding - bounds.x1 * k, padding - bounds.x0 * k);
+  t.y = bh + 2 * padding <= height ? (height - bh) / 2 - bounds.y0 * k : clamp(t.y, height - padding - bounds.y1 * k, padding - bounds.y0 * k);
+  return t;
 }
 function centerOn(cx, cy, width, height, k) {
   const s2 = clampScale(k);
@@ -1779,9 +3016,10 @@ var PanZoom = class {
     const [w, h2] = this.size();
     this.set(zoomAbout(this.t, w / 2, h2 / 2, factor));
   }
-  fit(bounds) {
+  /** Fits `bounds` in the view, never below a legible scale (see legibleFit). */
+  fit(bounds, focus = null) {
     const [w, h2] = this.size();
-    this.set(fitTransform(bounds, w, h2));
+    this.set(legibleFit(bounds, w, h2, focus));
   }
   center(x, y, k = Math.max(this.t.k, 0.8)) {
     const [w, h2] = this.size();
@@ -1789,114 +3027,103 @@ var PanZoom = class {
   }
 };
 
-// src/index.js
-var REFRESH_MS = 3e3;
+// src/app.js
 var STORAGE_KEY = "tb-retune.experiment";
 var TEXT_MIN_SCALE = 0.4;
-function treeSignature(tree2) {
-  return JSON.stringify([tree2.nodes || [], tree2.branches || []]);
-}
 var RetuneApp = class {
   constructor(root, api) {
     this.api = api;
     this.seq = new Sequencer();
+    this.requests = new RequestTracker();
+    this.redraw = new Redraw();
     this.ui = buildShell(root);
     this.state = {
       experiments: [],
       experiment: null,
       tree: null,
-      treeText: "",
       layout: null,
       selected: null,
-      nodeKey: "",
       details: null,
       detailsError: null,
       loadError: null,
-      requests: [],
-      // written requests, {kind, id?, values?, experiment, sentAt, what, state, node?, message?}
       configOpen: false,
-      formKey: "",
-      formDirty: /* @__PURE__ */ new Set()
+      mode: "tree",
+      // 'tree' | 'steps' | 'table'
+      expanded: /* @__PURE__ */ new Set(),
+      // ids of the groups of changes that the person opened
+      groupOf: /* @__PURE__ */ new Map()
+      // node id -> the id of the group it is in
     };
     this.treeView = new TreeView(this.ui.links, this.ui.nodes);
+    this.nodeCard = new NodeCardView(this.ui.nodeCard, this.redraw);
+    this.form = new FormView(this.ui.formCard, this.redraw, {
+      onSubmit: () => submitForm(this),
+      onReset: () => this.renderForm()
+    });
+    this.table = new BranchTableView(this.ui.tableBox, {
+      redraw: this.redraw,
+      tbRoot: tensorboardRoot(window.location.href),
+      onOpen: (row) => this.selectNode(row.latestNode)
+    });
     this.viewFor = /* @__PURE__ */ new Map();
     this.tbRoot = tensorboardRoot(window.location.href);
-    this.timer = 0;
+    this.poller = new Poller(() => this.refresh(), { element: this.ui.app, idle: () => Boolean(this.state.tree) });
     this.zoom = new PanZoom(this.ui.svg, this.ui.layer, (t) => {
       this.ui.svg.classList.toggle("lod-low", t.k < TEXT_MIN_SCALE);
-      if (this.state.experiment !== null) this.viewFor.set(this.state.experiment, t);
+      if (this.state.experiment !== null) this.viewFor.set(this.viewKey(), t);
       const [w, hgt] = this.zoom.size();
       this.treeView.update(t, w, hgt);
     });
-    this.restoreInput = h("input", {
-      type: "text",
-      class: "restore-hps",
-      placeholder: "learning_rate=1e-4, momentum=0.8",
-      autocomplete: "off",
-      spellcheck: "false",
-      "aria-label": "Hyperparameters to set after the restore (optional)"
-    });
-    this.restoreMessage = h("div", { class: "restore-message", role: "status" });
-    this.formError = h("div", { class: "form-error", role: "alert" });
-    this.formMessage = h("div", { class: "form-message", role: "status" });
+    this.bindTree();
+    for (const [mode, button] of Object.entries(this.ui.views)) button.addEventListener("click", () => this.setMode(mode));
+    this.setMode("tree");
     this.ui.picker.addEventListener("change", () => this.selectExperiment(this.ui.picker.value));
-    this.ui.nodes.addEventListener("click", (e) => {
+    this.ui.stop.addEventListener("click", () => stop(this));
+    this.nodeCard.empty("Loading…");
+  }
+  bindTree() {
+    const nodeOf = (e) => {
       const g = e.target.closest && e.target.closest("g.node");
-      if (g) this.selectNode(g.getAttribute("data-id"));
+      return g || null;
+    };
+    this.ui.nodes.addEventListener("click", (e) => {
+      const g = nodeOf(e);
+      if (g) this.activate(g.getAttribute("data-id"));
     });
     this.ui.nodes.addEventListener("pointerover", (e) => {
-      const g = e.target.closest && e.target.closest("g.node");
+      const g = nodeOf(e);
       const item = g && this.state.layout ? this.state.layout.index.get(g.getAttribute("data-id")) : null;
       if (item) ensureTooltip(g, item.node);
     });
     this.ui.nodes.addEventListener("keydown", (e) => {
       if (e.key !== "Enter" && e.key !== " ") return;
-      const g = e.target.closest && e.target.closest("g.node");
+      const g = nodeOf(e);
       if (!g) return;
       e.preventDefault();
-      this.selectNode(g.getAttribute("data-id"));
+      this.activate(g.getAttribute("data-id"));
     });
-    this.ui.tools.fit.addEventListener("click", () => this.state.layout && this.zoom.fit(this.state.layout.bounds));
+    this.ui.tools.fit.addEventListener("click", () => {
+      if (!this.state.layout) return;
+      const item = this.selectedItem() || this.state.layout.nodes.find((n) => n.node.current) || null;
+      this.zoom.fit(this.state.layout.bounds, item ? { x: item.x + item.w / 2, y: item.y + NODE_H / 2 } : null);
+    });
+    this.ui.tools.collapse.addEventListener("click", () => {
+      this.state.expanded = /* @__PURE__ */ new Set();
+      this.relayout();
+    });
     this.ui.tools.zoomIn.addEventListener("click", () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener("click", () => this.zoom.zoomBy(1 / 1.4));
     this.ui.tools.current.addEventListener("click", () => this.showCurrent());
-    this.visible = true;
-    document.addEventListener("visibilitychange", () => {
-      this.visible = document.visibilityState === "visible";
-      if (this.visible) this.refresh();
-    });
-    if (typeof IntersectionObserver === "function") {
-      new IntersectionObserver((entries) => {
-        const shown = entries[entries.length - 1].isIntersecting;
-        const was = this.visible;
-        this.visible = shown && document.visibilityState !== "hidden";
-        if (this.visible && !was) this.refresh();
-      }).observe(this.ui.app);
-    }
-    renderNoNode(this.ui.nodeCard, "Loading…");
   }
   // -------------------------------------------------------------------------
   // Data.
   start() {
-    this.refresh();
-  }
-  schedule() {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
+    this.poller.now();
   }
   /** One refresh: experiments, then the selected experiment's tree and node. */
   async refresh() {
-    clearTimeout(this.timer);
-    if (!this.visible && this.state.tree) {
-      this.schedule();
-      return;
-    }
-    try {
-      await this.loadExperiments();
-      if (this.state.experiment !== null) await this.loadTree();
-    } finally {
-      this.schedule();
-    }
+    await this.loadExperiments();
+    if (this.state.experiment !== null) await this.loadTree();
   }
   async loadExperiments() {
     const r = await sequenced(this.seq, "experiments", {}, () => this.api.experiments(), () => ({}));
@@ -1938,17 +3165,15 @@ var RetuneApp = class {
       this.renderChrome();
       return;
     }
-    const answer = r.value;
+    const tree2 = r.value.body;
     this.state.loadError = null;
-    const signature = treeSignature(answer.body);
-    const changed = signature !== this.state.treeText;
-    this.state.tree = answer.body;
-    this.state.treeText = signature;
-    this.trackRequests();
-    if (changed) this.renderTreeView();
-    if (this.state.selected === null || !this.state.layout.index.has(this.state.selected)) {
-      const current = (answer.body.nodes || []).find((n) => n.current);
-      const first = current || (answer.body.nodes || [])[answer.body.nodes.length - 1];
+    this.state.tree = tree2;
+    await this.requests.load(this.api, this.seq, experiment);
+    this.requests.track(experiment, tree2);
+    this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
+    if (this.state.selected === null || !this.reveal(this.state.selected)) {
+      const nodes = tree2.nodes || [];
+      const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
       this.state.selected = first ? first.id : null;
       this.markSelected();
     }
@@ -1956,14 +3181,13 @@ var RetuneApp = class {
     this.renderSide();
     await this.loadNode();
   }
-  async loadNode(force = false) {
+  async loadNode() {
     const experiment = this.state.experiment;
     const id = this.state.selected;
-    if (experiment === null || id === null || !this.state.layout) return;
-    const item = this.state.layout.index.get(id);
-    if (!item) return;
-    const key = `${experiment}\0${id}\0${item.node.end_step}\0${JSON.stringify(item.node.metrics)}`;
-    if (!force && key === this.state.nodeKey && this.state.details) return;
+    const item = this.selectedItem();
+    if (experiment === null || !item) return;
+    const deps = [experiment, id, item.node.end_step, item.node.metrics];
+    if (!this.redraw.changed("node-details", deps) && this.state.details) return;
     const r = await sequenced(
       this.seq,
       "node",
@@ -1979,32 +3203,85 @@ var RetuneApp = class {
     }
     this.state.details = r.value;
     this.state.detailsError = null;
-    this.state.nodeKey = key;
+    this.redraw.mark("node-details", deps);
     this.renderSide();
   }
+  selectedItem() {
+    const { layout, selected } = this.state;
+    return layout && selected !== null ? layout.index.get(selected) || null : null;
+  }
   // -------------------------------------------------------------------------
-  // Person's actions.
+  // Selection.
+  /** Shows the tree (`tree`), the step-axis layout (`steps`) or the branch table (`table`). */
+  setMode(mode) {
+    this.state.mode = mode;
+    const table = mode === "table";
+    for (const [m, button] of Object.entries(this.ui.views)) button.setAttribute("aria-pressed", String(m === mode));
+    this.ui.tableBox.hidden = !table;
+    this.ui.svg.style.display = table ? "none" : "";
+    this.ui.treeTools.hidden = table;
+    this.ui.legend.style.visibility = table ? "hidden" : "";
+    if (table) this.renderTable();
+    else if (this.state.tree && !this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView())) this.zoom.apply();
+  }
+  /** The key of the remembered view: one per experiment and layout. */
+  viewKey() {
+    return `${this.state.experiment}\0${this.state.mode === "steps" ? "steps" : "tree"}`;
+  }
+  /** A click on a node: a group opens (and its first node is selected), a node is selected. */
+  activate(id) {
+    if (id && id.startsWith(GROUP_PREFIX)) {
+      const group = this.state.layout && this.state.layout.index.get(id);
+      if (!group) return;
+      this.state.expanded.add(id);
+      this.relayout();
+      this.selectNode(group.node.group.first);
+      return;
+    }
+    this.selectNode(id);
+  }
+  /** Lays the tree out again (groups opened or closed, another layout). */
+  relayout() {
+    if (!this.state.tree) return;
+    this.redraw.forget("tree");
+    this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
+  }
+  treeDeps() {
+    const tree2 = this.state.tree;
+    return [tree2.nodes || [], tree2.branches || [], this.state.mode === "steps", [...this.state.expanded].sort()];
+  }
+  /** Makes node `id` drawn: opens the group it is in. Returns whether it is in the layout now. */
+  reveal(id) {
+    const layout = this.state.layout;
+    if (!layout) return false;
+    if (layout.index.has(id)) return true;
+    const group = this.state.groupOf.get(id);
+    if (!group) return false;
+    this.state.expanded.add(group);
+    this.relayout();
+    return this.state.layout.index.has(id);
+  }
   switchTo(name) {
-    this.state.experiment = name;
-    this.state.tree = null;
-    this.state.treeText = "";
-    this.state.layout = null;
-    this.state.selected = null;
-    this.state.details = null;
-    this.state.detailsError = null;
-    this.state.nodeKey = "";
-    this.state.formKey = "";
-    this.state.formDirty = /* @__PURE__ */ new Set();
-    this.formError.textContent = "";
-    this.formMessage.textContent = "";
-    this.restoreMessage.textContent = "";
+    Object.assign(this.state, {
+      experiment: name,
+      tree: null,
+      layout: null,
+      selected: null,
+      details: null,
+      detailsError: null,
+      expanded: /* @__PURE__ */ new Set(),
+      groupOf: /* @__PURE__ */ new Map()
+    });
+    this.redraw.forget();
+    this.form.clear();
+    this.nodeCard.restoreMessage.textContent = "";
+    this.requests.statusReply = null;
     this.seq.cancel("tree");
     this.seq.cancel("node");
+    this.seq.cancel("status");
     this.treeView.setLayout(null);
     placeHalo(this.ui.halo, null);
-    renderNoNode(this.ui.nodeCard, "Loading…");
-    this.nodeCardKey = "";
-    this.ui.formCard.textContent = "";
+    this.nodeCard.empty("Loading…");
     this.ui.logCard.textContent = "";
   }
   selectExperiment(name) {
@@ -2015,23 +3292,21 @@ var RetuneApp = class {
     }
     this.switchTo(name);
     this.renderChrome();
-    this.refresh();
+    this.poller.now();
   }
   selectNode(id, { reveal = false } = {}) {
-    if (!this.state.layout || !this.state.layout.index.has(id)) return;
+    if (!this.reveal(id)) return;
     if (id !== this.state.selected) {
-      this.state.selected = id;
-      this.state.details = null;
-      this.state.detailsError = null;
-      this.state.nodeKey = "";
-      this.restoreMessage.textContent = "";
+      Object.assign(this.state, { selected: id, details: null, detailsError: null });
+      this.redraw.forget("node-details");
+      this.nodeCard.restoreMessage.textContent = "";
       this.seq.cancel("node");
       this.markSelected();
       this.renderSide();
     }
     if (reveal) {
       const item = this.state.layout.index.get(id);
-      this.zoom.center(item.x + NODE_W / 2, item.y + NODE_H / 2);
+      this.zoom.center(item.x + item.w / 2, item.y + NODE_H / 2);
     }
     this.loadNode();
   }
@@ -2041,97 +3316,16 @@ var RetuneApp = class {
     if (current) this.selectNode(current.id, { reveal: true });
     else if (this.state.selected) this.selectNode(this.state.selected, { reveal: true });
   }
-  async restore(step) {
-    const experiment = this.state.experiment;
-    const item = this.state.layout && this.state.layout.index.get(this.state.selected);
-    if (!item) return;
-    const branch = item.node.branch;
-    const status = this.state.tree && this.state.tree.status;
-    const parsed = parseAssignments(this.restoreInput.value, status && status.hyperparameters ? status.hyperparameters : null);
-    if (parsed.error) {
-      this.setMessage(this.restoreMessage, "error", `Not written: ${parsed.error}`);
-      return;
-    }
-    this.setMessage(this.restoreMessage, "info", `Writing a restore of ${branch} at step ${step}…`);
-    let answer;
-    try {
-      answer = await this.api.restore(experiment, branch, step, parsed.values);
-    } catch (e) {
-      if (experiment === this.state.experiment) this.setMessage(this.restoreMessage, "error", `Not written: ${e.message}`);
-      return;
-    }
-    const id = answer.id || answer.written && answer.written.restore && answer.written.restore.id;
-    const extra = Object.keys(parsed.values).length ? `, then ${Object.entries(parsed.values).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ")}` : "";
-    const what = `restore ${branch} @ ${step}${extra}`;
-    this.state.requests.push({ kind: "restore", id, experiment, sentAt: Date.now() / 1e3, what, state: "waiting" });
-    if (experiment === this.state.experiment) {
-      this.setMessage(this.restoreMessage, "ok", `Wrote to retune.json: ${what} (request ${id}). The trainer will start a new branch.`);
-    }
+  // -------------------------------------------------------------------------
+  // Written requests (tracking.js follows them).
+  /** Records a request written into retune.json, to follow it until the trainer takes it. */
+  addRequest(request, answer) {
+    this.requests.add(request, answer);
     this.renderBanners();
-    this.refresh();
-  }
-  async submitForm() {
-    const experiment = this.state.experiment;
-    const status = this.state.tree && this.state.tree.status;
-    const current = status && status.hyperparameters || {};
-    const fields = {};
-    for (const [name, f] of this.formFields || []) {
-      if (f.kind === "fixed") continue;
-      fields[name] = f.kind === "bool" ? f.input.checked : f.input.value;
-    }
-    const { changed, errors } = validateForm(fields, current);
-    this.formMessage.textContent = "";
-    if (errors.length) {
-      this.formError.textContent = errors.join("; ");
-      return;
-    }
-    this.formError.textContent = "";
-    if (!Object.keys(changed).length) {
-      this.setMessage(this.formMessage, "info-static", "Nothing to write: these are the values in force.");
-      return;
-    }
-    let answer;
-    try {
-      answer = await this.api.setHyperparameters(experiment, changed);
-    } catch (e) {
-      if (experiment === this.state.experiment) this.formError.textContent = e.message;
-      return;
-    }
-    const written = answer.written && answer.written.hyperparameters || changed;
-    const what = Object.entries(written).map(([k, v]) => `${k}=${formatValue(v)}`).join(", ");
-    this.state.requests.push({ kind: "hyperparameters", values: written, experiment, sentAt: Date.now() / 1e3, what, state: "waiting" });
-    if (experiment === this.state.experiment) {
-      this.setMessage(this.formMessage, "ok", `Wrote to retune.json: ${what}.`);
-      this.state.formDirty = /* @__PURE__ */ new Set();
-    }
-    this.renderBanners();
-    this.refresh();
-  }
-  resetForm() {
-    this.state.formDirty = /* @__PURE__ */ new Set();
-    this.state.formKey = "";
-    this.formError.textContent = "";
-    this.formMessage.textContent = "";
-    this.renderForm();
   }
   setMessage(el, kind, text) {
     el.setAttribute("class", `${el.classList[0]} msg-${kind}`);
     el.textContent = text;
-  }
-  /** Updates the written requests from the latest tree (trainer status). */
-  trackRequests() {
-    const tree2 = this.state.tree;
-    for (const r of this.state.requests) {
-      if (r.experiment !== this.state.experiment || r.state !== "waiting") continue;
-      const p = requestProgress(r, tree2);
-      if (p.state === "waiting") continue;
-      r.state = p.state;
-      r.node = p.node;
-      r.message = p.message;
-      r.doneAt = Date.now();
-    }
-    const now = Date.now();
-    this.state.requests = this.state.requests.filter((r) => r.state === "waiting" || now - r.doneAt < 6e4);
   }
   // -------------------------------------------------------------------------
   // Rendering.
@@ -2142,6 +3336,7 @@ var RetuneApp = class {
     const trainer = tree2 && tree2.trainer || entry && entry.trainer || null;
     const status = tree2 && tree2.status || entry;
     renderTrainerPill(this.ui.trainer, experiment === null ? { level: "none", text: "No experiment" } : trainerSummary(trainer, status));
+    this.ui.stop.hidden = !(trainer && trainer.alive && tree2 && tree2.writable !== false);
     const runs = experimentRuns(tree2, entry);
     if (runs.length) {
       this.ui.scalars.setAttribute("href", scalarsUrl(this.tbRoot, runs));
@@ -2160,58 +3355,41 @@ var RetuneApp = class {
     this.renderBanners();
   }
   renderBanners() {
-    const items = [];
-    const tree2 = this.state.tree;
-    const alive = tree2 && tree2.trainer && tree2.trainer.alive;
-    for (const r of this.state.requests) {
-      if (r.experiment !== this.state.experiment) continue;
-      const dismiss = () => {
-        this.state.requests = this.state.requests.filter((x) => x !== r);
-        this.renderBanners();
-      };
-      if (r.state === "waiting") {
-        const hint = alive ? "waiting for the trainer to pick it up…" : "the trainer is not running; it will be picked up when training resumes on this experiment.";
-        items.push({ kind: "info", text: `Written: ${r.what}${r.id ? ` (${r.id})` : ""}; ${hint}` });
-      } else if (r.state === "done" && r.kind === "restore" && r.node) {
-        const node = r.node;
-        items.push({
-          kind: "ok",
-          text: `The trainer carried out ${r.what}: new branch ${node.branch}, from step ${node.start_step}.`,
-          action: { label: `Show ${node.branch}`, onclick: () => this.selectNode(node.id, { reveal: true }) },
-          onclose: dismiss
-        });
-      } else if (r.state === "done") {
-        items.push({ kind: "ok", text: `The trainer applied ${r.what}.`, onclose: dismiss });
-      } else if (r.state === "failed") {
-        items.push({ kind: "error", text: `The trainer refused ${r.what}: ${r.message}`, onclose: dismiss });
-      }
-    }
-    const key = JSON.stringify(items.map((b) => [b.kind, b.text, b.action ? b.action.label : null]));
-    if (key === this.bannersKey) return;
-    this.bannersKey = key;
-    renderBanners(this.ui.banners, items);
+    const items = this.requests.bannerItems(this.state.experiment, this.state.tree, {
+      onShow: (node) => this.selectNode(node.id, { reveal: true }),
+      onDismiss: () => this.renderBanners()
+    });
+    this.redraw.ifChanged(
+      "banners",
+      items.map((b) => [b.kind, b.text, b.action ? b.action.label : null]),
+      () => renderBanners(this.ui.banners, items)
+    );
   }
   renderTreeView() {
     const t0 = performance.now();
     const tree2 = this.state.tree;
-    const layout = layoutTree(tree2);
+    const grouped = collapseRuns(tree2, this.state.expanded);
+    this.state.groupOf = grouped.groupOf;
+    const layout = this.state.mode === "steps" ? layoutSteps(grouped.tree) : layoutTree(grouped.tree);
     this.state.layout = layout;
     this.treeView.setLayout(layout);
+    this.ui.svg.classList.toggle("steps", this.state.mode === "steps");
     renderLegend(this.ui.legend, tree2.branches || [], (b) => this.selectNode(b.nodes[0], { reveal: true }));
     const [w, hgt] = this.zoom.size();
-    if (!this.viewFor.has(this.state.experiment)) {
+    if (!this.viewFor.has(this.viewKey())) {
       const current = layout.nodes.find((n) => n.node.current) || layout.nodes[layout.nodes.length - 1];
-      const focus = current ? { x: current.x + NODE_W / 2, y: current.y + NODE_H / 2 } : null;
-      this.zoom.t = initialTransform(layout.bounds, w, hgt, focus);
+      const focus = current ? { x: current.x + current.w / 2, y: current.y + NODE_H / 2 } : null;
+      this.zoom.t = this.state.mode === "steps" ? legibleFit(layout.bounds, w, hgt, focus) : initialTransform(layout.bounds, w, hgt, focus);
     } else {
-      this.zoom.t = this.viewFor.get(this.state.experiment);
+      this.zoom.t = this.viewFor.get(this.viewKey());
     }
     this.zoom.apply();
     this.markSelected();
     const ms = performance.now() - t0;
     window.__retuneLastRenderMs = ms;
     window.__retuneRenderCount = (window.__retuneRenderCount || 0) + 1;
-    window.__retuneLastRenderNodes = layout.nodes.length;
+    window.__retuneLastRenderNodes = (tree2.nodes || []).length;
+    window.__retuneLastRenderCards = layout.nodes.length;
     try {
       performance.measure("retune-render", { start: t0, end: t0 + ms });
     } catch {
@@ -2225,37 +3403,39 @@ var RetuneApp = class {
   markSelected() {
     const id = this.state.selected;
     this.treeView.select(id);
-    placeHalo(this.ui.halo, id !== null && this.state.layout ? this.state.layout.index.get(id) : null);
+    placeHalo(this.ui.halo, this.selectedItem());
+  }
+  renderTable() {
+    if (this.state.mode !== "table") return;
+    const item = this.selectedItem();
+    this.table.render(this.state.tree ? branchRows(this.state.tree) : [], item ? item.node.branch : null);
   }
   renderSide() {
+    this.renderTable();
     this.renderNode();
     this.renderForm();
-    renderLog(this.ui.logCard, this.state.tree, trainerSummary(this.state.tree && this.state.tree.trainer, this.state.tree && this.state.tree.status));
+    const tree2 = this.state.tree;
+    renderLog(this.ui.logCard, tree2, trainerSummary(tree2 && tree2.trainer, tree2 && tree2.status));
   }
   renderNode() {
-    const { layout, selected, tree: tree2 } = this.state;
-    const item = layout && selected !== null ? layout.index.get(selected) : null;
+    const { tree: tree2 } = this.state;
+    const item = this.selectedItem();
     if (!item) {
-      this.nodeCardKey = "";
-      renderNoNode(this.ui.nodeCard, tree2 ? "Click a node of the tree to see its details." : "Loading…");
+      this.nodeCard.empty(tree2 ? "Click a node of the tree to see its details." : "Loading…");
       return;
     }
     const branch = (tree2.branches || []).find((b) => b.name === item.node.branch) || null;
-    const color = branch ? branchColor(branch.color) : item.color;
-    const key = JSON.stringify([item.node, branch, color, this.state.details, this.state.detailsError, tree2.writable]);
-    if (key === this.nodeCardKey) return;
-    this.nodeCardKey = key;
-    renderNodeCard(this.ui.nodeCard, {
-      node: item.node,
+    const node = (tree2.nodes || []).find((n) => n.id === item.id) || item.node;
+    this.nodeCard.render({
+      node,
       details: this.state.details,
       detailsError: this.state.detailsError,
       branch,
-      color,
+      // Keep the chart's line colour and the branch link in step with the tree.
+      color: branch ? branchColor(branch.color) : item.color,
       branchHref: scalarsUrl(this.tbRoot, [item.node.run || item.node.branch]),
       writable: tree2.writable !== false,
-      restoreInput: this.restoreInput,
-      restoreMessage: this.restoreMessage,
-      onRestore: (step) => this.restore(step),
+      onRestore: (step) => restore(this, step),
       onSelect: (id) => this.selectNode(id, { reveal: true }),
       configOpen: this.state.configOpen,
       onConfigToggle: (open) => {
@@ -2264,52 +3444,44 @@ var RetuneApp = class {
     });
   }
   renderForm() {
-    const tree2 = this.state.tree;
-    const status = tree2 && tree2.status;
-    const hps = status && status.hyperparameters && typeof status.hyperparameters === "object" ? status.hyperparameters : null;
-    if (!hps) {
-      this.formFields = null;
-      this.state.formKey = "";
-      this.ui.formCard.textContent = "";
-      this.ui.formCard.appendChild(h("h2", {}, "Set hyperparameters"));
-      this.ui.formCard.appendChild(h("p", { class: "muted" }, tree2 ? "The trainer has not reported its hyperparameters yet." : "Loading…"));
-      return;
-    }
-    const writable = tree2.writable !== false;
-    const key = `${this.state.experiment}\0${Object.keys(hps).sort().join(",")}\0${writable}`;
-    if (key !== this.state.formKey || !this.formFields) {
-      const built = buildForm(this.ui.formCard, {
-        hyperparameters: hps,
-        writable,
-        error: this.formError,
-        message: this.formMessage,
-        onSubmit: () => this.submitForm(),
-        onReset: () => this.resetForm(),
-        onInput: (name) => {
-          this.state.formDirty.add(name);
-          this.formError.textContent = "";
-        }
-      });
-      this.formFields = built.fields;
-      this.state.formKey = key;
-    }
-    const written = /* @__PURE__ */ new Set();
-    for (const r of this.state.requests) {
-      if (r.kind === "hyperparameters" && r.state === "waiting" && r.experiment === this.state.experiment) {
-        for (const name of Object.keys(r.values || {})) written.add(name);
-      }
-    }
-    for (const [name, f] of this.formFields) {
-      if (this.state.formDirty.has(name) || written.has(name) || document.activeElement === f.input) continue;
-      const value = hps[name];
-      if (f.kind === "bool") f.input.checked = Boolean(value);
-      else {
-        const text = value === null || value === void 0 ? "" : formatValue(value);
-        if (f.input.value !== text && !sameValue(Number(f.input.value), value)) f.input.value = text;
-      }
-    }
+    this.form.render(this.state.tree, this.state.experiment, this.requests.pendingNames(this.state.experiment));
   }
 };
+
+// src/theme.js
+function parentDark(win = globalThis.window) {
+  try {
+    if (!win || win.parent === win) return null;
+    const doc = win.parent.document;
+    if (!doc || !doc.body || !doc.querySelector("tb-webapp")) return null;
+    return doc.body.classList.contains("dark-mode");
+  } catch {
+    return null;
+  }
+}
+function chooseTheme(parent, prefersDark) {
+  if (parent === true) return "dark";
+  if (parent === false) return "light";
+  return prefersDark ? "dark" : "light";
+}
+function followTheme(win = window) {
+  const media = typeof win.matchMedia === "function" ? win.matchMedia("(prefers-color-scheme: dark)") : null;
+  const apply2 = () => {
+    const theme = chooseTheme(parentDark(win), Boolean(media && media.matches));
+    if (win.document.documentElement.dataset.theme !== theme) win.document.documentElement.dataset.theme = theme;
+    return theme;
+  };
+  if (media && typeof media.addEventListener === "function") media.addEventListener("change", apply2);
+  try {
+    if (parentDark(win) !== null && typeof MutationObserver === "function") {
+      new MutationObserver(apply2).observe(win.parent.document.body, { attributes: true, attributeFilter: ["class"] });
+    }
+  } catch {
+  }
+  return apply2();
+}
+
+// src/index.js
 var app = null;
 async function render() {
   if (app) return;
@@ -2317,6 +3489,7 @@ async function render() {
   style.textContent = style_default;
   document.head.appendChild(style);
   document.documentElement.lang = document.documentElement.lang || "en";
+  followTheme(window);
   const root = document.createElement("div");
   root.className = "retune-root";
   document.body.appendChild(root);

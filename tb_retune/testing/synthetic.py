@@ -14,6 +14,7 @@ from typing import Any
 
 from tb_retune.experiment import atomic as _atomic
 from tb_retune.experiment.control import STATUS_FILENAME
+from tb_retune.trainer.hparams import HParamsRecorder
 from tb_retune.trainer.summaries import BranchWriter
 
 
@@ -26,11 +27,15 @@ def make_experiment(
     seed: int = 0,
     branch_names: list[str] | None = None,
     alive: bool = True,
+    hparams: bool = False,
 ) -> dict[str, Any]:
     """Writes an experiment of ``nodes`` nodes over ``branches`` branches.
 
+    ``hparams=True`` also writes each branch's HParams session, as the
+    trainer does when a branch ends (tb_retune.trainer.hparams).
     Returns the status dict that was written.
     """
+    recorder = HParamsRecorder(folder) if hparams else None
     rng = random.Random(seed)
     os.makedirs(folder, exist_ok=True)
     now = time.time()
@@ -42,6 +47,7 @@ def make_experiment(
     checkpoints: dict[str, list[int]] = {}
     checkpoint_nodes: dict[str, list[dict[str, Any]]] = {}
     seq = 0
+    live_branch = max(i for i, c in enumerate(per_branch[: len(names)]) if c)
     for b, (name, count) in enumerate(zip(names, per_branch, strict=False)):
         if count == 0:
             continue
@@ -88,11 +94,17 @@ def make_experiment(
                 loss = 2.0 * (0.97 ** (s / 10)) + rng.random() * 0.05
                 writer.scalars(s, {"loss": loss, "accuracy": 1 - loss / 2.2})
                 writer.hyperparameters(s, hps)
-            writer.scalars(step + steps_per_node, {"val_loss": loss * 1.1, "val_accuracy": 1 - loss / 2})
+            epoch_logs = {"loss": loss, "accuracy": 1 - loss / 2.2, "val_loss": loss * 1.1, "val_accuracy": 1 - loss / 2}
+            writer.scalars(step + steps_per_node, {k: epoch_logs[k] for k in ("val_loss", "val_accuracy")})
+            if recorder is not None:
+                recorder.saw(epoch_logs)
             checkpoints[name].append(step + steps_per_node)
             checkpoint_nodes[name].append({"step": step + steps_per_node, "node": record["id"]})
             parent = record["id"]
             step += steps_per_node
+        # A branch's session is written when training leaves it (the live one: at the end of fit).
+        if recorder is not None and not (alive and b == live_branch):
+            recorder.branch_ends(writer, name, hps, start)
         writer.close()
     last = all_nodes[-1]
     status = {

@@ -34,6 +34,7 @@ from tb_retune.experiment.control import (
     validate_hyperparameters,
 )
 from tb_retune.trainer.checkpoints import BackgroundWriter, CheckpointInfo, CheckpointStore
+from tb_retune.trainer.hparams import HParamsRecorder  # HParams sessions (frontend engineer, issue 19)
 from tb_retune.trainer.hyperparameters import OptimizerHandle
 from tb_retune.trainer.status import MAX_LIST, StatusFile
 from tb_retune.trainer.summaries import BranchWriter
@@ -141,6 +142,7 @@ class RetuneController:
         self.store: CheckpointStore | None = None
         self.status: StatusFile | None = None
         self.writer: BranchWriter | None = None
+        self._hparams = HParamsRecorder(self.logdir)  # issue 19: each branch an HParams session
         self.watcher: ControlWatcher | None = None
         self._ckpt_writer: BackgroundWriter | None = None
         self.background_checkpoints = background_checkpoints
@@ -399,6 +401,9 @@ class RetuneController:
         try:
             if self.watcher is not None:
                 self.watcher.stop()
+            # issue 19: the branch fit ends on becomes an HParams session (its latest node's values).
+            self._hparams.branch_ends(self.writer, self.branch, self.handle.get() if self.handle else None,
+                                      self.node_start, state=state)
             if state in ("finished", "stopped"):
                 step = self.sync_step()
                 if self.store is not None and not self._has_checkpoint(self.branch, step):
@@ -513,6 +518,7 @@ class RetuneController:
         step = self.sync_step()
         if logs:
             self.log_scalars(step, logs)
+            self._hparams.saw(logs)  # issue 19: the metrics of the HParams sessions
         if not complete:
             self.epoch = epoch
             return
@@ -687,6 +693,8 @@ class RetuneController:
             )
         step = self._step_known  # where the current branch is left
         self._keep_state_before_change(step)
+        # issue 19: the branch left becomes an HParams session, with the values it trained with last.
+        self._hparams.branch_ends(self.writer, self.branch, self.handle.get(), self.node_start, state="left")
         meta = self.store.load(self.model, self.optimizer, info)
         saved_hps = {k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in self.handle.get()}
         retrace = False

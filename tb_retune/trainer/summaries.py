@@ -102,6 +102,10 @@ class BranchWriter:
         self.scalars(step, {metadata.hyperparameter_tag(name): value for name, value in values.items()
                             if isinstance(value, (bool, int, float))})
 
+    def summary(self, pb: summary_pb2.Summary, step: int) -> None:
+        """Writes a ready-made summary (the HParams session of trainer.hparams)."""
+        self._add(event_pb2.Event(summary=pb), step)
+
     def node(self, record: Mapping[str, Any]) -> None:
         """Writes a node record and flushes, so the tree survives a crash."""
         self._add(event_pb2.Event(summary=metadata.node_pb(record)), int(record["step"]))

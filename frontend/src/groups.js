@@ -1,0 +1,136 @@
+// Runs of consecutive changes on one branch, collapsed into one group node
+// so that a long chain of small edits reads as one step of the story
+// ("lr 1e-3 → 2e-3 in 7 changes @ 910–1720"). Pure: tree in, tree out.
+
+import { diffRows, shortNumber } from './format.js';
+
+/** A run shorter than this stays as it is. */
+export const MIN_GROUP = 3;
+
+export const GROUP_PREFIX = 'group:';
+
+/** A run's label in two parts: what changed overall, and how many changes at which steps. */
+export function groupParts(diff, count, firstStep, lastStep) {
+  const parts = diffRows(diff).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`);
+  const steps = firstStep === lastStep ? `${firstStep}` : `${firstStep}–${lastStep}`;
+  return parts.length
+    ? { what: parts.join(', '), where: `in ${count} changes @ ${steps}` }
+    : { what: `${count} changes, back where they started`, where: `@ ${steps}` };
+}
+
+/** The label of a run: what changed overall, how many changes, at which steps. */
+export function groupLabel(diff, count, firstStep, lastStep) {
+  const { what, where } = groupParts(diff, count, firstStep, lastStep);
+  return `${what} ${where}`;
+}
+
+/** The overall change from `before` to `after`: `{name: [old, new]}` for the names that differ. */
+function overall(before, after) {
+  const out = {};
+  for (const name of new Set([...Object.keys(before || {}), ...Object.keys(after || {})])) {
+    const a = before ? before[name] : undefined;
+    const b = after ? after[name] : undefined;
+    if (a !== b) out[name] = [a === undefined ? null : a, b === undefined ? null : b];
+  }
+  return out;
+}
+
+/**
+ * Collapses runs of changes. A node can be in a run when it is a change on
+ * its branch (not the branch's first node, not the current node, not the
+ * branch's last node) and nothing branches off it (no restore from it), and
+ * its only child continues the same branch. Runs of `min` or more become one
+ * node `group:<first id>`, whose children are the run's last node's.
+ *
+ * @param {object} tree the tree answer
+ * @param {Set<string>} expanded group ids to leave open
+ * @param {number} [min]
+ * @returns {{tree: object, groupOf: Map<string, string>, groups: Map<string, object>}}
+ *   `tree` has the same shape as the answer (groups are nodes with `group: {members}`);
+ *   `groupOf` maps a member's id to its group's id (closed and open groups).
+ */
+export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP) {
+  const nodes = (tree && tree.nodes) || [];
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const kids = new Map();
+  for (const n of nodes) {
+    if (!n.parent || !byId.has(n.parent)) continue;
+    if (!kids.has(n.parent)) kids.set(n.parent, []);
+    kids.get(n.parent).push(n);
+  }
+  const lastOf = new Map();
+  for (const b of (tree && tree.branches) || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
+  const groupable = (n) => {
+    if (!n || !n.parent || n.current || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
+    const parent = byId.get(n.parent);
+    if (!parent || parent.branch !== n.branch) return false;
+    if (lastOf.get(n.branch) === n.id) return false;
+    const children = kids.get(n.id) || [];
+    return children.length === 1 && children[0].branch === n.branch;
+  };
+
+  const groupOf = new Map();
+  const groups = new Map();
+  const seen = new Set();
+  for (const n of nodes) {
+    if (seen.has(n.id) || !groupable(n)) continue;
+    // Start only at the first of a run: its parent is not in the run.
+    if (groupable(byId.get(n.parent))) continue;
+    const run = [];
+    let cur = n;
+    while (cur && groupable(cur) && !seen.has(cur.id)) {
+      seen.add(cur.id);
+      run.push(cur);
+      cur = (kids.get(cur.id) || [])[0];
+    }
+    if (run.length < min) continue;
+    const id = `${GROUP_PREFIX}${run[0].id}`;
+    const first = run[0];
+    const last = run[run.length - 1];
+    const before = (byId.get(first.parent) || {}).hyperparameters;
+    const diff = overall(before, last.hyperparameters);
+    const group = {
+      id,
+      branch: first.branch,
+      run: first.run,
+      parent: first.parent,
+      children: (kids.get(last.id) || []).map((c) => c.id),
+      start_step: first.start_step,
+      end_step: last.end_step,
+      current: false,
+      reason: 'group',
+      restore: null,
+      hyperparameters: last.hyperparameters,
+      diff,
+      metrics: last.metrics,
+      checkpoints: run.flatMap((m) => m.checkpoints || []),
+      label: groupLabel(diff, run.length, first.start_step, last.start_step),
+      group: { members: run.map((m) => m.id), first: first.id, last: last.id, ...groupParts(diff, run.length, first.start_step, last.start_step) },
+    };
+    groups.set(id, group);
+    for (const m of run) groupOf.set(m.id, id);
+  }
+  if (!groups.size) return { tree, groupOf, groups };
+
+  const closed = new Set([...groups.keys()].filter((g) => !expanded.has(g)));
+  const out = [];
+  for (const n of nodes) {
+    const g = groupOf.get(n.id);
+    if (g && closed.has(g)) {
+      if (groups.get(g).group.first === n.id) out.push(groups.get(g));
+      continue;
+    }
+    const pg = n.parent ? groupOf.get(n.parent) : undefined;
+    out.push(pg && closed.has(pg) ? { ...n, parent: pg } : n);
+  }
+  const branches = ((tree && tree.branches) || []).map((b) => {
+    const ids = [];
+    for (const id of b.nodes || []) {
+      const g = groupOf.get(id);
+      const shown = g && closed.has(g) ? g : id;
+      if (ids[ids.length - 1] !== shown) ids.push(shown);
+    }
+    return { ...b, nodes: ids };
+  });
+  return { tree: { ...tree, nodes: out, branches }, groupOf, groups };
+}
