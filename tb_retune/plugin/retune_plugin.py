@@ -235,7 +235,7 @@ class RetunePlugin(base_plugin.TBPlugin):
 
     @_route
     def status_route(self, request: _Request) -> _Response:
-        revisions = request.args.getlist("revision")[:MAX_REVISIONS]
+        revisions = [r for r in request.args.getlist("revision") if len(r) <= 200][:MAX_REVISIONS]
         return _serve(request, lambda ctx, eid: self.status_impl(ctx, eid, _arg(request, "experiment"), revisions))
 
     @_route
