@@ -20,7 +20,7 @@ import pytest
 from tb_retune._errors import PendingRestoreError
 from tb_retune.experiment import atomic, control_file, requests, safe_read
 from tb_retune.experiment.safe_read import UnsafeFileError
-from tb_retune.reader import experiments
+from tb_retune.reader import folders
 
 NOW = 1_800_000_000.0
 
@@ -214,7 +214,7 @@ def test_one_bounded_status_reader_serves_the_writer_and_the_reader(tmp_path: An
     path = os.path.join(folder, "retune-status.json")
 
     def both() -> tuple[Any, Any]:
-        return control_file.read_status(folder), experiments.read_status(folder, ".")
+        return control_file.read_status(folder), folders.read_status(folder, ".")
 
     with open(path, "w") as f:
         f.write('{"state": ' + "[" * 100_000)  # a RecursionError for json.loads

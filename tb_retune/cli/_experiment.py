@@ -15,7 +15,7 @@ from typing import Any
 
 from tb_retune._errors import RetuneError
 from tb_retune.experiment.control import STATUS_FILENAME
-from tb_retune.reader import experiments
+from tb_retune.reader import experiments, folders
 
 
 class CliError(RetuneError):
@@ -61,7 +61,7 @@ class Experiment:
         if not path:
             raise CliError("EXPERIMENT: must be the experiment's folder, e.g. runs/digits")
         self.path = path
-        self.local = experiments.is_local(path)
+        self.local = folders.is_local(path)
         self.folder = os.path.abspath(path) if self.local else path.rstrip("/")
         self._reader: experiments.Reader | None = None
         self._tree: dict[str, Any] | None = None
@@ -71,11 +71,11 @@ class Experiment:
     # -- small files ----------------------------------------------------
     def status(self) -> dict[str, Any] | None:
         """The decoded ``retune-status.json``, or None."""
-        return experiments.read_status(self.folder, ".")
+        return folders.read_status(self.folder, ".")
 
     def control(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(content, error)`` of ``retune.json``; ``(None, None)`` when absent."""
-        return experiments.read_control(self.folder, ".")
+        return folders.read_control(self.folder, ".")
 
     def require_status(self) -> dict[str, Any]:
         """The status file; refuses a folder where no trainer has run."""
@@ -119,7 +119,7 @@ class Experiment:
         if self._tree is None:
             try:
                 self._tree = self.reader().tree(".")
-            except experiments.UnknownExperimentError:
+            except folders.UnknownExperimentError:
                 raise CliError(
                     f"experiment {self.path}: no tb-retune tree in its event files "
                     f"(no <branch>/events.out.tfevents.* with retune summaries){self._hint()}"

@@ -29,13 +29,12 @@ from tb_retune.experiment.control import CONTROL_FILENAME
 from tb_retune.experiment.metadata import PLUGIN_NAME
 from tb_retune.experiment.safe_read import UnsafeFileError
 from tb_retune.plugin.hosts import HostPolicy
-from tb_retune.reader.experiments import (
-    ExperimentStore,
+from tb_retune.reader.experiments import ExperimentStore, dumps_json
+from tb_retune.reader.folders import (
     InvalidExperimentNameError,
     LogdirNotWritableError,
     UnknownExperimentError,
     UnknownNodeError,
-    dumps_json,
     resolve_for_write,
 )
 
