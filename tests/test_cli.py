@@ -268,6 +268,13 @@ def test_a_control_file_that_is_a_fifo_or_a_link_out_is_refused(digits_copy: str
     line = refused(*run("set", digits_copy, "momentum=0.5")[::2])
     assert "retune.json: is a link to /dev/zero, outside the experiment folder" in line
     assert os.path.islink(path)
+    # A status file that is a link out of the experiment is refused by name, never read.
+    status = os.path.join(digits_copy, "retune-status.json")
+    outside = str(tmp_path / "elsewhere.json")
+    os.replace(status, outside)
+    os.symlink(outside, status)
+    line = refused(*run("set", digits_copy, "momentum=0.5")[::2])
+    assert "retune-status.json: is a link to" in line and "outside the experiment folder" in line
 
 
 # -- reading ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from tb_retune._errors import RetuneError
+from tb_retune.experiment import control_file
 from tb_retune.experiment.control import STATUS_FILENAME
 from tb_retune.reader import experiments, folders
 
@@ -78,8 +79,11 @@ class Experiment:
         return folders.read_control(self.folder, ".")
 
     def require_status(self) -> dict[str, Any]:
-        """The status file; refuses a folder where no trainer has run."""
-        status = self.status()
+        """The status file; refuses a folder where no trainer has run, or
+        whose status file cannot be used (saying why)."""
+        status, error = control_file.read_status_checked(self.folder)
+        if status is None and error is not None:
+            raise CliError(f"experiment {self.path}: {error}")
         if status is None:
             raise CliError(self._not_an_experiment())
         return status
