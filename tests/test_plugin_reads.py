@@ -14,14 +14,12 @@ import pytest
 from tensorboard import context
 
 from tb_retune.plugin.retune_plugin import static_file
-from tb_retune.reader.experiments import (
-    ExperimentStore,
+from tb_retune.reader.experiments import ExperimentStore, load_multiplexer, open_logdir
+from tb_retune.reader.folders import (
     InvalidExperimentNameError,
     UnknownExperimentError,
     UnknownNodeError,
     check_name,
-    load_multiplexer,
-    open_logdir,
     split_run,
 )
 from tb_retune.reader.tree import short_number

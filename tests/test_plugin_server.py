@@ -133,12 +133,20 @@ def test_real_tensorboard_serves_the_tab(server: Server, logdir: str) -> None:
     code, reply, _ = server.request("/data/plugin/retune/hyperparameters", body, {"Origin": "http://evil.example"})
     assert code == 403 and "cross-origin" in reply["error"]
     assert not os.path.exists(control)
+    # DNS rebinding: a page whose name resolves to this server sends matching Origin and Host.
+    port = server.url.rsplit(":", 1)[1]
+    evil = f"rebind.evil.example:{port}"
+    code, reply, _ = server.request("/data/plugin/retune/hyperparameters", body,
+                                    {"Host": evil, "Origin": f"http://{evil}"})
+    assert code == 403 and "does not name this TensorBoard" in reply["error"], reply
+    assert not os.path.exists(control)
     code, reply, _ = server.request("/data/plugin/retune/hyperparameters", body, {"Origin": server.url})
     try:
         assert code == 200, reply
         assert reply["control"]["hyperparameters"]["momentum"] == 0.5
         with open(control) as f:
-            assert json.load(f) == {"hyperparameters": {"momentum": 0.5}}
+            assert json.load(f) == {"hyperparameters": {"momentum": 0.5},
+                                    "revision": {"id": reply["revision"], "keys": ["momentum"]}}
     finally:
         if os.path.exists(control):
             os.remove(control)  # the logdir is shared with the other data loader's run

@@ -231,7 +231,7 @@ def _cmd_set(args: argparse.Namespace) -> int:
              f"{_format_hps(result['written']['hyperparameters'])}"]
     if args.wait:
         applied = result["applied"]
-        if applied:
+        if applied and result["state"] == "applied":
             lines.append(f"applied at step {applied.get('step')}: {applied.get('what')} (node {applied.get('node')})")
         else:
             lines.append(f"in force at step {result['step']} (the trainer already ran with these values)")
@@ -279,6 +279,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from tb_retune.cli._views import render_status
+    from tb_retune.experiment import requests
     from tb_retune.reader.tree import trainer_liveness
 
     exp = Experiment(args.experiment)
@@ -290,7 +291,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         out = dict(status or {})
         out["trainer"] = trainer_liveness(status, now)
-        out["control"] = control
+        out["control"] = requests.control_record(status)
+        out["control_file"] = control
         out["control_error"] = control_error
         _emit(_dump(out))
     else:

@@ -14,8 +14,9 @@ import os
 from typing import Any
 
 from tb_retune._errors import RetuneError
+from tb_retune.experiment import control_file
 from tb_retune.experiment.control import STATUS_FILENAME
-from tb_retune.reader import experiments
+from tb_retune.reader import experiments, folders
 
 
 class CliError(RetuneError):
@@ -61,7 +62,7 @@ class Experiment:
         if not path:
             raise CliError("EXPERIMENT: must be the experiment's folder, e.g. runs/digits")
         self.path = path
-        self.local = experiments.is_local(path)
+        self.local = folders.is_local(path)
         self.folder = os.path.abspath(path) if self.local else path.rstrip("/")
         self._reader: experiments.Reader | None = None
         self._tree: dict[str, Any] | None = None
@@ -71,15 +72,18 @@ class Experiment:
     # -- small files ----------------------------------------------------
     def status(self) -> dict[str, Any] | None:
         """The decoded ``retune-status.json``, or None."""
-        return experiments.read_status(self.folder, ".")
+        return folders.read_status(self.folder, ".")
 
     def control(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(content, error)`` of ``retune.json``; ``(None, None)`` when absent."""
-        return experiments.read_control(self.folder, ".")
+        return folders.read_control(self.folder, ".")
 
     def require_status(self) -> dict[str, Any]:
-        """The status file; refuses a folder where no trainer has run."""
-        status = self.status()
+        """The status file; refuses a folder where no trainer has run, or
+        whose status file cannot be used (saying why)."""
+        status, error = control_file.read_status_checked(self.folder)
+        if status is None and error is not None:
+            raise CliError(f"experiment {self.path}: {error}")
         if status is None:
             raise CliError(self._not_an_experiment())
         return status
@@ -119,7 +123,7 @@ class Experiment:
         if self._tree is None:
             try:
                 self._tree = self.reader().tree(".")
-            except experiments.UnknownExperimentError:
+            except folders.UnknownExperimentError:
                 raise CliError(
                     f"experiment {self.path}: no tb-retune tree in its event files "
                     f"(no <branch>/events.out.tfevents.* with retune summaries){self._hint()}"

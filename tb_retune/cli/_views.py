@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from tb_retune.experiment import requests
 from tb_retune.experiment.control import format_value
 from tb_retune.reader.tree import trainer_liveness
 
@@ -45,8 +46,8 @@ def describe_state(status: Mapping[str, Any] | None, now: float) -> str:
 
 
 def _pending_restore(status: Mapping[str, Any], control: Mapping[str, Any] | None) -> str | None:
-    restore = (control or {}).get("restore")
-    if not isinstance(restore, dict) or restore.get("id") in (status.get("restores_done") or []):
+    restore = requests.pending_restore(control, status, None)
+    if restore is None:
         return None
     return f"{restore.get('id')}: {restore.get('branch')}@{restore.get('step')}"
 

@@ -3,6 +3,10 @@
 Every file that our code writes and another process reads goes through
 :func:`atomic_write_bytes`: a temporary file in the same folder, fsync, then
 ``os.replace``, so a reader sees the old content or the new, never a mix.
+The files get the permissions that the umask leaves of ``0666``, like those
+of any other tool (``tempfile.mkstemp`` alone would make them ``0600``, and a
+trainer running as another user could not read a ``retune.json`` written by
+``tb-retune set``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,36 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from tb_retune._errors import ExperimentLockedError
+
+#: Largest JSON file that :func:`read_json` reads.
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # elsewhere: set and restore, as briefly as possible
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode of a new file as ``open(path, "w")`` would create it."""
+    return 0o666 & ~current_umask()
 
 
 def fsync_dir(path: str) -> None:
@@ -48,6 +78,7 @@ def atomic_open(path: str, *, durable: bool = True, prefix: str | None = None,
         os.makedirs(tmp_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=tmp_dir or folder, prefix=prefix or ("." + os.path.basename(path) + "."), suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -76,13 +107,15 @@ def atomic_write_json(path: str, obj: Any, *, durable: bool = True, tmp_dir: str
     atomic_write_bytes(path, dumps(obj), durable=durable, tmp_dir=tmp_dir)
 
 
-def read_json(path: str) -> Any:
-    """Reads a JSON file; returns None when it does not exist."""
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        return None
+def read_json(path: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """Reads a JSON file safely and bounded; returns None when it does not exist.
+
+    Raises OSError (a folder, a FIFO, a link out of its folder, too large,
+    unreadable) or ValueError (invalid JSON), with the reason.
+    """
+    from tb_retune.experiment import safe_read
+
+    return safe_read.read_json_file(path, limit)
 
 
 @contextlib.contextmanager
@@ -92,7 +125,10 @@ def file_lock(path: str) -> Iterator[None]:
     Serialises read-merge-write cycles of the control file between the
     plugin's request threads and the command line.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # made by another user: a read-only fd locks as well
+        fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

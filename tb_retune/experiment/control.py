@@ -2,7 +2,10 @@
 
 One schema in one place: the trainer, the plugin and the command line all
 validate ``retune.json`` revisions with :func:`parse_control`, so a request
-that the plugin accepts is one that the trainer will apply.
+that the plugin accepts is one that the trainer will apply. The rules for
+single values live in :mod:`tb_retune.experiment.values`, the strict JSON
+decoding (duplicate keys, huge integers, depth) in
+:mod:`tb_retune.experiment.strict_json`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tb_retune._errors import ControlError
+from tb_retune.experiment import strict_json
+from tb_retune.experiment.strict_json import key_text
+from tb_retune.experiment.values import (  # noqa: F401  (re-exported: the schema's public names)
+    CLIP_KEYS,
+    FIXED_AT_BUILD,
+    describe,
+    format_value,
+    validate_hyperparameters,
+)
 
 CONTROL_FILENAME = "retune.json"
 STATUS_FILENAME = "retune-status.json"
@@ -22,50 +34,12 @@ CHECKPOINTS_DIRNAME = "checkpoints"
 #: Largest control file that is read at all; larger ones are refused unread.
 MAX_CONTROL_BYTES = 256 * 1024
 
-TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop")
+TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop", "revision")
 RESTORE_KEYS = ("id", "branch", "step", "hyperparameters")
 SCHEDULE_KEYS = ("at_step", "hyperparameters")
-
-#: Hyperparameters that fix the optimizer's structure or bookkeeping when it
-#: is built: they are reported but cannot be changed during training.
-FIXED_AT_BUILD = frozenset(
-    {
-        "name",
-        "use_ema",
-        "ema_overwrite_frequency",
-        "gradient_accumulation_steps",
-        "loss_scale_factor",
-    }
-)
-
-CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
-
-# name -> (lower bound, lower inclusive, upper bound, upper inclusive, nullable)
-_RANGES: dict[str, tuple[float, bool, float, bool, bool]] = {
-    "learning_rate": (0.0, False, math.inf, False, False),
-    "momentum": (0.0, True, 1.0, True, False),
-    "beta_1": (0.0, True, 1.0, False, False),
-    "beta_2": (0.0, True, 1.0, False, False),
-    "rho": (0.0, True, 1.0, True, False),
-    "epsilon": (0.0, False, math.inf, False, False),
-    "ema_momentum": (0.0, True, 1.0, True, False),
-    "weight_decay": (0.0, True, math.inf, False, True),
-    "clipnorm": (0.0, False, math.inf, False, True),
-    "clipvalue": (0.0, False, math.inf, False, True),
-    "global_clipnorm": (0.0, False, math.inf, False, True),
-    "initial_accumulator_value": (0.0, True, math.inf, False, False),
-    "learning_rate_power": (-math.inf, False, 0.0, True, False),
-    "l1_regularization_strength": (0.0, True, math.inf, False, False),
-    "l2_regularization_strength": (0.0, True, math.inf, False, False),
-    "l2_shrinkage_regularization_strength": (0.0, True, math.inf, False, False),
-    "beta_2_decay": (-math.inf, False, 0.0, True, False),
-    "epsilon_1": (0.0, False, math.inf, False, False),
-    "epsilon_2": (0.0, False, math.inf, False, False),
-    "lr_power": (-math.inf, False, 0.0, True, False),
-    "ns_steps": (1.0, True, math.inf, False, False),
-}
-
-_BOOL_HYPERPARAMETERS = frozenset({"nesterov", "amsgrad", "centered"})
+REVISION_KEYS = ("id", "keys")
+#: Longest id of a restore or of a revision.
+MAX_ID_CHARS = 200
 
 #: Short names used in edge labels (``lr 1e-3 → 3e-4 @ 1200``).
 SHORT_NAMES = {
@@ -109,119 +83,20 @@ class ControlRevision:
     schedule: tuple[ScheduleEntry, ...]
     stop: bool
     raw: Mapping[str, Any]
-
-
-def _describe(value: Any) -> str:
-    text = json.dumps(value) if _json_safe(value) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _json_safe(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def format_value(value: Any) -> str:
-    """Formats a hyperparameter value the way the log and the tree show it."""
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _check_number(where: str, name: str, value: Any) -> float | int | None:
-    lo, lo_inc, hi, hi_inc, nullable = _RANGES.get(
-        name, (-math.inf, False, math.inf, False, False)
-    )
-    if value is None:
-        if nullable:
-            return None
-        raise ControlError(f"{where}: must be a number, got null")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ControlError(f"{where}: must be a number, got {_describe(value)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ControlError(f"{where}: must be a finite number, got {value}")
-    allowed = []
-    if lo > -math.inf:
-        allowed.append(f"{'>=' if lo_inc else '>'} {format_value(lo)}")
-    if hi < math.inf:
-        allowed.append(f"{'<=' if hi_inc else '<'} {format_value(hi)}")
-    ok = (value > lo or (lo_inc and value == lo)) and (
-        value < hi or (hi_inc and value == hi)
-    )
-    if not ok:
-        rule = " and ".join(allowed)
-        null_hint = " (or null to turn it off)" if nullable else ""
-        raise ControlError(f"{where}: must be {rule}{null_hint}, got {_describe(value)}")
-    return value
-
-
-def validate_hyperparameters(
-    where: str,
-    values: Any,
-    known: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """Validates a ``{name: value}`` object.
-
-    Args:
-        where: The path of the object in the control file, for messages.
-        values: The object to validate.
-        known: The hyperparameters that the optimizer has, with their values
-            in force, or None when they are not known (then only the values
-            are checked).
-    """
-    if not isinstance(values, dict):
-        raise ControlError(f"{where}: must be an object of name: value, got {_describe(values)}")
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        key = f"{where}.{name}"
-        if name in FIXED_AT_BUILD:
-            raise ControlError(
-                f"{key}: {name} is fixed when the optimizer is built and cannot be "
-                "changed during training"
-            )
-        if known is not None and name not in known:
-            allowed = ", ".join(sorted(n for n in known if n not in FIXED_AT_BUILD))
-            raise ControlError(
-                f"{key}: unknown hyperparameter {_describe(name)}; this optimizer has: {allowed}"
-            )
-        current = known.get(name) if known is not None else None
-        if name in _BOOL_HYPERPARAMETERS or isinstance(current, bool):
-            if not isinstance(value, bool):
-                raise ControlError(f"{key}: must be true or false, got {_describe(value)}")
-            out[name] = value
-            continue
-        if isinstance(current, str):
-            raise ControlError(f"{key}: is not a number and cannot be changed, got {_describe(value)}")
-        checked = _check_number(key, name, value)
-        if isinstance(current, int) and not isinstance(current, bool) and name not in _RANGES:
-            if isinstance(checked, float) and not checked.is_integer():
-                raise ControlError(f"{key}: must be an integer, got {_describe(value)}")
-            checked = int(checked) if checked is not None else None
-        out[name] = checked
-    merged = dict(known or {})
-    merged.update(out)
-    clips = [k for k in CLIP_KEYS if merged.get(k) is not None]
-    if known is not None and len(clips) > 1:
-        raise ControlError(
-            f"{where}: only one of clipnorm, clipvalue and global_clipnorm can be set, "
-            f"got {', '.join(f'{k}={format_value(merged[k])}' for k in clips)}; "
-            "set the others to null"
-        )
-    return out
+    #: ``revision.id`` stamped by our writer (None for a hand edit).
+    revision_id: str | None = None
+    #: ``revision.keys``: the hyperparameters that this write set; the trainer
+    #: applies them even when their value in the file did not change.
+    revision_keys: tuple[str, ...] = ()
 
 
 def _check_int_step(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ControlError(f"{where}: must be a step number (an integer >= 0), got {_describe(value)}")
+        raise ControlError(f"{where}: must be a step number (an integer >= 0), got {describe(value)}")
     if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
-        raise ControlError(f"{where}: must be a step number (an integer >= 0), got {_describe(value)}")
+        raise ControlError(f"{where}: must be a step number (an integer >= 0), got {describe(value)}")
     if value < 0:
-        raise ControlError(f"{where}: must be a step number (an integer >= 0), got {_describe(value)}")
+        raise ControlError(f"{where}: must be a step number (an integer >= 0), got {describe(value)}")
     return int(value)
 
 
@@ -230,7 +105,8 @@ def _check_keys(where: str, obj: Mapping[str, Any], allowed: Iterable[str]) -> N
     for key in obj:
         if key not in allowed:
             raise ControlError(
-                f"{where + '.' if where else ''}{key}: unknown key; allowed keys are {', '.join(allowed)}"
+                f"{where + '.' if where else ''}{key_text(str(key))}: unknown key; "
+                f"allowed keys are {', '.join(allowed)}"
             )
 
 
@@ -240,35 +116,57 @@ def parse_restore(
     checkpoints: Mapping[str, Iterable[int]] | None,
 ) -> RestoreRequest:
     if not isinstance(value, dict):
-        raise ControlError(f"restore: must be an object with id, branch and step, got {_describe(value)}")
+        raise ControlError(f"restore: must be an object with id, branch and step, got {describe(value)}")
     _check_keys("restore", value, RESTORE_KEYS)
     for key in ("id", "branch", "step"):
         if key not in value:
             raise ControlError(f"restore.{key}: missing; a restore needs id, branch and step")
     rid = value["id"]
-    if not isinstance(rid, str) or not rid or len(rid) > 200:
-        raise ControlError(f"restore.id: must be a non-empty string, got {_describe(rid)}")
+    if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+        raise ControlError(f"restore.id: must be a non-empty string, got {describe(rid)}")
     branch = value["branch"]
     if not isinstance(branch, str) or not branch:
-        raise ControlError(f"restore.branch: must be a branch name, got {_describe(branch)}")
+        raise ControlError(f"restore.branch: must be a branch name, got {describe(branch)}")
     step = _check_int_step("restore.step", value["step"])
     if checkpoints is not None:
         if branch not in checkpoints:
             names = ", ".join(sorted(checkpoints)) or "none yet"
             raise ControlError(
-                f"restore.branch: no branch {_describe(branch)} with checkpoints; branches: {names}"
+                f"restore.branch: no branch {describe(branch)} with checkpoints; branches: {names}"
             )
         steps = sorted(int(s) for s in checkpoints[branch])
         if step not in steps:
             shown = ", ".join(str(s) for s in steps[-20:]) or "none yet"
             raise ControlError(
-                f"restore.step: branch {_describe(branch)} has no checkpoint at step {step}; "
+                f"restore.step: branch {describe(branch)} has no checkpoint at step {step}; "
                 f"restorable steps: {shown}"
             )
     hps = validate_hyperparameters(
         "restore.hyperparameters", value.get("hyperparameters", {}), known
     )
     return RestoreRequest(id=rid, branch=branch, step=step, hyperparameters=hps)
+
+
+def parse_revision(value: Any, hyperparameters: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """``(id, keys)`` of a ``revision`` object (``(None, ())`` when absent)."""
+    if value is None:
+        return None, ()
+    if not isinstance(value, dict):
+        raise ControlError(f"revision: must be an object {{id, keys}} as tb-retune writes it, got {describe(value)}")
+    _check_keys("revision", value, REVISION_KEYS)
+    rid = value.get("id")
+    if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+        raise ControlError(f"revision.id: must be a non-empty string, got {describe(rid)}")
+    keys = value.get("keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ControlError(f"revision.keys: must be a list of hyperparameter names, got {describe(keys)}")
+    for k in keys:
+        if k not in hyperparameters:
+            raise ControlError(
+                f"revision.keys: names {key_text(k)}, which hyperparameters does not set; "
+                "remove the revision key when editing the file by hand"
+            )
+    return rid, tuple(keys)
 
 
 def parse_control_object(
@@ -279,7 +177,7 @@ def parse_control_object(
     """Validates a decoded control document; raises ControlError if invalid."""
     if not isinstance(doc, dict):
         raise ControlError(
-            f"retune.json: must be a JSON object like {{\"hyperparameters\": {{...}}}}, got {_describe(doc)}"
+            f"retune.json: must be a JSON object like {{\"hyperparameters\": {{...}}}}, got {describe(doc)}"
         )
     _check_keys("", doc, TOP_LEVEL_KEYS)
     hps = validate_hyperparameters("hyperparameters", doc.get("hyperparameters", {}), known)
@@ -288,12 +186,12 @@ def parse_control_object(
         restore = parse_restore(doc["restore"], known, checkpoints)
     schedule_doc = doc.get("schedule", [])
     if not isinstance(schedule_doc, list):
-        raise ControlError(f"schedule: must be a list of {{at_step, hyperparameters}}, got {_describe(schedule_doc)}")
+        raise ControlError(f"schedule: must be a list of {{at_step, hyperparameters}}, got {describe(schedule_doc)}")
     schedule = []
     for i, entry in enumerate(schedule_doc):
         where = f"schedule[{i}]"
         if not isinstance(entry, dict):
-            raise ControlError(f"{where}: must be an object with at_step and hyperparameters, got {_describe(entry)}")
+            raise ControlError(f"{where}: must be an object with at_step and hyperparameters, got {describe(entry)}")
         _check_keys(where, entry, SCHEDULE_KEYS)
         if "at_step" not in entry:
             raise ControlError(f"{where}.at_step: missing")
@@ -303,18 +201,24 @@ def parse_control_object(
     schedule.sort(key=lambda e: e.at_step)
     stop = doc.get("stop", False)
     if not isinstance(stop, bool):
-        raise ControlError(f"stop: must be true or false, got {_describe(stop)}")
+        raise ControlError(f"stop: must be true or false, got {describe(stop)}")
+    revision_id, revision_keys = parse_revision(doc.get("revision"), hps)
     return ControlRevision(
-        hyperparameters=hps, restore=restore, schedule=tuple(schedule), stop=stop, raw=doc
+        hyperparameters=hps, restore=restore, schedule=tuple(schedule), stop=stop, raw=doc,
+        revision_id=revision_id, revision_keys=revision_keys,
     )
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(name)
-
-
 def decode_control(data: bytes) -> Any:
-    """Decodes the bytes of a control file, with errors a person can act on."""
+    """Decodes the bytes of a control file, with errors a person can act on.
+
+    ``data`` may be a :class:`~tb_retune.experiment.safe_read.ReadFailure`
+    (the file could not be read: a folder, a FIFO, a link out of the
+    experiment): its reason is raised like any other error of the file.
+    """
+    reason = getattr(data, "reason", None)
+    if reason is not None:
+        raise ControlError(str(reason))
     if len(data) > MAX_CONTROL_BYTES:
         raise ControlError(
             f"retune.json: file is {len(data)} bytes, larger than the limit of "
@@ -326,14 +230,7 @@ def decode_control(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ControlError(f"retune.json: not UTF-8 text (byte {e.start}); write the file as JSON text") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as e:
-        if isinstance(e, json.JSONDecodeError):
-            raise ControlError(
-                f"retune.json: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-            ) from None
-        raise ControlError(f"retune.json: {e} is not valid JSON; use a finite number") from None
+    return strict_json.loads(text, what="retune.json")
 
 
 def parse_control(

@@ -1,23 +1,28 @@
 """Safe writes to an experiment's control file, shared by the plugin and the CLI.
 
 A write is validated with the trainer's schema against the trainer's status
-(its hyperparameters and checkpoints), merged with what the file holds, and
-published atomically under a file lock, so two writers at the same moment
-never lose one another and the file is never left invalid.
+(its hyperparameters and checkpoints), merged with what the file holds,
+stamped with a new ``revision`` (see :mod:`tb_retune.experiment.requests`)
+and published atomically under a file lock, so two writers at the same moment
+never lose one another and the file is never left invalid. The status file is
+read here too, by the one bounded reader that the plugin and the CLI share.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from tb_retune._errors import ControlError
+from tb_retune._errors import ControlError, PendingRestoreError
 from tb_retune.experiment import atomic as _atomic
+from tb_retune.experiment import requests, safe_read
 from tb_retune.experiment.control import (
     CONTROL_FILENAME,
+    MAX_CONTROL_BYTES,
     STATUS_FILENAME,
     decode_control,
     merge_control,
@@ -25,18 +30,47 @@ from tb_retune.experiment.control import (
 )
 
 LOCK_FILENAME = ".retune.json.lock"
+#: Largest status file that is read at all.
+MAX_STATUS_BYTES = 4 * 1024 * 1024
 
 
 def new_restore_id() -> str:
     return f"r-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def read_status(folder: str) -> dict[str, Any] | None:
+def new_revision_id() -> str:
+    """``w-<12 hex>``: the id our writer stamps on each write."""
+    return f"w-{uuid.uuid4().hex[:12]}"
+
+
+def join(folder: str, filename: str) -> str:
+    """``folder/filename``, for a local folder or a remote one (``gs://...``)."""
+    return os.path.join(folder, filename) if "://" not in folder else folder.rstrip("/") + "/" + filename
+
+
+def read_status_checked(folder: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(status, error)``: the decoded ``retune-status.json`` of ``folder``.
+
+    ``(None, None)`` when there is none; ``(None, why)`` when it cannot be
+    used: not a regular file, a link out of the folder, larger than
+    :data:`MAX_STATUS_BYTES`, invalid JSON (e.g. a writer that is not atomic,
+    caught mid-write), or not an object.
+    """
+    within = folder if "://" not in folder else None
     try:
-        status = _atomic.read_json(os.path.join(folder, STATUS_FILENAME))
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) else None
+        status = safe_read.read_json_file(join(folder, STATUS_FILENAME), MAX_STATUS_BYTES, within=within)
+    except (OSError, ControlError) as e:
+        return None, str(e)
+    if status is None:
+        return None, None
+    if not isinstance(status, dict):
+        return None, f"{STATUS_FILENAME}: holds something other than a JSON object"
+    return status, None
+
+
+def read_status(folder: str) -> dict[str, Any] | None:
+    """The decoded ``retune-status.json`` of ``folder``, or None (absent or unusable)."""
+    return read_status_checked(folder)[0]
 
 
 def known_from_status(status: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, list[int]] | None]:
@@ -46,18 +80,24 @@ def known_from_status(status: Mapping[str, Any] | None) -> tuple[dict[str, Any] 
     hps = status.get("hyperparameters")
     ckpts = status.get("checkpoints")
     return (dict(hps) if isinstance(hps, dict) and hps else None,
-            {str(k): list(v) for k, v in ckpts.items()} if isinstance(ckpts, dict) else None)
+            {str(k): list(v) for k, v in ckpts.items() if isinstance(v, list)} if isinstance(ckpts, dict) else None)
+
+
+def read_control_bytes(folder: str) -> bytes | None:
+    """The control file's bytes, bounded; None when absent.
+
+    Raises UnsafeFileError for a folder, FIFO, device, a link out of the
+    experiment folder, or a file larger than the schema's limit.
+    """
+    within = folder if "://" not in folder else None
+    return safe_read.read_small(join(folder, CONTROL_FILENAME), MAX_CONTROL_BYTES, within=within)
 
 
 def read_control(folder: str) -> dict[str, Any]:
-    """The control file's object; ``{}`` when absent. An invalid file raises."""
-    path = os.path.join(folder, CONTROL_FILENAME)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return {}
-    if not data.strip():
+    """The control file's object; ``{}`` when absent. An invalid file raises
+    ControlError, one that cannot be read safely UnsafeFileError."""
+    data = read_control_bytes(folder)
+    if data is None or not data.strip():
         return {}
     return decode_control_object(data)
 
@@ -73,18 +113,37 @@ def decode_control_object(data: bytes) -> dict[str, Any]:
 def write_control(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
     """Validates ``update``, merges it into ``<folder>/retune.json`` atomically.
 
-    Returns the whole new content. Raises ControlError (nothing written) when
-    the update or the merged file would be invalid, and OSError when the
-    folder cannot be written.
+    The file is stamped with a new ``revision`` whose ``keys`` are the
+    hyperparameters that ``update`` sets; returns the whole new content
+    (``content["revision"]["id"]`` is the id to follow with
+    :func:`tb_retune.experiment.requests.request_state`).
+
+    Raises:
+        PendingRestoreError: ``update`` holds a new restore while the one in
+            the file is still pending (nothing written).
+        ControlError: the update or the merged file would be invalid
+            (nothing written).
+        UnsafeFileError: the control file is a folder, a FIFO, a link out
+            of the experiment folder or too large (nothing written).
+        OSError: the folder cannot be written.
     """
-    known, checkpoints = known_from_status(read_status(folder))
+    status = read_status(folder)
+    known, checkpoints = known_from_status(status)
     # Validate the update alone first, so the error names what was sent.
     parse_control_object(dict(update), known, checkpoints)
     with _atomic.file_lock(os.path.join(folder, LOCK_FILENAME)):
+        data = read_control_bytes(folder)
         try:
-            current = read_control(folder)
+            current = decode_control_object(data) if data is not None and data.strip() else {}
         except ControlError:
             current = {}  # a broken hand-edited file is replaced by a valid one
+        if isinstance(update.get("restore"), Mapping):
+            # The status is read again under the lock: the trainer may have
+            # carried out the earlier restore since.
+            sha = hashlib.sha256(data).hexdigest() if data is not None else None
+            pending = requests.pending_restore(current, read_status(folder), sha)
+            if pending is not None and pending.get("id") != update["restore"].get("id"):
+                raise PendingRestoreError(requests.describe_pending(pending))
         merged = merge_control(current, update)
         try:
             parse_control_object(merged, known, None)
@@ -93,5 +152,8 @@ def write_control(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
             # a checkpoint since removed): keep only what is still valid.
             merged = merge_control({k: v for k, v in current.items() if k == "hyperparameters"}, update)
             parse_control_object(merged, known, None)
+        hps = update.get("hyperparameters")
+        merged["revision"] = {"id": new_revision_id(),
+                              "keys": sorted(hps) if isinstance(hps, Mapping) else []}
         _atomic.atomic_write_json(os.path.join(folder, CONTROL_FILENAME), merged)
     return merged

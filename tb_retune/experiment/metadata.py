@@ -69,6 +69,40 @@ def decode_node_bytes(raw: bytes | str) -> dict[str, Any]:
     return record
 
 
+def _is_step(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value >= 0 and float(value).is_integer()
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """What makes a decoded node record unusable for the tree, or None.
+
+    The tree is drawn from the records that pass; one that does not is
+    skipped with this reason as a warning (a hand-made or damaged event file
+    must not hide the rest of the experiment).
+    """
+    checks: list[tuple[str, bool, str]] = [
+        ("id", isinstance(record.get("id"), str) and bool(record.get("id")), "a non-empty string"),
+        ("branch", isinstance(record.get("branch"), str) and bool(record.get("branch")), "a non-empty string"),
+        ("step", _is_step(record.get("step")), "a step number (an integer >= 0)"),
+        ("parent", record.get("parent") is None or isinstance(record.get("parent"), str), "a node id or null"),
+        ("seq", record.get("seq") is None or _is_step(record.get("seq")), "an integer >= 0"),
+        ("time", record.get("time") is None or (isinstance(record.get("time"), (int, float))
+                                                and not isinstance(record.get("time"), bool)), "a number"),
+        ("hyperparameters", record.get("hyperparameters") is None or isinstance(record.get("hyperparameters"), dict),
+         "an object of name: value"),
+        ("restore", record.get("restore") is None or isinstance(record.get("restore"), dict), "an object or null"),
+        ("reason", record.get("reason") is None or isinstance(record.get("reason"), str), "a string"),
+    ]
+    for key, ok, wanted in checks:
+        if not ok:
+            shown = json.dumps(record.get(key), default=str)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            return f"{key} must be {wanted}, got {shown}"
+    return None
+
+
 def decode_node(tensor_proto: tensor_pb2.TensorProto) -> dict[str, Any]:
     """The node record of a ``retune`` tensor (inverse of :func:`node_pb`)."""
     return decode_node_bytes(tensor_proto.string_val[0] if tensor_proto.string_val else b"")

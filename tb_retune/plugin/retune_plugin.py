@@ -23,17 +23,18 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tb_retune._errors import ControlError
-from tb_retune.experiment import control_file
+from tb_retune._errors import ControlError, PendingRestoreError
+from tb_retune.experiment import control_file, strict_json
 from tb_retune.experiment.control import CONTROL_FILENAME
 from tb_retune.experiment.metadata import PLUGIN_NAME
-from tb_retune.reader.experiments import (
-    ExperimentStore,
+from tb_retune.experiment.safe_read import UnsafeFileError
+from tb_retune.plugin.hosts import HostPolicy
+from tb_retune.reader.experiments import ExperimentStore, dumps_json
+from tb_retune.reader.folders import (
     InvalidExperimentNameError,
     LogdirNotWritableError,
     UnknownExperimentError,
     UnknownNodeError,
-    dumps_json,
     resolve_for_write,
 )
 
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 #: Largest request body accepted by the POST routes.
 MAX_BODY_BYTES = 64 * 1024
+#: Deepest nesting accepted in a request body (the restore body needs 3).
+MAX_BODY_DEPTH = 8
+#: Most ``revision`` parameters of one ``status`` request.
+MAX_REVISIONS = 20
 #: The folder of the tab's built frontend files.
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
@@ -89,6 +94,8 @@ def _error_for(exc: Exception) -> RequestError:
         return exc
     if isinstance(exc, (UnknownExperimentError, UnknownNodeError)):
         return RequestError(404, str(exc))
+    if isinstance(exc, PendingRestoreError):
+        return RequestError(409, str(exc))
     if isinstance(exc, (InvalidExperimentNameError, ControlError)):
         return RequestError(400, str(exc))
     if isinstance(exc, LogdirNotWritableError):
@@ -105,6 +112,7 @@ class RetunePlugin(base_plugin.TBPlugin):
         self._data_provider = context.data_provider
         self._logdir: str = context.logdir or ""
         self._store = ExperimentStore(self._data_provider, self._logdir)
+        self._hosts = HostPolicy.from_flags(getattr(context, "flags", None))
 
     # -- TBPlugin ---------------------------------------------------------
 
@@ -152,8 +160,9 @@ class RetunePlugin(base_plugin.TBPlugin):
     def node_impl(self, ctx: Any, experiment_id: str, name: str, node_id: str) -> dict[str, Any]:
         return self._store.node(ctx, name, node_id, experiment_id)
 
-    def status_impl(self, ctx: Any, experiment_id: str, name: str) -> dict[str, Any]:
-        return self._store.status(ctx, name, experiment_id)
+    def status_impl(self, ctx: Any, experiment_id: str, name: str,
+                    revisions: Iterable[str] = ()) -> dict[str, Any]:
+        return self._store.status(ctx, name, experiment_id, revisions)
 
     # -- writes -----------------------------------------------------------
 
@@ -167,7 +176,10 @@ class RetunePlugin(base_plugin.TBPlugin):
         return resolve_for_write(self._logdir, name, known=known)
 
     def restore_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Writes a restore request; returns ``{written, id, control}``."""
+        """Writes a restore request; returns ``{written, id, revision, control}``.
+
+        Refused (409) while an earlier restore in the file is still pending.
+        """
         _check_keys(body, required=("experiment", "branch", "step"), optional=("hyperparameters",))
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
         if control_file.read_status(folder) is None:
@@ -185,12 +197,12 @@ class RetunePlugin(base_plugin.TBPlugin):
             restore["hyperparameters"] = body["hyperparameters"]
         update = {"restore": restore}
         control = _write(folder, update)
-        return {"written": update, "id": restore["id"], "control": control}
+        return {"written": update, "id": restore["id"], "revision": control["revision"]["id"], "control": control}
 
     def hyperparameters_impl(
         self, ctx: Any, experiment_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Merges hyperparameters into the control file; returns ``{written, control}``."""
+        """Merges hyperparameters into the control file; returns ``{written, revision, control}``."""
         _check_keys(body, required=("experiment", "hyperparameters"), optional=())
         hps = body["hyperparameters"]
         if not isinstance(hps, dict) or not hps:
@@ -202,7 +214,7 @@ class RetunePlugin(base_plugin.TBPlugin):
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
         update = {"hyperparameters": dict(hps)}
         control = _write(folder, update)
-        return {"written": update, "control": control}
+        return {"written": update, "revision": control["revision"]["id"], "control": control}
 
     def stop_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Writes ``stop: true``: the trainer ends ``fit`` after its batch; returns ``{written, revision, control}``."""
@@ -234,11 +246,13 @@ class RetunePlugin(base_plugin.TBPlugin):
 
     @_route
     def status_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.status_impl(ctx, eid, _arg(request, "experiment")))
+        revisions = [r for r in request.args.getlist("revision") if len(r) <= 200][:MAX_REVISIONS]
+        return _serve(request, lambda ctx, eid: self.status_impl(ctx, eid, _arg(request, "experiment"), revisions))
 
     @_route
     def restore_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.restore_impl(ctx, eid, _json_body(request)), post=True)
+        return _serve(request, lambda ctx, eid: self.restore_impl(ctx, eid, _json_body(request)),
+                      post=True, hosts=self._hosts)
 
     @_route
     def stop_route(self, request: _Request) -> _Response:
@@ -247,7 +261,8 @@ class RetunePlugin(base_plugin.TBPlugin):
     @_route
     def hyperparameters_route(self, request: _Request) -> _Response:
         return _serve(
-            request, lambda ctx, eid: self.hyperparameters_impl(ctx, eid, _json_body(request)), post=True
+            request, lambda ctx, eid: self.hyperparameters_impl(ctx, eid, _json_body(request)),
+            post=True, hosts=self._hosts,
         )
 
     @_route
@@ -307,6 +322,8 @@ def _check_keys(body: Mapping[str, Any], *, required: tuple[str, ...], optional:
 def _write(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return control_file.write_control(folder, update)
+    except UnsafeFileError as e:
+        raise RequestError(409, f"{e}; nothing was written") from None
     except OSError as e:
         raise RequestError(
             409,
@@ -342,16 +359,14 @@ def _json_body(request: _Request) -> dict[str, Any]:
     if len(data) > MAX_BODY_BYTES:
         raise RequestError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise RequestError(400, f"request body is not valid JSON: {e}") from None
+        body = strict_json.loads(data.decode("utf-8"), what="request body", max_depth=MAX_BODY_DEPTH)
+    except UnicodeDecodeError as e:
+        raise RequestError(400, f"request body is not UTF-8 text (byte {e.start})") from None
+    except ControlError as e:
+        raise RequestError(400, str(e)) from None
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object like {\"experiment\": \"digits\", ...}")
     return body
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed; use a finite number")
 
 
 def _serve(
@@ -359,6 +374,7 @@ def _serve(
     impl: Callable[[Any, str], Any],
     *,
     post: bool = False,
+    hosts: HostPolicy | None = None,
 ) -> _Response:
     """Runs ``impl(ctx, experiment_id)`` and answers JSON, or a JSON error."""
     method = "POST" if post else "GET"
@@ -368,6 +384,8 @@ def _serve(
                 request, {"error": f"use {method} for this route"}, "application/json",
                 code=405, headers=[("Allow", method)],
             )
+        if post and hosts is not None and not hosts.allows(request.headers.get("Host")):
+            raise RequestError(403, hosts.refusal(request.headers.get("Host", "")))
         if post and not _same_origin(request):
             raise RequestError(
                 403,

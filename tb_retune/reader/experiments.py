@@ -27,17 +27,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tb_retune._errors import ControlError, RetuneError
-from tb_retune.experiment import metadata
-from tb_retune.experiment.control import CONTROL_FILENAME, STATUS_FILENAME
-from tb_retune.experiment.control_file import decode_control_object
+from tb_retune.experiment import control_file, metadata, requests
 from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
+from tb_retune.reader.folders import (
+    UnknownExperimentError,
+    UnknownNodeError,
+    check_name,
+    experiment_folder,
+    folder_writable,
+    read_control,
+    read_status,
+    run_prefix,
+    split_run,
+)
 from tb_retune.reader.tree import build_tree, live_parts, trainer_liveness
 
 #: Plugin name of TensorBoard's scalar summaries (our metrics and hyperparameters).
@@ -50,191 +57,7 @@ METRIC_DOWNSAMPLE = 1000
 #: Metrics that the ``node`` route returns as series.
 SERIES_TAGS = ("loss", "val_loss")
 #: Largest status file that is read at all.
-MAX_STATUS_BYTES = 4 * 1024 * 1024
-
-
-class UnknownExperimentError(RetuneError, LookupError):
-    """No experiment of that name in the logdir."""
-
-
-class UnknownNodeError(RetuneError, LookupError):
-    """No node of that id in the experiment."""
-
-
-class InvalidExperimentNameError(RetuneError, ValueError):
-    """An experiment name that is not a plain relative path inside the logdir."""
-
-
-class LogdirNotWritableError(RetuneError):
-    """The experiment folder cannot be written (remote or read-only logdir)."""
-
-
-# -- names, paths and small files ------------------------------------------
-
-
-def split_run(run: str) -> tuple[str, str] | None:
-    """``(experiment, branch)`` of a TensorBoard run name, or None.
-
-    A run is ``<experiment>/<branch>``; a run without a slash is a branch of
-    the logdir itself (experiment ``"."``).
-    """
-    if not run or run == ".":
-        return None
-    run = run.replace("\\", "/")
-    experiment, _, branch = run.rpartition("/")
-    if not branch:
-        return None
-    return (experiment or "."), branch
-
-
-def run_prefix(experiment: str) -> str:
-    """What turns a branch name into a run name: ``"digits/"``, or ``""`` for ``"."``."""
-    return "" if experiment == "." else experiment + "/"
-
-
-def is_local(logdir: str) -> bool:
-    """Whether ``logdir`` is a local folder (not ``gs://``, ``s3://``, ...)."""
-    return "://" not in logdir
-
-
-def experiment_folder(logdir: str, name: str) -> str:
-    """The path of an experiment's folder (no checks; see :func:`resolve_for_write`)."""
-    if name == ".":
-        return logdir
-    if is_local(logdir):
-        return os.path.join(logdir, *name.split("/"))
-    return logdir.rstrip("/") + "/" + name
-
-
-def check_name(name: Any) -> str:
-    """Checks that ``name`` is a plain relative path; returns it.
-
-    Raises InvalidExperimentNameError for anything else: empty, absolute,
-    with ``..``/``.`` parts, backslashes, NUL or other control characters.
-    """
-    if not isinstance(name, str) or not name:
-        raise InvalidExperimentNameError(
-            f"experiment: must be the experiment's folder relative to the logdir (e.g. \"digits\"), got {name!r}"
-        )
-    if name == ".":
-        return name
-    if len(name) > 1024 or any(ord(c) < 32 or c == "\x7f" for c in name) or "\\" in name:
-        raise InvalidExperimentNameError(f"experiment: invalid characters in {name!r}")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise InvalidExperimentNameError(
-            f"experiment: must be relative to the logdir, got the absolute path {name!r}"
-        )
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise InvalidExperimentNameError(
-            f"experiment: {name!r} is not a plain path inside the logdir (no '..', '.' or empty parts)"
-        )
-    return name
-
-
-def _read_bytes(path: str, limit: int) -> bytes | None:
-    """A small file's bytes, None when it does not exist or cannot be read."""
-    if is_local(path):
-        try:
-            with open(path, "rb") as f:
-                return f.read(limit + 1)
-        except OSError:
-            return None
-    from tensorboard.compat import tf  # lazy: may import TensorFlow for gs://
-
-    gfile = tf.io.gfile
-    try:
-        if not gfile.exists(path):
-            return None
-        with gfile.GFile(path, "rb") as f:
-            data: bytes = f.read(limit + 1)
-            return data
-    except Exception:  # any filesystem error of a remote store: treat as absent
-        return None
-
-
-def read_status(logdir: str, name: str) -> dict[str, Any] | None:
-    """The decoded ``retune-status.json`` of an experiment, or None."""
-    data = _read_bytes(_join(experiment_folder(logdir, name), STATUS_FILENAME), MAX_STATUS_BYTES)
-    if not data or len(data) > MAX_STATUS_BYTES:
-        return None
-    try:
-        status = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None  # being replaced right now (a writer that is not atomic)
-    return status if isinstance(status, dict) else None
-
-
-def read_control(logdir: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
-    """``(content, error)`` of the control file: ``(None, None)`` when absent."""
-    data = _read_bytes(_join(experiment_folder(logdir, name), CONTROL_FILENAME), 1 << 20)
-    if data is None or not data.strip():
-        return None, None
-    try:
-        return decode_control_object(data), None
-    except ControlError as e:
-        return None, str(e)
-
-
-def _join(folder: str, filename: str) -> str:
-    return os.path.join(folder, filename) if is_local(folder) else folder.rstrip("/") + "/" + filename
-
-
-def folder_writable(logdir: str, name: str) -> bool:
-    """Whether the control file of an experiment can be written from here."""
-    if not is_local(logdir):
-        return False
-    folder = experiment_folder(logdir, name)
-    try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return False
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)
-
-
-def resolve_for_write(logdir: str, name: Any, *, known: Iterable[str] = ()) -> str:
-    """The real path of the folder of experiment ``name``, checked for a write.
-
-    Args:
-        logdir: The logdir that TensorBoard serves.
-        name: The experiment, relative to the logdir.
-        known: Experiments known to the data provider.
-
-    Raises:
-        InvalidExperimentNameError: ``name`` is not a plain relative path.
-        LogdirNotWritableError: the logdir is not local, or is read-only.
-        UnknownExperimentError: no experiment folder of that name inside the
-            logdir (also for a symlink that leads out of the logdir).
-    """
-    name = check_name(name)
-    if not logdir:
-        raise LogdirNotWritableError(
-            "this TensorBoard has no --logdir (only --logdir_spec or a remote data source); "
-            "write retune.json with the tb-retune command line next to the experiment"
-        )
-    if not is_local(logdir):
-        raise LogdirNotWritableError(
-            f"the logdir {logdir} is not a local folder, so the Retune tab cannot write its "
-            "retune.json; use `tb-retune` on the machine that trains, or run TensorBoard there"
-        )
-    root = os.path.realpath(logdir)
-    folder = os.path.realpath(experiment_folder(logdir, name))
-    if folder != root and os.path.commonpath([root, folder]) != root:
-        raise UnknownExperimentError(f"experiment {name!r}: not a folder inside the logdir")
-    if not os.path.isdir(folder):
-        raise UnknownExperimentError(f"experiment {name!r}: no such folder in the logdir {logdir}")
-    if name not in set(known) and not os.path.isfile(os.path.join(folder, STATUS_FILENAME)):
-        raise UnknownExperimentError(
-            f"experiment {name!r}: the folder holds no tb-retune experiment "
-            f"(no {STATUS_FILENAME} and no retune summaries)"
-        )
-    if not folder_writable(logdir, name):
-        raise LogdirNotWritableError(
-            f"experiment {name!r}: the folder {folder} is read-only for TensorBoard; "
-            "make it writable, or write retune.json with the tb-retune command line as its owner"
-        )
-    return folder
+MAX_STATUS_BYTES = control_file.MAX_STATUS_BYTES
 
 
 # -- reading through the data provider --------------------------------------
@@ -247,11 +70,17 @@ def _series_key(index: Mapping[str, Any]) -> frozenset[tuple[str, Any, Any]]:
 def decode_record(datum: Any) -> dict[str, Any] | None:
     """The node record of a ``TensorDatum`` read from the data provider, or
     None for one that is not a node record (or is from a newer tb-retune)."""
+    return decode_record_checked(datum)[0]
+
+
+def decode_record_checked(datum: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)``, or ``(None, why)`` for a tensor that holds no usable node record."""
     try:
         value = datum.numpy
-        return metadata.decode_node_bytes(value.item() if hasattr(value, "item") else value)
-    except (AttributeError, ValueError, TypeError):
-        return None
+        raw = value.item() if hasattr(value, "item") else value
+        return metadata.decode_node_bytes(raw), None
+    except (AttributeError, ValueError, TypeError, RecursionError) as e:
+        return None, str(e)[:200] or type(e).__name__
 
 
 @dataclasses.dataclass
@@ -262,6 +91,7 @@ class _Branch:
     records: list[dict[str, Any]]
     last_step: int | None
     series: list[tuple[int, dict[str, float]]]
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -436,12 +266,15 @@ class ExperimentStore:
             )
             for run in stale:
                 records = []
+                warnings = []
                 for tag in sorted(node_index[run]):
                     data = tensors.get(run, {}).get(tag) or []
                     if data:
-                        record = decode_record(data[-1])
+                        record, problem = decode_record_checked(data[-1])
                         if record is not None:
                             records.append(record)
+                        else:
+                            warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a node record: {problem}")
                 by_step: dict[int, dict[str, float]] = {}
                 for tag, points in scalars.get(run, {}).items():
                     for p in points:
@@ -453,6 +286,7 @@ class ExperimentStore:
                     records=records,
                     last_step=max(steps) if steps else None,
                     series=sorted(by_step.items()),
+                    warnings=warnings,
                 )
             with self._lock:
                 for run, branch in fresh.items():
@@ -485,6 +319,7 @@ class ExperimentStore:
                 metrics={b: br.series for b, br in branches.items()},
                 status=status,
                 run_prefix=run_prefix(name),
+                warnings=[w for b in branches.values() for w in b.warnings],
             )
             cached = _Tree(key=key, status_key=status_key, tree=tree)
             with self._lock:
@@ -536,19 +371,38 @@ class ExperimentStore:
         out["series"] = series
         return out
 
-    def status(self, ctx: Any, name: str, experiment_id: str = "") -> dict[str, Any]:
-        """The ``status`` route's answer: the status file, liveness and control file."""
+    def status(self, ctx: Any, name: str, experiment_id: str = "",
+               revisions: Iterable[str] = ()) -> dict[str, Any]:
+        """The ``status`` route's answer: the status file, liveness and control file.
+
+        ``control`` is the trainer's record of the last revision it took
+        (see :mod:`tb_retune.experiment.requests`), ``control_file`` the
+        control file's content; ``requests`` gives the state of each of
+        ``revisions`` by the one rule, :func:`~tb_retune.experiment.requests.request_state`.
+        """
         name = check_name(name)
-        status = self._status_file(name)
-        if status is None and name not in self.index(ctx, experiment_id):
+        status, status_error = (
+            control_file.read_status_checked(experiment_folder(self.logdir, name)) if self.logdir else (None, None)
+        )
+        if status is None and status_error is None and name not in self.index(ctx, experiment_id):
             raise UnknownExperimentError(f"experiment {name!r}: not found in the logdir")
         control, control_error = read_control(self.logdir, name) if self.logdir else (None, None)
+        now = self._clock()
         out = dict(status or {})
         out["experiment"] = name
-        out["trainer"] = trainer_liveness(status, self._clock())
-        out["control"] = control
+        out["trainer"] = trainer_liveness(status, now)
+        out["control"] = requests.control_record(status)
+        out["control_file"] = control
         out["control_error"] = control_error
+        out["status_error"] = status_error
         out["writable"] = self._writable(name)
+        revisions = list(revisions)
+        if revisions:
+            current = (control or {}).get("revision")
+            later = [current["id"]] if isinstance(current, dict) and isinstance(current.get("id"), str) else []
+            out["requests"] = {
+                r: requests.request_state(status, r, now, later=[x for x in later if x != r]) for r in revisions
+            }
         return out
 
 

@@ -12,10 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tb_retune.experiment.control import SHORT_NAMES
-from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX
+from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX, record_problem
 
 #: Seconds without a heartbeat after which a trainer counts as not responding.
 HEARTBEAT_TIMEOUT_S = 15.0
+#: Most warnings in a tree reply.
+MAX_WARNINGS = 20
 
 
 def short_number(value: Any) -> str:
@@ -94,6 +96,7 @@ def build_tree(
     metrics: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]] | None = None,
     status: Mapping[str, Any] | None = None,
     run_prefix: str = "",
+    warnings: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Builds the tree that the ``tree`` route returns (see docs/http_api.md).
 
@@ -107,10 +110,20 @@ def build_tree(
         run_prefix: Prefix that turns a branch name into a TensorBoard run
             name (``"<experiment>/"``, or ``""`` when the experiment is the
             logdir itself).
+        warnings: Problems found while reading the records (e.g. one that
+            is not JSON); the reply's ``warnings`` adds those found here: a
+            malformed record is skipped, a parent cycle is cut.
     """
+    notes = list(warnings)
     by_id: dict[str, dict[str, Any]] = {}
     for rec in records:
+        problem = record_problem(rec)
+        if problem is not None:
+            notes.append(f"node record {_shown(rec.get('id'))} of branch {_shown(rec.get('branch'))} "
+                         f"skipped: {problem}")
+            continue
         by_id[str(rec["id"])] = dict(rec)
+    _cut_cycles(by_id, notes)
     branch_last_step = dict(branch_last_step or {})
     metrics = metrics or {}
     status = dict(status) if status else None
@@ -120,11 +133,11 @@ def build_tree(
     for node in by_id.values():
         per_branch.setdefault(str(node["branch"]), []).append(node)
     for nodes in per_branch.values():
-        nodes.sort(key=lambda n: (int(n["step"]), int(n.get("seq", 0)), float(n.get("time", 0))))
+        nodes.sort(key=lambda n: (int(n["step"]), int(n.get("seq") or 0), float(n.get("time") or 0)))
 
     current_node = status.get("node") if status else None
-    ckpt_index = (status or {}).get("checkpoint_nodes") or {}
-    ckpt_steps = (status or {}).get("checkpoints") or {}
+    ckpt_index = _steps_by_branch((status or {}).get("checkpoint_nodes"), entries=True)
+    ckpt_steps = _steps_by_branch((status or {}).get("checkpoints"), entries=False)
 
     out_nodes: list[dict[str, Any]] = []
     for branch, nodes in per_branch.items():
@@ -208,7 +221,56 @@ def build_tree(
         "roots": roots,
         "nodes": out_nodes,
         "branches": branches,
+        "warnings": notes[:MAX_WARNINGS] + (
+            [f"... and {len(notes) - MAX_WARNINGS} more warnings"] if len(notes) > MAX_WARNINGS else []
+        ),
     }
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _steps_by_branch(value: Any, *, entries: bool) -> dict[str, list[Any]]:
+    """The status' ``checkpoints`` (steps) or ``checkpoint_nodes`` (entries)
+    per branch, without what a damaged status file may hold instead."""
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[str, list[Any]] = {}
+    for branch, items in value.items():
+        if not isinstance(items, list):
+            continue
+        if entries:
+            out[str(branch)] = [i for i in items if isinstance(i, Mapping) and _int_like(i.get("step"))]
+        else:
+            out[str(branch)] = [i for i in items if _int_like(i)]
+    return out
+
+
+def _int_like(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _cut_cycles(by_id: dict[str, dict[str, Any]], notes: list[str]) -> None:
+    """Makes the earliest node of each parent cycle a root, with a warning."""
+    done: set[str] = set()
+    for start in sorted(by_id):
+        path: list[str] = []
+        on_path: set[str] = set()
+        node: Any = start
+        while isinstance(node, str) and node in by_id and node not in done:
+            if node in on_path:
+                cycle = path[path.index(node):]
+                cut = min(cycle, key=lambda i: (int(by_id[i]["step"]), i))
+                notes.append(f"node {cut!r}: its parents lead back to it ({' -> '.join(cycle + [node])}); "
+                             "drawn as a root")
+                by_id[cut]["parent"] = None
+                break
+            on_path.add(node)
+            path.append(node)
+            node = by_id[node].get("parent")
+        done.update(path)
 
 
 def live_parts(status: Mapping[str, Any] | None, now: float) -> dict[str, Any]:

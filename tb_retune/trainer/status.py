@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tb_retune._errors import bound_message
 from tb_retune.experiment import atomic as _atomic
 
 logger = logging.getLogger("tb_retune")
@@ -65,6 +66,10 @@ class StatusFile:
             self.data.update(values)
 
     def append(self, key: str, item: dict[str, Any]) -> None:
+        """Appends to a list of the status, keeping its last MAX_LIST entries
+        (a ``message`` bounded, so ``errors`` stays small whatever is reported)."""
+        if isinstance(item.get("message"), str):
+            item = dict(item, message=bound_message(item["message"]))
         with self.lock:
             items = self.data.setdefault(key, [])
             items.append(item)

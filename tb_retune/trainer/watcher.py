@@ -18,6 +18,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from tb_retune.experiment import safe_read
+from tb_retune.experiment.control import MAX_CONTROL_BYTES
+
 logger = logging.getLogger("tb_retune")
 
 
@@ -51,7 +54,10 @@ class _Handler(FileSystemEventHandler):
 class ControlWatcher:
     """Calls ``on_revision(data)`` on its own thread after the file changes.
 
-    ``data`` is the file's bytes, or None when the file does not exist.
+    ``data`` is the file's bytes, None when the file does not exist, or a
+    :class:`~tb_retune.experiment.safe_read.ReadFailure` (no bytes, and the
+    reason) when it cannot be read: a folder, a FIFO, a link out of the
+    experiment folder, unreadable, or larger than ``max_bytes``.
 
     Args:
         path: The control file.
@@ -70,7 +76,7 @@ class ControlWatcher:
         debounce_s: float = 0.02,
         polling: bool = False,
         poll_interval_s: float = 0.5,
-        max_bytes: int = 1 << 20,
+        max_bytes: int = MAX_CONTROL_BYTES,
     ) -> None:
         self.path = os.path.abspath(path)
         self._on_revision = on_revision
@@ -124,14 +130,18 @@ class ControlWatcher:
         return self._last
 
     def _read(self) -> bytes | None:
+        """The file's bytes (bounded), None when absent, or a ReadFailure.
+
+        Only a regular file is opened, without blocking (a FIFO) and without
+        following a link out of the experiment folder; a file that cannot be
+        read is handed over as a :class:`ReadFailure`, whose reason the
+        schema reports like any invalid revision, so it reaches the status.
+        """
         try:
-            with open(self.path, "rb") as f:
-                return f.read(self._max_bytes + 1)
-        except FileNotFoundError:
-            return None
+            return safe_read.read_file(self.path, self._max_bytes, within=os.path.dirname(self.path))
         except OSError as e:
             logger.warning("retune: cannot read %s: %s", self.path, e)
-            return None
+            return safe_read.ReadFailure(str(e))
 
     def _run(self) -> None:
         while not self._stopping.is_set():
