@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from tb_retune.experiment import control
+from tb_retune.experiment import control, values
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "frontend", "tools", "control_schema.py")
@@ -48,14 +48,14 @@ def test_schema_holds_every_rule_the_tab_applies() -> None:
     assert set(schema["fixed_at_build"]) == set(control.FIXED_AT_BUILD)
     assert schema["top_level_keys"] == list(control.TOP_LEVEL_KEYS)
     # Every range the trainer checks is in the tab, bounds and all.
-    for name, (lo, lo_inc, hi, hi_inc, nullable) in control._RANGES.items():
+    for name, (lo, lo_inc, hi, hi_inc, nullable) in values.RANGES.items():
         r = schema["ranges"][name]
         assert (r["min"] if r["min"] is not None else -math.inf) == lo, name
         assert (r["max"] if r["max"] is not None else math.inf) == hi, name
         assert (r["min_inclusive"], r["max_inclusive"], r["nullable"]) == (lo_inc, hi_inc, nullable), name
-    assert set(schema["ranges"]) == set(control._RANGES)
+    assert set(schema["ranges"]) == set(values.RANGES)
 
 
 def test_a_changed_rule_makes_the_check_fail(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(control._RANGES, "momentum", (0.0, True, 2.0, True, False))
+    monkeypatch.setitem(values.RANGES, "momentum", (0.0, True, 2.0, True, False))
     assert _tool().main(["--check"]) == 1

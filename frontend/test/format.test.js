@@ -115,7 +115,7 @@ test('trainerSummary says training, finished, not responding', () => {
   assert.equal(trainerSummary({ state: 'failed' }, { step: 3 }).level, 'error');
 });
 
-test('validateForm: finite numbers, learning_rate > 0, booleans, only changes are sent', () => {
+test('validateForm: finite numbers, learning_rate >= 0, booleans, only changes are sent', () => {
   const current = fixture('tree_small').status.hyperparameters;
   assert.deepEqual(Object.keys(current).sort(), ['learning_rate', 'momentum', 'nesterov', 'weight_decay']);
   let r = validateForm({ learning_rate: '5e-4', momentum: String(current.momentum), nesterov: true, weight_decay: '' }, current);
@@ -123,12 +123,13 @@ test('validateForm: finite numbers, learning_rate > 0, booleans, only changes ar
   assert.deepEqual(r.changed, { learning_rate: 0.0005, nesterov: true });
   r = validateForm({ learning_rate: '-1', momentum: 'abc', nesterov: false, weight_decay: 'inf' }, current);
   assert.deepEqual(r.errors, [
-    'learning_rate: must be > 0, got -1',
+    'learning_rate: must be >= 0, got -1',
     'momentum: must be a number, got "abc"',
     'weight_decay: must be a finite number, got inf',
   ]);
-  r = validateForm({ learning_rate: '0' }, current);
-  assert.deepEqual(r.errors, ['learning_rate: must be > 0, got 0']);
+  r = validateForm({ learning_rate: '0' }, current); // 0 freezes training: allowed, as in the trainer
+  assert.deepEqual(r.errors, []);
+  assert.deepEqual(r.changed, { learning_rate: 0 });
   r = validateForm({ learning_rate: '' }, current);
   assert.deepEqual(r.errors, ['learning_rate: enter a number']);
   r = validateForm({ learning_rate: '0x10' }, current);
@@ -162,7 +163,7 @@ test('parseAssignments reads name=value pairs or JSON for after a restore', () =
   });
   assert.deepEqual(parseAssignments('nesterov=true', current), { values: { nesterov: true } });
   assert.match(parseAssignments('lr=1', current).error, /^lr: unknown hyperparameter; this optimizer has: learning_rate, momentum, nesterov, weight_decay$/);
-  assert.match(parseAssignments('learning_rate=-1', current).error, /must be > 0/);
+  assert.match(parseAssignments('learning_rate=-1', current).error, /must be >= 0/);
   assert.match(parseAssignments('name=Adam', current).error, /cannot be changed/);
   assert.match(parseAssignments('{bad', current).error, /not valid JSON/);
   assert.match(parseAssignments('just words', current).error, /name=value/);

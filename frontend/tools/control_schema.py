@@ -29,7 +29,7 @@ def _bound(value: float) -> float | None:
 
 def schema() -> dict[str, Any]:
     """The rules of ``control.py`` that the tab applies before sending anything."""
-    from tb_retune.experiment import control
+    from tb_retune.experiment import control, values
 
     ranges = {
         name: {
@@ -39,7 +39,7 @@ def schema() -> dict[str, Any]:
             "max_inclusive": hi_inc,
             "nullable": nullable,
         }
-        for name, (lo, lo_inc, hi, hi_inc, nullable) in sorted(control._RANGES.items())
+        for name, (lo, lo_inc, hi, hi_inc, nullable) in sorted(values.RANGES.items())
     }
     return {
         "generated_from": "tb_retune/experiment/control.py by frontend/tools/control_schema.py",
@@ -47,7 +47,7 @@ def schema() -> dict[str, Any]:
         "restore_keys": list(control.RESTORE_KEYS),
         "short_names": dict(sorted(control.SHORT_NAMES.items())),
         "fixed_at_build": sorted(control.FIXED_AT_BUILD),
-        "booleans": sorted(control._BOOL_HYPERPARAMETERS),
+        "booleans": sorted(values.BOOL_HYPERPARAMETERS),
         "clip_keys": list(control.CLIP_KEYS),
         "ranges": ranges,
     }

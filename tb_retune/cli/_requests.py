@@ -187,12 +187,27 @@ def request_stop(experiment: Experiment, *, wait: bool, timeout: float) -> dict[
     """
     folder = experiment.require_writable()
     experiment.require_status()
-    waiter = _Waiter(experiment, timeout, "the stop") if wait else None
     control = control_file.write_control(folder, {"stop": True})
-    result: dict[str, Any] = {"written": {"stop": True}, "control": control, "state": None, "step": None}
-    if waiter is None:
+    result: dict[str, Any] = {"written": {"stop": True}, "revision": control["revision"]["id"],
+                              "control": control, "state": None, "step": None}
+    if not wait:
         return result
-    status = waiter.wait(lambda st: st if st.get("state") in ("stopped", "finished", "failed") else None)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = experiment.status() or {}
+        if status.get("state") in ("stopped", "finished", "failed"):
+            break  # the trainer ended (it marks the stop's revision on its way out, or ended anyway)
+        state = requests.request_state(status, result["revision"], time.time())
+        if state == requests.REJECTED:
+            record = requests.control_record(status) or {}
+            raise CliError(f"the trainer refused the stop: {record.get('error') or 'no reason given'}")
+        if state == requests.NO_TRAINER:
+            raise CliError(f"the trainer is not running, so there is nothing to stop; the request stays in "
+                           f"{CONTROL_FILENAME}")
+        if time.monotonic() >= deadline:
+            raise CliError(f"timed out after {timeout:g} s waiting for the trainer to stop; "
+                           f"the request stays in {CONTROL_FILENAME}")
+        time.sleep(POLL_S)
     result["state"] = status.get("state")
     result["step"] = status.get("step")
     return result

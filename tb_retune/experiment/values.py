@@ -43,7 +43,7 @@ FIXED_AT_BUILD = frozenset(
 CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 # name -> (lower bound, lower inclusive, upper bound, upper inclusive, nullable)
-_RANGES: dict[str, tuple[float, bool, float, bool, bool]] = {
+RANGES: dict[str, tuple[float, bool, float, bool, bool]] = {
     "learning_rate": (0.0, True, math.inf, False, False),
     "momentum": (0.0, True, 1.0, True, False),
     "beta_1": (0.0, True, 1.0, False, False),
@@ -67,7 +67,7 @@ _RANGES: dict[str, tuple[float, bool, float, bool, bool]] = {
     "ns_steps": (1.0, True, math.inf, False, False),
 }
 
-_BOOL_HYPERPARAMETERS = frozenset({"nesterov", "amsgrad", "centered"})
+BOOL_HYPERPARAMETERS = frozenset({"nesterov", "amsgrad", "centered"})
 _INT_HYPERPARAMETERS = frozenset({"ns_steps"})
 
 
@@ -94,7 +94,7 @@ def format_value(value: Any) -> str:
 
 
 def _check_number(where: str, name: str, value: Any) -> float | int | None:
-    lo, lo_inc, hi, hi_inc, nullable = _RANGES.get(
+    lo, lo_inc, hi, hi_inc, nullable = RANGES.get(
         name, (-math.inf, False, math.inf, False, False)
     )
     if value is None:
@@ -170,7 +170,7 @@ def validate_hyperparameters(
                 f"{key}: unknown hyperparameter {describe(name)}; this optimizer has: {allowed}"
             )
         current = known.get(name) if known is not None else None
-        if name in _BOOL_HYPERPARAMETERS or isinstance(current, bool):
+        if name in BOOL_HYPERPARAMETERS or isinstance(current, bool):
             if not isinstance(value, bool):
                 raise ControlError(f"{key}: must be true or false, got {describe(value)}")
             out[name] = value
@@ -179,7 +179,7 @@ def validate_hyperparameters(
             raise ControlError(f"{key}: is not a number and cannot be changed, got {describe(value)}")
         checked = _check_number(key, name, value)
         integer = name in _INT_HYPERPARAMETERS or (
-            isinstance(current, int) and not isinstance(current, bool) and name not in _RANGES
+            isinstance(current, int) and not isinstance(current, bool) and name not in RANGES
         )
         if integer and checked is not None:
             if isinstance(checked, float) and not checked.is_integer():

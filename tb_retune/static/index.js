@@ -11,7 +11,8 @@ var control_schema_default = {
     "hyperparameters",
     "restore",
     "schedule",
-    "stop"
+    "stop",
+    "revision"
   ],
   restore_keys: [
     "id",
@@ -144,7 +145,7 @@ var control_schema_default = {
     },
     learning_rate: {
       min: 0,
-      min_inclusive: false,
+      min_inclusive: true,
       max: null,
       max_inclusive: false,
       nullable: false
