@@ -55,6 +55,18 @@ class OptimizerHandle:
         lr = getattr(self.optimizer, "_learning_rate", None)
         return isinstance(lr, LearningRateSchedule) or (callable(lr) and not hasattr(lr, "assign"))
 
+    def schedule_config(self) -> dict[str, Any] | None:
+        """The learning-rate schedule in force as ``{class_name, config}``, or None."""
+        if not self.has_schedule():
+            return None
+        lr = self.optimizer._learning_rate
+        try:
+            config = lr.get_config()
+        except Exception:  # a plain callable
+            config = {}
+        return {"class_name": type(lr).__name__, "module": type(lr).__module__,
+                "config": {k: (_plain(v) if not isinstance(v, (dict, list, str)) else v) for k, v in config.items()}}
+
     def learning_rate(self) -> float:
         return float(_plain(self.optimizer.learning_rate))
 
@@ -106,6 +118,43 @@ class OptimizerHandle:
                 raise ControlError(
                     f"hyperparameters.{name}: {type(opt).__name__} has no attribute {name!r}"
                 )
+
+    def check_representable(self, where: str, values: Mapping[str, Any]) -> None:
+        """Raises ControlError for a value the optimizer's float type cannot hold
+        (``1e39`` overflows float32 to inf, ``1e-46`` underflows it to 0)."""
+        import numpy as np
+
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, float) or value == 0:
+                continue
+            dtype = self._float_dtype(name)
+            info = np.finfo(dtype)
+            cast = float(np.asarray(value, dtype=np.float64).astype(dtype))
+            if not math.isfinite(cast) or abs(value) > float(info.max):
+                raise ControlError(
+                    f"{where}.{name}: {value!r} is too large for the optimizer's {dtype.name} "
+                    f"(largest {float(info.max):.4g}); nothing was changed"
+                )
+            if abs(value) < float(info.tiny):
+                raise ControlError(
+                    f"{where}.{name}: {value!r} is too small for the optimizer's {dtype.name} "
+                    f"(smallest {float(info.tiny):.4g}, or 0); nothing was changed"
+                )
+
+    def _float_dtype(self, name: str) -> Any:
+        import numpy as np
+
+        if name == "learning_rate":
+            var = getattr(self.optimizer, "_learning_rate", None)
+            dtype = getattr(var, "dtype", None)
+            if dtype is not None and not callable(dtype):
+                try:
+                    return np.dtype(str(dtype).replace("tf.", ""))
+                except TypeError:
+                    pass
+        import keras
+
+        return np.dtype(keras.config.floatx())
 
     def set(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Sets hyperparameters; returns (old values, whether to retrace).
