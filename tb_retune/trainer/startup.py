@@ -93,7 +93,10 @@ def prepare_resume(s: Session) -> bool:
     meta, _ = s.store.read_arrays(infos[-1])
     with s.state.lock:
         s.state.epoch = int(meta.get("epoch", 0))
+    s.initial_epoch = s.state.epoch
     s.resume_pending = True
+    s.log(f"retune: the model is built by its first step; resuming branch {s.state.branch} from its "
+          "checkpoint right after it (that first batch is trained again from the checkpoint)")
     return False
 
 
