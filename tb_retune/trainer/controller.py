@@ -193,6 +193,7 @@ class RetuneController:
         except Exception as e:  # never fail a run for the recorder
             s.config_static = {"environment": {"error": str(e)}}
         retrace = startup.start(s)
+        s.started = True
         s.publish_known()
         s.status.start()
         self.watcher = ControlWatcher(self.control_path, self._on_revision, debounce_s=self.options.debounce_s,
@@ -267,7 +268,8 @@ class RetuneController:
                 s.checkpoints.close()
             finally:
                 s.status.stop()
-                s.publish(durable=True)
+                if s.started:  # a refused start leaves the folder as it was
+                    s.publish(durable=True)
                 s.records.close()
         if self._lock is not None:
             self._lock.release()

@@ -56,6 +56,8 @@ class Session:
         self.status = StatusFile(os.path.join(self.logdir, STATUS_FILENAME), self._base_status(),
                                  heartbeat_s=options.heartbeat_s, refresh=self.refresh_status, tick=tick)
         self.watcher_kind: str | None = None
+        #: Set once the start went through (until then nothing is published).
+        self.started = False
         #: A resume that waits for the model to be built by its first step.
         self.resume_pending = False
         #: The epoch a resumed run starts at (for ``fit``'s epoch counter).
