@@ -32,7 +32,6 @@ from tb_retune.experiment.control import (
     STATUS_FILENAME,
     decode_control,
     parse_control,
-    parse_restore,
 )
 from tb_retune.trainer import revisions, startup
 from tb_retune.trainer.changes import apply_change, safe_branch_name
@@ -394,12 +393,11 @@ class RetuneController:
         if data is None or s is None:
             return
         sha = hashlib.sha256(data).hexdigest()
-        known, checkpoints = s.known
+        known, _ = s.known
         try:
+            # Whether a restore's checkpoint exists is checked by the training
+            # thread (revisions.validate), which also sees pending writes.
             revision = parse_control(data, known, None)
-            restore = revision.restore
-            if restore is not None and not s.state.restore_done(restore.id):
-                parse_restore(revision.raw["restore"], known, checkpoints)  # its checkpoint must exist
         except ControlError as e:
             s.report_error(str(e))
             with s.state.lock:

@@ -117,7 +117,7 @@ def validate(s: Session, p: RevisionPlan) -> None:
     """Checks everything the plan would do; raises ControlError, changes nothing."""
     base = dict(s.handle.get())
     if p.restore is not None:
-        if s.store.get(p.restore.branch, p.restore.step) is None:
+        if not s.checkpoints.has(p.restore.branch, p.restore.step):
             steps = s.store.steps().get(p.restore.branch, [])
             raise ControlError(
                 f"restore.step: branch {p.restore.branch!r} has no checkpoint at step {p.restore.step}; "
@@ -165,8 +165,10 @@ def take(s: Session, incoming: Incoming) -> tuple[bool, bool]:
             retrace = commit(s, p)
             stop, restored = p.stop, p.restore is not None
             result = "unchanged" if p.empty() else "applied"
-        except (ControlError, CheckpointError) as e:
-            error = str(e)
+        except (ControlError, CheckpointError, OSError) as e:
+            # An OSError (a checkpoint gone, a full disk) is this revision's
+            # failure, never the end of fit.
+            error = str(e) if not isinstance(e, OSError) else f"restore: {type(e).__name__}: {e}"
             s.report_error(error)
     with s.state.lock:
         s.state.control_sha256 = incoming.sha256
