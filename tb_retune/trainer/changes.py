@@ -14,8 +14,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tb_retune._errors import CheckpointError, ControlError
-from tb_retune.experiment.control import CHECKPOINTS_DIRNAME, RestoreRequest, describe_change
+from tb_retune._errors import ControlError
+from tb_retune.experiment.control import (
+    CHECKPOINTS_DIRNAME,
+    RestoreRequest,
+    describe_change,
+    validate_hyperparameters,
+)
 from tb_retune.trainer.session import Session
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -25,6 +30,46 @@ def safe_branch_name(name: str) -> str:
     """A readable, filesystem-safe branch name."""
     cleaned = _SAFE.sub("-", name).strip("-.")
     return cleaned[:60] or "branch"
+
+
+def settable_values(s: Session, where: str, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved values this optimizer can take; a bad one is reported and the
+    optimizer's own value kept (one bad value never makes a run unstartable)."""
+    known = s.handle.get()
+    out: dict[str, Any] = {}
+    for name, value in saved.items():
+        if name not in known:
+            continue
+        try:
+            checked = validate_hyperparameters(where, {name: value}, {**known, **out})
+            s.handle.check_representable(where, checked)
+        except ControlError as e:
+            s.report_error(f"{e}; keeping the optimizer's {name}={known[name]!r}")
+            continue
+        out.update(checked)
+    return out
+
+
+def put_in_force(s: Session, where: str, hps: Mapping[str, Any], *, schedule_known: bool,
+                 schedule: Mapping[str, Any] | None) -> bool:
+    """Puts saved hyperparameters in force (a restore, a resume), the
+    learning-rate schedule included: a schedule saved in force comes back as
+    that schedule, not as the constant it had reached. Returns whether to retrace."""
+    retrace = False
+    values = dict(hps)
+    if schedule_known and schedule is not None:
+        try:
+            retrace |= s.handle.install_schedule(schedule)
+            values.pop("learning_rate", None)
+        except ControlError as e:
+            s.report_error(str(e))
+    settable = settable_values(s, where, values)
+    if settable:
+        _, r = s.handle.set(settable)
+        retrace |= r
+    with s.state.lock:
+        s.state.lr_schedule = s.handle.schedule_config()
+    return retrace
 
 
 def keep_state_before_change(s: Session, step: int) -> None:
@@ -48,6 +93,8 @@ def apply_change(s: Session, values: Mapping[str, Any], *, reason: str) -> bool:
         s.handle.set({k: before[k] for k in wanted if k in before})
         raise ControlError(f"hyperparameters: {type(e).__name__}: {e}; nothing was changed") from None
     after = s.hyperparameters_now()
+    with s.state.lock:
+        s.state.lr_schedule = s.handle.schedule_config()
     what = describe_change(old, {k: after[k] for k in wanted})
     change = {k: [old.get(k), after[k]] for k in wanted if old.get(k) != after[k]}
     with s.state.lock:
@@ -77,28 +124,21 @@ def new_branch_name(s: Session, source: str, step: int) -> str:
 
 def apply_restore(s: Session, request: RestoreRequest) -> bool:
     """Loads the checkpoint at (branch, step) and starts a new branch from it."""
+    step = s.steps.known  # where the current branch is left
+    keep_state_before_change(s, step)
+    # The checkpoint is named by (branch, step): resolve it once pending
+    # writes and promotions are done, never through a path taken earlier.
+    s.checkpoints.flush()
     info = s.store.get(request.branch, request.step)
     if info is None:
         raise ControlError(
             f"restore.step: branch {request.branch!r} has no checkpoint at step {request.step}; "
             f"restorable steps: {', '.join(map(str, s.store.steps().get(request.branch, []))) or 'none'}"
         )
-    step = s.steps.known  # where the current branch is left
-    keep_state_before_change(s, step)
-    # The checkpoint is named by (branch, step): resolve it again once pending
-    # writes and promotions are done, never through a path taken earlier.
-    s.checkpoints.flush()
-    info = s.store.get(request.branch, request.step)
-    if info is None:
-        raise CheckpointError(f"restore: the checkpoint {request.branch}@{request.step} is gone")
     meta = s.store.load(s.model, s.optimizer, info)
-    known = s.handle.get()
-    saved_hps = {k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known}
-    from tb_retune.experiment.control import validate_hyperparameters
-
-    retrace = False
-    _, r = s.handle.set(validate_hyperparameters("restore", saved_hps, known))
-    retrace |= r
+    retrace = put_in_force(s, "restore", dict(meta.get("hyperparameters") or {}),
+                           schedule_known="learning_rate_schedule" in meta,
+                           schedule=meta.get("learning_rate_schedule"))
     extra = dict(request.hyperparameters)
     if extra:
         _, r = s.handle.set(validate_hyperparameters("restore.hyperparameters", extra, s.handle.get()))
@@ -130,7 +170,9 @@ def apply_restore(s: Session, request: RestoreRequest) -> bool:
         s.state.add_restore_done(request.id)
         s.state.branches[new_branch] = {"parent_node": info.node, "start_step": new_step,
                                         "from": {"branch": info.branch, "step": info.step},
-                                        "request_id": request.id, "hyperparameters": hps}
+                                        "request_id": request.id, "hyperparameters": hps,
+                                        "learning_rate_schedule": s.handle.schedule_config(),
+                                        "control_seen": s.state.control_seen}
     s.state.add_applied({"time": time.time(), "step": new_step, "id": request.id, "kind": "restore",
                          "node": record["id"], "branch": new_branch, "from_branch": old_branch, "what": what})
     s.schedule.plan(new_branch)

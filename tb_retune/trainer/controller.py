@@ -351,7 +351,7 @@ class RetuneController:
     def log_scalars(self, step: int, logs: Mapping[str, Any]) -> None:
         s = self.session
         if s is not None:
-            s.records.scalars(step, logs, s.handle.get)
+            s.records.scalars(step, logs, s.hyperparameters_now)
 
     def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None, *, complete: bool = True) -> None:
         """Call at the end of each epoch: scalars, and the epoch checkpoint.
@@ -365,6 +365,7 @@ class RetuneController:
         step = s.steps.sync()
         if logs:
             self.log_scalars(step, logs)
+        s.hyperparameters_now()  # the status shows the value in force (a schedule's, too)
         with s.state.lock:
             s.state.epoch = epoch + 1 if complete else epoch
         if complete:

@@ -10,6 +10,7 @@ function must be traced again, which the callback does at the batch boundary.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -56,16 +57,37 @@ class OptimizerHandle:
         return isinstance(lr, LearningRateSchedule) or (callable(lr) and not hasattr(lr, "assign"))
 
     def schedule_config(self) -> dict[str, Any] | None:
-        """The learning-rate schedule in force as ``{class_name, config}``, or None."""
+        """The learning-rate schedule in force, serialized by Keras, or None
+        for a constant learning rate."""
         if not self.has_schedule():
             return None
         lr = self.optimizer._learning_rate
         try:
-            config = lr.get_config()
-        except Exception:  # a plain callable
-            config = {}
-        return {"class_name": type(lr).__name__, "module": type(lr).__module__,
-                "config": {k: (_plain(v) if not isinstance(v, (dict, list, str)) else v) for k, v in config.items()}}
+            from keras.optimizers import schedules
+
+            config = schedules.serialize(lr)
+            return json.loads(json.dumps(config, default=str))
+        except Exception:  # a plain callable: named, not rebuildable
+            return {"class_name": type(lr).__name__, "module": type(lr).__module__, "config": None}
+
+    def install_schedule(self, config: Mapping[str, Any]) -> bool:
+        """Puts the schedule ``config`` (from :meth:`schedule_config`) in force;
+        returns whether the train function must be traced again."""
+        if self.schedule_config() == config:
+            return False
+        from keras.optimizers import schedules
+
+        try:
+            schedule = schedules.deserialize(dict(config))
+        except Exception as e:
+            raise ControlError(
+                f"learning_rate: cannot rebuild the schedule {config.get('class_name')!r} ({type(e).__name__}: "
+                f"{e}); the learning rate in force is kept"
+            ) from None
+        self.optimizer._learning_rate = schedule
+        self._schedule_replaced = False
+        logger.info("retune: the learning-rate schedule %s is in force again", config.get("class_name"))
+        return True
 
     def learning_rate(self) -> float:
         return float(_plain(self.optimizer.learning_rate))
@@ -106,7 +128,7 @@ class OptimizerHandle:
             "class_name": type(self.optimizer).__name__,
             "module": type(self.optimizer).__module__,
             "config": {k: (_plain(v) if not isinstance(v, (dict, list)) else v) for k, v in config.items()},
-            "learning_rate_schedule": self.has_schedule() and not self._schedule_replaced,
+            "learning_rate_schedule": self.schedule_config(),
         }
 
     # -- writing ---------------------------------------------------------

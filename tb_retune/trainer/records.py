@@ -115,6 +115,9 @@ class NodeRecords:
             "restore": dict(restore) if restore else None,
             "request_id": request_id,
             "hyperparameters": dict(hps),
+            # A schedule is recorded as a schedule: hyperparameters.learning_rate
+            # is its value at the node's first step.
+            "learning_rate_schedule": self.state.lr_schedule,
             "change": dict(change),
             "config": self._config(),
         }

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tb_retune._errors import CheckpointError, ControlError, ExperimentExistsError
-from tb_retune.experiment.control import CHECKPOINTS_DIRNAME, validate_hyperparameters
+from tb_retune._errors import CheckpointError, ExperimentExistsError
+from tb_retune.experiment.control import CHECKPOINTS_DIRNAME
+from tb_retune.trainer.changes import put_in_force
 from tb_retune.trainer.checkpoints import CheckpointInfo
 from tb_retune.trainer.session import Session
 from tb_retune.trainer.summaries import truncate_run
@@ -113,24 +114,6 @@ def _load_newest_usable(s: Session, branch: str) -> tuple[CheckpointInfo, dict[s
     )
 
 
-def _settable(s: Session, where: str, saved: dict[str, Any]) -> dict[str, Any]:
-    """The saved values this optimizer can take; a bad one is reported and the
-    optimizer's own value kept (one bad value never makes a run unstartable)."""
-    known = s.handle.get()
-    out: dict[str, Any] = {}
-    for name, value in saved.items():
-        if name not in known:
-            continue
-        try:
-            checked = validate_hyperparameters(where, {name: value}, {**known, **out})
-            s.handle.check_representable(where, checked)
-        except ControlError as e:
-            s.report_error(f"{e}; keeping the optimizer's {name}={known[name]!r}")
-            continue
-        out.update(checked)
-    return out
-
-
 def finish_resume(s: Session) -> bool:
     st = s.state
     s.resume_pending = False
@@ -162,10 +145,10 @@ def finish_resume(s: Session) -> bool:
             st.node_seq[branch] = int(node[len(branch) + 1:])
         record = st.node_records.get(node)
     s.schedule.roll_back(branch, fired)
-    retrace = False
-    settable = _settable(s, "resume", hps)
-    if settable:
-        _, retrace = s.handle.set(settable)
+    # The schedule in force at the checkpoint (a branch's first one: at its restore).
+    source = start if forked and "learning_rate_schedule" in start else meta
+    put_in_force(s, "resume", hps, schedule_known="learning_rate_schedule" in source,
+                 schedule=source.get("learning_rate_schedule"))
     step = s.steps.sync()
     dropped = truncate_run(os.path.join(s.logdir, branch), step)
     s.records.open(branch, step)
