@@ -58,3 +58,34 @@ def test_restore_to_the_current_step_on_a_periodic_checkpoint(tmp_path: Any, bac
     assert status["state"] == "finished" and status["restores_done"] == ["r-now"]
     assert 4 in status["checkpoints"]["main"] and 4 in status["checkpoints"]["main-s4"]
     assert not [e for e in status["errors"]], status["errors"]
+
+
+def test_a_restore_says_how_many_epochs_the_branch_gets_and_a_restart_gives_the_rest(tmp_path: Any) -> None:
+    import keras
+
+    import tb_retune
+    from tests.conftest import tiny_data, tiny_model
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(64)  # 8 steps per epoch
+    callback = tb_retune.RetuneCallback(logdir, verbose=False)
+
+    class RestoreAt(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            if int(self.model.optimizer.iterations.numpy()) == 28 and callback.controller.branch == "main":
+                atomic_save(os.path.join(logdir, "retune.json"), {"restore": {"id": "r-8", "branch": "main", "step": 8}})
+                assert callback.controller.mailbox.wait_posted(callback.controller.mailbox.taken, timeout=120)
+
+    tiny_model().fit(x, y, batch_size=8, epochs=6, verbose=0, callbacks=[callback, RestoreAt()])
+    status = read_status(logdir)
+    assert status["branch"] == "main-s8"
+    # main@8 is the end of epoch 1; fit was in epoch 3 (0-based) and counts on to 6.
+    assert status["epochs_planned"]["main-s8"] == {"epochs": 6, "this_fit": 3, "left_for_a_restart": 2}
+    assert status["epoch"] == 4
+    restore = [a for a in status["applied"] if a["kind"] == "restore"][-1]
+    assert "this fit gives it 3 more; run the script again to train the other 2" in restore["what"]
+    # The restart resumes the branch and trains the two epochs it is owed.
+    tiny_model().fit(x, y, batch_size=8, epochs=6, verbose=0, callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
+    status = read_status(logdir)
+    assert status["branch"] == "main-s8" and status["epoch"] == 6 and status["state"] == "finished"
+    assert status["epochs_planned"]["main-s8"] == {"epochs": 6, "this_fit": 2, "left_for_a_restart": 0}

@@ -166,6 +166,10 @@ def apply_restore(s: Session, request: RestoreRequest) -> bool:
     what = f"restored {info.branch}@{info.step} as branch {new_branch}"
     if extra:
         what += ", " + describe_change(parent_hps, {k: hps[k] for k in extra})
+    plan = s.plan_epochs(new_branch, int(meta.get("epoch", 0)))
+    if plan is not None and plan["left_for_a_restart"]:
+        what += (f"; it starts at epoch {int(meta.get('epoch', 0))} of {plan['epochs']} and this fit gives it "
+                 f"{plan['this_fit']} more; run the script again to train the other {plan['left_for_a_restart']}")
     with s.state.lock:
         s.state.add_restore_done(request.id)
         s.state.branches[new_branch] = {"parent_node": info.node, "start_step": new_step,

@@ -207,6 +207,10 @@ class RetuneController:
             if not s.resume_pending:
                 retrace |= self._due()
                 s.steps.calls = 0  # no batch is about to run yet
+                # fit has not counted an epoch yet: a restore carried out now
+                # gives its branch all the epochs it has left.
+                s.initial_epoch = s.fit_epoch = s.state.epoch
+                s.plan_epochs(s.state.branch, s.state.epoch)
         s.status.write_now(durable=False)
         return retrace
 
@@ -366,10 +370,13 @@ class RetuneController:
         if logs:
             self.log_scalars(step, logs)
         s.hyperparameters_now()  # the status shows the value in force (a schedule's, too)
+        s.fit_epoch = epoch + 1
         with s.state.lock:
-            s.state.epoch = epoch + 1 if complete else epoch
+            if complete:  # the branch's own count (a restore set it to the checkpoint's)
+                s.state.epoch += 1
+            branch_epochs = s.state.epoch
         if complete:
-            s.checkpoints.at_epoch_end(epoch + 1, s.state.branch, step, s.state.node)
+            s.checkpoints.at_epoch_end(branch_epochs, s.state.branch, step, s.state.node)
         s.publish()
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:

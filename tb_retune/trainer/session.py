@@ -62,6 +62,8 @@ class Session:
         self.resume_pending = False
         #: The epoch a resumed run starts at (for ``fit``'s epoch counter).
         self.initial_epoch = 0
+        #: The index of the epoch ``fit`` is in (its own counter, which a restore cannot rewind).
+        self.fit_epoch = 0
 
     # -- the public status ------------------------------------------------
     def _base_status(self) -> dict[str, Any]:
@@ -127,6 +129,22 @@ class Session:
                 "schedule_fired": self.schedule.fired_on(self.state.branch),
                 "node_start": self.state.node_start,
             }
+
+    def plan_epochs(self, branch: str, branch_epoch: int) -> dict[str, int] | None:
+        """How many epochs ``branch`` gets: ``fit`` counts its own epochs on
+        (Keras cannot rewind them), so a branch that starts at epoch
+        ``branch_epoch`` while ``fit`` is in epoch ``fit_epoch`` gets
+        ``epochs - fit_epoch`` epochs in this fit; the rest, up to ``epochs``,
+        when a restart resumes it. None when ``fit``'s epochs are unknown."""
+        epochs = self.params.get("epochs")
+        if not isinstance(epochs, int) or isinstance(epochs, bool):
+            return None
+        this_fit = max(0, epochs - self.fit_epoch)
+        plan = {"epochs": epochs, "this_fit": this_fit,
+                "left_for_a_restart": max(0, epochs - branch_epoch - this_fit)}
+        with self.state.lock:
+            self.state.epochs_planned[branch] = plan
+        return plan
 
     def on_checkpoint_written(self, info: CheckpointInfo) -> None:
         """Runs on the writer's thread once a checkpoint is durable."""

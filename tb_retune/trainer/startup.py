@@ -79,6 +79,7 @@ def fresh_start(s: Session, *, keep_errors: bool) -> None:
     hps = s.hyperparameters_now()
     with st.lock:
         st.lr_schedule = s.handle.schedule_config()
+    s.plan_epochs("main", 0)
     s.records.open_node(reason="root", parent=None, change={}, hps=hps, step=step)
     s.records.hyperparameters(step, hps)
     if not s.take_checkpoint("branch", step):
@@ -94,7 +95,8 @@ def prepare_resume(s: Session) -> bool:
     meta, _ = s.store.read_arrays(infos[-1])
     with s.state.lock:
         s.state.epoch = int(meta.get("epoch", 0))
-    s.initial_epoch = s.state.epoch
+    s.initial_epoch = s.fit_epoch = s.state.epoch
+    s.plan_epochs(s.state.branch, s.state.epoch)
     s.resume_pending = True
     s.log(f"retune: the model is built by its first step; resuming branch {s.state.branch} from its "
           "checkpoint right after it (that first batch is trained again from the checkpoint)")
@@ -161,7 +163,8 @@ def finish_resume(s: Session) -> bool:
     _mark_lost(s, branch, seq_before, step)
     with st.lock:
         st.lr_schedule = s.handle.schedule_config()
-    s.initial_epoch = st.epoch
+    s.initial_epoch = s.fit_epoch = st.epoch
+    s.plan_epochs(branch, st.epoch)
     s.publish()
     s.log(f"retune: resumed branch {branch} at step {step} (node {node}) from {os.path.basename(info.path)}"
           + (f"; dropped {dropped} logged points after it" if dropped else ""))

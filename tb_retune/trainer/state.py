@@ -64,8 +64,8 @@ class TrainerState:
         self.hyperparameters: dict[str, Any] = {}
         self.lr_schedule: dict[str, Any] | None = None
         self.node_records: dict[str, dict[str, Any]] = {}
-        #: Epochs each branch will get in the current fit ({branch: int}).
-        self.epochs_planned: dict[str, int] = {}
+        #: Per branch: ``{"epochs", "this_fit", "left_for_a_restart"}`` (see plan_epochs).
+        self.epochs_planned: dict[str, dict[str, int]] = {}
 
     # -- persistence -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class TrainerState:
                 "hyperparameters": dict(self.hyperparameters),
                 "learning_rate_schedule": self.lr_schedule,
                 "branches": {k: dict(v) for k, v in self.branches.items()},
-                "epochs_planned": dict(self.epochs_planned),
+                "epochs_planned": {k: dict(v) for k, v in self.epochs_planned.items()},
                 "applied": [dict(a) for a in self.applied],
                 "errors": [dict(e) for e in self.errors],
                 "control": dict(self.control) if self.control else None,
