@@ -31,7 +31,7 @@ from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
     decode_control,
-    parse_control,
+    parse_control_object,
 )
 from tb_retune.trainer import revisions, startup
 from tb_retune.trainer.changes import apply_change, safe_branch_name
@@ -39,7 +39,7 @@ from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.liveness import CrashHook, FitWatch
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.options import ControllerOptions
-from tb_retune.trainer.revisions import Incoming
+from tb_retune.trainer.revisions import Incoming, check_revision_stamp
 from tb_retune.trainer.session import Session
 from tb_retune.trainer.watcher import ControlWatcher
 
@@ -403,9 +403,12 @@ class RetuneController:
         sha = hashlib.sha256(data).hexdigest()
         known, _ = s.known
         try:
+            doc = decode_control(data)
+            stamp = doc.pop("revision", None) if isinstance(doc, dict) else None
+            check_revision_stamp(stamp)
             # Whether a restore's checkpoint exists is checked by the training
             # thread (revisions.validate), which also sees pending writes.
-            revision = parse_control(data, known, None)
+            revision = parse_control_object(doc, known, None)
         except ControlError as e:
             s.report_error(str(e))
             with s.state.lock:
@@ -414,7 +417,7 @@ class RetuneController:
                                    "error": str(e), "time": _now()}
             s.status.poke()
             return
-        self.mailbox.post(Incoming(sha, revision))
+        self.mailbox.post(Incoming(sha, revision, stamp=stamp))
 
 
 def _revision_id(data: bytes) -> str | None:

@@ -32,24 +32,34 @@ from tb_retune.trainer.session import Session
 _MISSING = object()
 
 
+def check_revision_stamp(stamp: Any) -> None:
+    """The control-file writer's ``revision`` stamp: ``{"id": str, "keys": [str, ...]}``."""
+    if stamp is None:
+        return
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("id"), str) or not isinstance(
+            stamp.get("keys", []), list) or not all(isinstance(k, str) for k in stamp.get("keys", [])):
+        raise ControlError(
+            f"revision: must be an object like {{\"id\": \"w-1a2b3c4d5e6f\", \"keys\": [\"learning_rate\"]}}, "
+            f"got {str(stamp)[:80]}; it is written by tb-retune's control-file writer, remove it from a hand edit"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Incoming:
-    """What the watcher thread hands over: a parsed revision, or why not."""
+    """What the watcher thread hands over: a parsed revision and the writer's stamp."""
 
     sha256: str
-    revision: ControlRevision | None
-    error: str | None = None
+    revision: ControlRevision
+    stamp: Mapping[str, Any] | None = None
 
     @property
     def revision_id(self) -> str | None:
-        raw = self.revision.raw.get("revision") if self.revision is not None else None
-        rid = raw.get("id") if isinstance(raw, Mapping) else None
+        rid = self.stamp.get("id") if self.stamp else None
         return rid if isinstance(rid, str) else None
 
     @property
     def requested_keys(self) -> frozenset[str]:
-        raw = self.revision.raw.get("revision") if self.revision is not None else None
-        keys = raw.get("keys") if isinstance(raw, Mapping) else None
+        keys = self.stamp.get("keys") if self.stamp else None
         return frozenset(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else frozenset()
 
 
@@ -70,7 +80,6 @@ class RevisionPlan:
 
 def plan(s: Session, incoming: Incoming) -> RevisionPlan:
     revision = incoming.revision
-    assert revision is not None
     in_force = s.handle.get()
     with s.state.lock:
         seen = s.state.control_seen
@@ -156,20 +165,19 @@ def take(s: Session, incoming: Incoming) -> tuple[bool, bool]:
     out (a restore id is carried out exactly once).
     """
     retrace, stop, restored = False, False, False
-    error = incoming.error
-    result = "rejected"
-    if error is None:
-        try:
-            p = plan(s, incoming)
-            validate(s, p)
-            retrace = commit(s, p)
-            stop, restored = p.stop, p.restore is not None
-            result = "unchanged" if p.empty() else "applied"
-        except (ControlError, CheckpointError, OSError) as e:
-            # An OSError (a checkpoint gone, a full disk) is this revision's
-            # failure, never the end of fit.
-            error = str(e) if not isinstance(e, OSError) else f"restore: {type(e).__name__}: {e}"
-            s.report_error(error)
+    error: str | None = None
+    try:
+        p = plan(s, incoming)
+        validate(s, p)
+        retrace = commit(s, p)
+        stop, restored = p.stop, p.restore is not None
+        result = "unchanged" if p.empty() else "applied"
+    except (ControlError, CheckpointError, OSError) as e:
+        # An OSError (a checkpoint gone, a full disk) is this revision's
+        # failure, never the end of fit.
+        error = str(e) if not isinstance(e, OSError) else f"restore: {type(e).__name__}: {e}"
+        result = "rejected"
+        s.report_error(error)
     with s.state.lock:
         s.state.control_sha256 = incoming.sha256
         s.state.control = {"revision": incoming.revision_id, "sha256": incoming.sha256, "result": result,
