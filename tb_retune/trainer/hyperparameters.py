@@ -151,7 +151,8 @@ class OptimizerHandle:
                 continue
             dtype = self._float_dtype(name)
             info = np.finfo(dtype)
-            cast = float(np.asarray(value, dtype=np.float64).astype(dtype))
+            with np.errstate(over="ignore", under="ignore"):
+                cast = float(np.asarray(value, dtype=np.float64).astype(dtype))
             if not math.isfinite(cast) or abs(value) > float(info.max):
                 raise ControlError(
                     f"{where}.{name}: {value!r} is too large for the optimizer's {dtype.name} "
