@@ -89,3 +89,23 @@ def test_a_restore_says_how_many_epochs_the_branch_gets_and_a_restart_gives_the_
     status = read_status(logdir)
     assert status["branch"] == "main-s8" and status["epoch"] == 6 and status["state"] == "finished"
     assert status["epochs_planned"]["main-s8"] == {"epochs": 6, "this_fit": 2, "left_for_a_restart": 0}
+
+
+def test_a_reused_restore_id_is_reported(tmp_path: Any) -> None:
+    from tests.conftest import live_fit, wait_for
+
+    logdir = str(tmp_path / "exp")
+    control = os.path.join(logdir, "retune.json")
+    with live_fit(logdir, batch_size=16, sleep=0.003) as fit:
+        wait_for(lambda: len(read_status(logdir).get("checkpoints", {}).get("main", [])) >= 3, what="checkpoints")
+        first, second = read_status(logdir)["checkpoints"]["main"][:2]
+        atomic_save(control, {"restore": {"id": "r-1", "branch": "main", "step": first}})
+        wait_for(lambda: read_status(logdir).get("restores_done") == ["r-1"], what="the restore")
+        atomic_save(control, {"restore": {"id": "r-1", "branch": "main", "step": second}})
+        status = wait_for(lambda: (s := read_status(logdir)).get("errors") and s, what="the error")
+        message = status["errors"][-1]["message"]
+        assert f"restore.id: 'r-1' was already carried out (main@{first} as branch main-s{first})" in message
+        assert f"main@{second} is not carried out: give the restore a new id" in message
+        assert status["branch"] == f"main-s{first}" and status["control"]["result"] == "rejected"
+        atomic_save(control, {"stop": True})
+        fit.join_ok()
