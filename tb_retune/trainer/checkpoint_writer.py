@@ -52,13 +52,22 @@ class InlineWriter:
         self.store = store
         self._on_written = on_written
         self._on_error = on_error
+        self._full = False  # reported once per stretch of a full disk
 
     def submit(self, snap: Snapshot) -> None:
         try:
             info = self.store.write(snap)
         except (OSError, CheckpointError) as e:
-            self._on_error(describe_write_error(snap.step, e))
+            full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+            if full and self._full:
+                logger.info("retune: %s", describe_write_error(snap.step, e))
+            else:
+                self._on_error(describe_write_error(snap.step, e))
+            self._full = full
             return
+        if self._full:
+            self._full = False
+            self._on_error(f"checkpoints are written again (step {snap.step}): the disk has space again")
         self._on_written(info)
 
     def promote(self, branch: str, step: int, kind: str) -> None:
