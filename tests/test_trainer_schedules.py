@@ -77,3 +77,35 @@ def test_a_schedule_is_shown_in_force_recorded_as_a_schedule_and_restored(tmp_pa
     labels = {n["id"]: n["label"] for n in tree["nodes"]}
     assert "lr" not in labels["main-2"] and "mom" in labels["main-2"], labels
     assert "lr" not in labels["main-s10-1"], labels
+
+
+def test_a_cnn_with_adam_and_a_schedule_is_stopped_and_resumed_with_its_schedule(tmp_path: Any) -> None:
+    import keras
+    import numpy as np
+
+    import tb_retune
+
+    def cnn() -> Any:
+        keras.utils.set_random_seed(0)
+        schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, decay_steps=5, decay_rate=0.9)
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                                  keras.layers.Flatten(), keras.layers.Dense(3)])
+        model.compile(optimizer=keras.optimizers.Adam(schedule),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model, schedule
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    logdir = str(tmp_path / "exp")
+    os.makedirs(logdir)
+    atomic_save(os.path.join(logdir, "retune.json"), {"schedule": [{"at_step": 6, "hyperparameters": {"beta_1": 0.8}}]})
+    model, schedule = cnn()
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
+    model, schedule = cnn()  # a new process would build it again the same way
+    model.fit(x, y, batch_size=16, epochs=5, verbose=0, callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
+    status = read_status(logdir)
+    assert status["state"] == "finished" and status["step"] == 20
+    assert status["learning_rate_schedule"]["class_name"] == "ExponentialDecay"
+    assert float(model.optimizer.learning_rate) == pytest.approx(float(schedule(20)), rel=1e-5)
+    assert float(model.optimizer.beta_1) == pytest.approx(0.8)

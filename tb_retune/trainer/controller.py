@@ -18,7 +18,6 @@ crash detection), ``steps`` and ``state``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -30,16 +29,14 @@ from tb_retune.experiment import atomic as _atomic
 from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
-    decode_control,
-    parse_control_object,
 )
 from tb_retune.trainer import revisions, startup
 from tb_retune.trainer.changes import apply_change, safe_branch_name
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
-from tb_retune.trainer.liveness import CrashHook, FitWatch
+from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.options import ControllerOptions
-from tb_retune.trainer.revisions import Incoming, check_revision_stamp
+from tb_retune.trainer.revisions import Incoming
 from tb_retune.trainer.session import Session
 from tb_retune.trainer.watcher import ControlWatcher
 
@@ -229,10 +226,14 @@ class RetuneController:
             threading.Thread(target=self.end, args=("failed", error), name="tb-retune-cleanup",
                              daemon=True).start()
 
-    def _at_exit(self, error: str | None) -> None:
-        """Interpreter exit while the run is open: a crash, or an exit from inside fit."""
-        if self._begun:
-            self.end("failed", error or "the process exited while training was running")
+    def _at_exit(self, error: BaseException | None) -> None:
+        """Interpreter exit while the run is open: a crash, Ctrl-C, or an exit from inside fit."""
+        if not self._begun:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.end("stopped")
+        else:
+            self.end("failed", describe_exception(error) or "the process exited while training was running")
 
     def end(self, state: str = "finished", error: str | None = None) -> None:
         """Takes a final checkpoint, stops the threads and closes the files.
@@ -397,43 +398,8 @@ class RetuneController:
     # --------------------------------------------------- watcher thread side
     def _on_revision(self, data: bytes | None) -> None:
         """Runs on the watcher thread: parse and validate, never apply."""
-        s = self.session
-        if data is None or s is None:
-            return
-        sha = hashlib.sha256(data).hexdigest()
-        known, _ = s.known
-        try:
-            doc = decode_control(data)
-            stamp = doc.pop("revision", None) if isinstance(doc, dict) else None
-            check_revision_stamp(stamp)
-            # Whether a restore's checkpoint exists is checked by the training
-            # thread (revisions.validate), which also sees pending writes.
-            revision = parse_control_object(doc, known, None)
-        except ControlError as e:
-            s.report_error(str(e))
-            with s.state.lock:
-                s.state.control_sha256 = sha
-                s.state.control = {"revision": _revision_id(data), "sha256": sha, "result": "rejected",
-                                   "error": str(e), "time": _now()}
-            s.status.poke()
-            return
-        self.mailbox.post(Incoming(sha, revision, stamp=stamp))
-
-
-def _revision_id(data: bytes) -> str | None:
-    try:
-        doc = decode_control(data)
-    except ControlError:
-        return None
-    rev = doc.get("revision") if isinstance(doc, dict) else None
-    rid = rev.get("id") if isinstance(rev, dict) else None
-    return rid if isinstance(rid, str) else None
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
+        if data is not None and self.session is not None:
+            revisions.receive(self.session, self.mailbox, data)
 
 
 #: The names of our threads (tests look for leaked ones).

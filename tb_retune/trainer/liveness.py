@@ -50,10 +50,10 @@ class FitWatch:
 
 
 class CrashHook:
-    """Calls ``on_crash(message)`` at interpreter exit after an uncaught exception
-    (or with None at a plain exit) while installed."""
+    """Calls ``on_exit(exception)`` at interpreter exit while installed: the
+    uncaught exception that ends the process, or None at a plain exit."""
 
-    def __init__(self, on_exit: Callable[[str | None], None]) -> None:
+    def __init__(self, on_exit: Callable[[BaseException | None], None]) -> None:
         self._on_exit = on_exit
         self._installed = False
 
@@ -69,5 +69,4 @@ class CrashHook:
 
     def _run(self) -> None:
         self._installed = False
-        error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-        self._on_exit(describe_exception(error))
+        self._on_exit(getattr(sys, "last_exc", None) or getattr(sys, "last_value", None))

@@ -15,6 +15,7 @@ the last revision the trainer took, and (b) every one named in the file's
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -24,9 +25,12 @@ from tb_retune.experiment.control import (
     ControlRevision,
     RestoreRequest,
     ScheduleEntry,
+    decode_control,
+    parse_control_object,
     validate_hyperparameters,
 )
 from tb_retune.trainer.changes import apply_change, apply_restore
+from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.session import Session
 
 _MISSING = object()
@@ -187,3 +191,28 @@ def take(s: Session, incoming: Incoming) -> tuple[bool, bool]:
     s.publish(durable=restored)
     return retrace, stop
 
+
+
+def receive(s: Session, mailbox: RevisionMailbox[Incoming], data: bytes) -> None:
+    """On the watcher thread: parses and checks a revision (never applies it)
+    and posts it for the training thread; a bad one is reported at once."""
+    sha = hashlib.sha256(data).hexdigest()
+    known, _ = s.known
+    stamp = None
+    try:
+        doc = decode_control(data)
+        stamp = doc.pop("revision", None) if isinstance(doc, dict) else None
+        check_revision_stamp(stamp)
+        # Whether a restore's checkpoint exists is checked by the training
+        # thread (validate), which also sees pending writes.
+        revision = parse_control_object(doc, known, None)
+    except ControlError as e:
+        s.report_error(str(e))
+        rid = stamp.get("id") if isinstance(stamp, dict) else None
+        with s.state.lock:
+            s.state.control_sha256 = sha
+            s.state.control = {"revision": rid if isinstance(rid, str) else None, "sha256": sha,
+                               "result": "rejected", "error": str(e), "time": time.time()}
+        s.status.poke()
+        return
+    mailbox.post(Incoming(sha, revision, stamp=stamp))
