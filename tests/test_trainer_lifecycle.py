@@ -39,7 +39,7 @@ def test_resume_false_on_an_existing_experiment_is_refused_and_changes_nothing(t
     tiny_model().fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
     before = read_status(logdir)
     files = sorted(os.listdir(os.path.join(logdir, "main")))
-    with pytest.raises(tb_retune.RetuneError, match=r"already holds an experiment .*resume=True .*new logdir"):
+    with pytest.raises(tb_retune.ExperimentExistsError, match=r"already holds an experiment .*resume=True .*new logdir"):
         tiny_model().fit(x, y, batch_size=8, epochs=1, verbose=0,
                          callbacks=[tb_retune.RetuneCallback(logdir, verbose=False, resume=False)])
     after = read_status(logdir)

@@ -31,7 +31,7 @@ from tb_retune.experiment.control import (
     STATUS_FILENAME,
 )
 from tb_retune.trainer import revisions, startup
-from tb_retune.trainer.changes import apply_change, safe_branch_name
+from tb_retune.trainer.changes import apply_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
 from tb_retune.trainer.mailbox import RevisionMailbox
@@ -44,7 +44,7 @@ logger = logging.getLogger("tb_retune")
 
 LOCK_FILENAME = ".retune-trainer.lock"
 
-__all__ = ["LOCK_FILENAME", "THREAD_NAMES", "RetuneController", "safe_branch_name"]
+__all__ = ["LOCK_FILENAME", "THREAD_NAMES", "RetuneController"]
 
 
 class RetuneController:
