@@ -343,7 +343,8 @@ class RetuneController:
                 retrace |= apply_change(s, values, reason="schedule")
             except ControlError as e:
                 s.report_error(str(e))
-        s.publish()
+        s.save_state()
+        s.status.poke()
         return retrace
 
     def after_step(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -378,7 +379,7 @@ class RetuneController:
             branch_epochs = s.state.epoch
         if complete:
             s.checkpoints.at_epoch_end(branch_epochs, s.state.branch, step, s.state.node)
-        s.publish()
+        s.status.poke()  # the epoch lives in the checkpoint; the status is written by the heartbeat
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:
         """Wraps ``fn`` in a ``tf.function`` that is traced again whenever a

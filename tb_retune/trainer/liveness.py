@@ -50,23 +50,40 @@ class FitWatch:
 
 
 class CrashHook:
-    """Calls ``on_exit(exception)`` at interpreter exit while installed: the
-    uncaught exception that ends the process, or None at a plain exit."""
+    """Calls ``on_exit(exception)`` while installed when an uncaught exception
+    is about to end the process (through ``sys.excepthook``, before the
+    interpreter shuts down), or with None at a plain interpreter exit."""
 
     def __init__(self, on_exit: Callable[[BaseException | None], None]) -> None:
         self._on_exit = on_exit
         self._installed = False
+        self._previous_hook: Callable[..., Any] | None = None
 
     def install(self) -> None:
-        if not self._installed:
-            atexit.register(self._run)
-            self._installed = True
+        if self._installed:
+            return
+        self._installed = True
+        self._previous_hook = sys.excepthook
+        sys.excepthook = self._excepthook
+        atexit.register(self._at_exit)
 
     def remove(self) -> None:
-        if self._installed:
-            atexit.unregister(self._run)
-            self._installed = False
-
-    def _run(self) -> None:
+        if not self._installed:
+            return
         self._installed = False
-        self._on_exit(getattr(sys, "last_exc", None) or getattr(sys, "last_value", None))
+        if sys.excepthook is self._excepthook:  # unless someone chained after us
+            sys.excepthook = self._previous_hook or sys.__excepthook__
+        atexit.unregister(self._at_exit)
+
+    def _excepthook(self, kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        previous = self._previous_hook or sys.__excepthook__
+        if self._installed:
+            try:
+                self._on_exit(error)
+            except Exception:  # never hide the user's traceback
+                pass
+        previous(kind, error, tb)
+
+    def _at_exit(self) -> None:
+        if self._installed:
+            self._on_exit(None)

@@ -188,7 +188,11 @@ def take(s: Session, incoming: Incoming) -> tuple[bool, bool]:
                            "error": error, "time": time.time()}
     if stop:
         s.log(f"retune: step {s.steps.known} stop requested; finishing after this batch")
-    s.publish(durable=restored)
+    if restored:
+        s.publish(durable=True)  # a restore id is carried out exactly once
+    else:
+        s.save_state()
+        s.status.poke()  # the heartbeat thread writes the status
     return retrace, stop
 
 

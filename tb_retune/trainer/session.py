@@ -79,12 +79,15 @@ class Session:
         data["checkpoints"] = self.store.steps()
         data["checkpoint_nodes"] = self.store.node_index()
 
-    def publish(self, *, durable: bool = False) -> None:
-        """Saves the state, then writes the status derived from it."""
+    def save_state(self, *, durable: bool = False) -> None:
         try:
             self.state.save(durable=durable)
-        except OSError as e:
+        except OSError as e:  # a full disk: reported by the writes that matter
             logger.warning("retune: cannot save the trainer state %s: %s", self.state.path, e)
+
+    def publish(self, *, durable: bool = False) -> None:
+        """Saves the state, then writes the status derived from it."""
+        self.save_state(durable=durable)
         try:
             self.status.write_now(durable=durable)
         except OSError as e:
