@@ -63,6 +63,11 @@ TRAINER = textwrap.dedent("""
                                                          checkpoint_every_steps=8), Disk()])
     with open(os.path.join(logdir, "retune-status.json")) as f:
         seen["status"] = json.load(f)
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(os.path.join(logdir, "main"), size_guidance={"tensors": 0})
+    acc.Reload()  # as TensorBoard reads it, orphaned-data purging included
+    seen["loss_steps"] = sorted({e.step for e in acc.Tensors("loss")})
     print("RESULT " + json.dumps(seen), flush=True)
 """)
 
@@ -100,5 +105,9 @@ def test_enospc_is_reported_training_goes_on_and_recovers(tmp_path: Any) -> None
     steps = status["checkpoints"]["main"]
     assert any(20 < s < 60 and s % 8 == 0 and s not in steps for s in range(21, 60)), steps
     assert max(steps) == 14 * 16 and any(60 < s < 14 * 16 for s in steps), steps
-    # The event files are written again once space returns.
+    # The event files are written again once space returns, and TensorBoard
+    # still shows the points from before the full stretch.
     assert any("are written again" in m for m in messages) or not any("event files" in m for m in messages)
+    loss = seen["loss_steps"]
+    assert [s for s in loss if s <= 16] == [4, 8, 12, 16], loss
+    assert max(loss) == 14 * 16 and any(60 < s < 130 for s in loss), loss  # back within a second or so

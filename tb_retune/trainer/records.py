@@ -21,7 +21,7 @@ from tb_retune.trainer.summaries import BranchWriter
 logger = logging.getLogger("tb_retune")
 
 #: Seconds between two attempts to reopen a failed event-file writer.
-REOPEN_AFTER_S = 5.0
+REOPEN_AFTER_S = 1.0
 
 
 class NodeRecords:
@@ -54,10 +54,13 @@ class NodeRecords:
         self._branch = branch
         self._start_step = step
         self.reset_scalars()
-        self._guard("open", lambda: self._open(step))
+        self._guard("open", lambda: self._open(step, session_start=True))
 
-    def _open(self, step: int) -> None:
-        self.writer = BranchWriter(os.path.join(self.logdir, self._branch), start_step=step)
+    def _open(self, step: int, *, session_start: bool) -> None:
+        # Only a run's (re)start writes TensorBoard's SessionLog.START: written
+        # when a failed writer is reopened, it would drop the points since.
+        self.writer = BranchWriter(os.path.join(self.logdir, self._branch), start_step=step,
+                                   session_start=session_start)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -73,7 +76,7 @@ class NodeRecords:
             if self._failed_at is None or time.monotonic() - self._failed_at < REOPEN_AFTER_S:
                 return False
             self._failed_at = None
-            if not self._guard("open", lambda: self._open(self._start_step)):
+            if not self._guard("open", lambda: self._open(self._start_step, session_start=False)):
                 return False
             self._on_error(f"event files of branch {self._branch!r} are written again")
             pending, self._unwritten = self._unwritten, []
