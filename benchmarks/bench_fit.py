@@ -301,10 +301,10 @@ def control_latency(*, saves: int, batch_ms: float = 5.0, seed: int = 0,
     inner_hook = retune.on_train_batch_begin
 
     def hook(batch: int, logs: Any = None) -> None:
-        before = controller._applied_version
+        before = controller.mailbox.taken
         t0 = time.perf_counter()
         inner_hook(batch, logs)
-        if controller._applied_version != before:
+        if controller.mailbox.taken != before:
             applies.append((t0, time.perf_counter()))
 
     retune.on_train_batch_begin = hook  # type: ignore[method-assign]

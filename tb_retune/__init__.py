@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tb_retune._errors import CheckpointError, ControlError, ExperimentLockedError, RetuneError
+from tb_retune._errors import (
+    CheckpointError,
+    ControlError,
+    ExperimentExistsError,
+    ExperimentLockedError,
+    RetuneError,
+)
 from tb_retune._version import __version__
 
 if TYPE_CHECKING:
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointError",
     "ControlError",
+    "ExperimentExistsError",
     "ExperimentLockedError",
     "RetuneCallback",
     "RetuneController",

@@ -50,3 +50,7 @@ class CheckpointError(RetuneError):
 
 class ExperimentLockedError(RetuneError):
     """Another live trainer holds the experiment."""
+
+
+class ExperimentExistsError(RetuneError):
+    """A fresh start was asked for on a folder that already holds an experiment."""

@@ -36,7 +36,7 @@ def no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02, what: str = "") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, interval: float = 0.02, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -177,7 +177,7 @@ def test_steps_are_counted_right_after_a_mid_epoch_restore(tmp_path: Any) -> Non
         def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
             if int(self.model.optimizer.iterations.numpy()) == 15 and cb.controller.branch == "main":
                 atomic_save(os.path.join(logdir, "retune.json"), {"restore": {"id": "r1", "branch": "main", "step": 10}})
-                wait_for(lambda: cb.controller._version != cb.controller._applied_version, what="revision read")
+                assert cb.controller.mailbox.wait_posted(cb.controller.mailbox.taken, timeout=120), "revision read"
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             seen.append((cb.controller.branch, int(self.model.optimizer.iterations.numpy()), cb.controller.current_step()))

@@ -22,12 +22,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--sleep", type=float, default=0.01)
     parser.add_argument("--every-steps", type=int, default=None)
+    parser.add_argument("--hidden", type=int, default=0, help="a hidden square layer (bigger checkpoints)")
     args = parser.parse_args()
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+    hidden = [keras.layers.Dense(args.hidden, activation="relu")] if args.hidden else []
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16 if not args.hidden else args.hidden,
+                                                                      activation="relu"), *hidden,
+                              keras.layers.Dense(2)])
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 

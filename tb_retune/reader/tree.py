@@ -153,6 +153,9 @@ def build_tree(
             parent = by_id.get(parent_id) if parent_id else None
             hps = dict(node.get("hyperparameters") or {})
             changes = diff(parent.get("hyperparameters") if parent else None, hps)
+            if parent and node.get("learning_rate_schedule") and (
+                    node.get("learning_rate_schedule") == parent.get("learning_rate_schedule")):
+                changes.pop("learning_rate", None)  # the schedule's own decay is no change
             latest: dict[str, dict[str, float]] = {}
             for step, values in series:
                 if step < start or step > end:

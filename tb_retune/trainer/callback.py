@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from tb_retune.trainer.controller import RetuneController
+from tb_retune.trainer.liveness import describe_exception
 
 logger = logging.getLogger("tb_retune")
 
@@ -132,7 +133,10 @@ class RetuneCallback(keras.callbacks.Callback):
             except (StopIteration, OutOfRangeError):
                 raise  # the end of the data: fit handles it
             except BaseException as e:
-                controller.end("stopped" if isinstance(e, KeyboardInterrupt) else "failed")
+                if isinstance(e, KeyboardInterrupt):
+                    controller.end("stopped")
+                else:
+                    controller.end("failed", describe_exception(e))
                 raise
 
         guarded._retune_guard = True  # type: ignore[attr-defined]

@@ -22,12 +22,11 @@ import dataclasses
 import json
 import logging
 import os
-import queue
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -338,72 +337,3 @@ class CheckpointStore:
     def all_infos(self) -> Iterable[CheckpointInfo]:
         for branch in sorted(self._index):
             yield from self.infos(branch)
-
-
-class BackgroundWriter:
-    """Writes checkpoints on a thread of its own, in the order submitted.
-
-    The training thread only copies the values (:meth:`CheckpointStore.snapshot`);
-    the write, the fsync and the publication happen here, so a node boundary
-    costs the training loop a memory copy. A checkpoint is published (and
-    listed as restorable) only once it is durable.
-    """
-
-    def __init__(self, store: CheckpointStore, on_written: Callable[[CheckpointInfo], None],
-                 on_error: Callable[[str], None]) -> None:
-        self.store = store
-        self._on_written = on_written
-        self._on_error = on_error
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._pending: set[tuple[str, int]] = set()
-        self._pending_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="tb-retune-checkpoints", daemon=True)
-        self._thread.start()
-
-    def submit(self, snap: Snapshot) -> None:
-        with self._pending_lock:
-            self._pending.add((snap.branch, snap.step))
-        self._queue.put(snap)
-
-    def promote(self, branch: str, step: int, kind: str) -> None:
-        self._queue.put(("promote", branch, step, kind))
-
-    def pending(self, branch: str, step: int) -> bool:
-        with self._pending_lock:
-            return (branch, step) in self._pending
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                if isinstance(job, Snapshot):
-                    try:
-                        info = self.store.write(job)
-                    except OSError as e:
-                        self._on_error(f"checkpoint at step {job.step} failed: {e}")
-                    else:
-                        self._on_written(info)
-                    finally:
-                        with self._pending_lock:
-                            self._pending.discard((job.branch, job.step))
-                else:
-                    _, branch, step, kind = job
-                    try:
-                        self.store.promote(branch, step, kind)
-                    except OSError as e:
-                        self._on_error(f"checkpoint at step {step}: {e}")
-            except Exception as e:  # never let the writer die silently
-                logger.exception("retune: checkpoint writer error")
-                self._on_error(f"checkpoint writer: {type(e).__name__}: {e}")
-            finally:
-                self._queue.task_done()
-
-    def flush(self) -> None:
-        """Waits until everything submitted is written."""
-        self._queue.join()
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=60)

@@ -10,6 +10,7 @@ function must be traced again, which the callback does at the batch boundary.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -55,6 +56,39 @@ class OptimizerHandle:
         lr = getattr(self.optimizer, "_learning_rate", None)
         return isinstance(lr, LearningRateSchedule) or (callable(lr) and not hasattr(lr, "assign"))
 
+    def schedule_config(self) -> dict[str, Any] | None:
+        """The learning-rate schedule in force, serialized by Keras, or None
+        for a constant learning rate."""
+        if not self.has_schedule():
+            return None
+        lr = self.optimizer._learning_rate
+        try:
+            from keras.optimizers import schedules
+
+            config = schedules.serialize(lr)
+            return json.loads(json.dumps(config, default=str))
+        except Exception:  # a plain callable: named, not rebuildable
+            return {"class_name": type(lr).__name__, "module": type(lr).__module__, "config": None}
+
+    def install_schedule(self, config: Mapping[str, Any]) -> bool:
+        """Puts the schedule ``config`` (from :meth:`schedule_config`) in force;
+        returns whether the train function must be traced again."""
+        if self.schedule_config() == config:
+            return False
+        from keras.optimizers import schedules
+
+        try:
+            schedule = schedules.deserialize(dict(config))
+        except Exception as e:
+            raise ControlError(
+                f"learning_rate: cannot rebuild the schedule {config.get('class_name')!r} ({type(e).__name__}: "
+                f"{e}); the learning rate in force is kept"
+            ) from None
+        self.optimizer._learning_rate = schedule
+        self._schedule_replaced = False
+        logger.info("retune: the learning-rate schedule %s is in force again", config.get("class_name"))
+        return True
+
     def learning_rate(self) -> float:
         return float(_plain(self.optimizer.learning_rate))
 
@@ -94,7 +128,7 @@ class OptimizerHandle:
             "class_name": type(self.optimizer).__name__,
             "module": type(self.optimizer).__module__,
             "config": {k: (_plain(v) if not isinstance(v, (dict, list)) else v) for k, v in config.items()},
-            "learning_rate_schedule": self.has_schedule() and not self._schedule_replaced,
+            "learning_rate_schedule": self.schedule_config(),
         }
 
     # -- writing ---------------------------------------------------------
@@ -106,6 +140,44 @@ class OptimizerHandle:
                 raise ControlError(
                     f"hyperparameters.{name}: {type(opt).__name__} has no attribute {name!r}"
                 )
+
+    def check_representable(self, where: str, values: Mapping[str, Any]) -> None:
+        """Raises ControlError for a value the optimizer's float type cannot hold
+        (``1e39`` overflows float32 to inf, ``1e-46`` underflows it to 0)."""
+        import numpy as np
+
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, float) or value == 0:
+                continue
+            dtype = self._float_dtype(name)
+            info = np.finfo(dtype)
+            with np.errstate(over="ignore", under="ignore"):
+                cast = float(np.asarray(value, dtype=np.float64).astype(dtype))
+            if not math.isfinite(cast) or abs(value) > float(info.max):
+                raise ControlError(
+                    f"{where}.{name}: {value!r} is too large for the optimizer's {dtype.name} "
+                    f"(largest {float(info.max):.4g}); nothing was changed"
+                )
+            if abs(value) < float(info.tiny):
+                raise ControlError(
+                    f"{where}.{name}: {value!r} is too small for the optimizer's {dtype.name} "
+                    f"(smallest {float(info.tiny):.4g}, or 0); nothing was changed"
+                )
+
+    def _float_dtype(self, name: str) -> Any:
+        import numpy as np
+
+        if name == "learning_rate":
+            var = getattr(self.optimizer, "_learning_rate", None)
+            dtype = getattr(var, "dtype", None)
+            if dtype is not None and not callable(dtype):
+                try:
+                    return np.dtype(str(dtype).replace("tf.", ""))
+                except TypeError:
+                    pass
+        import keras
+
+        return np.dtype(keras.config.floatx())
 
     def set(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Sets hyperparameters; returns (old values, whether to retrace).

@@ -74,13 +74,15 @@ def truncate_run(run_dir: str, step: int) -> int:
 class BranchWriter:
     """Writes one branch's run folder (``<experiment>/<branch>/``)."""
 
-    def __init__(self, logdir: str, *, start_step: int) -> None:
+    def __init__(self, logdir: str, *, start_step: int, session_start: bool = True) -> None:
         os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
         self._writer = EventFileWriter(logdir, max_queue_size=100, flush_secs=5)
-        # A SessionLog.START tells TensorBoard that the run (re)starts at this
-        # step: after a crash and resume it drops the orphaned points above it.
-        self._add(event_pb2.Event(session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)), start_step)
+        if session_start:
+            # A SessionLog.START tells TensorBoard that the run (re)starts at this
+            # step: after a crash and resume it drops the orphaned points above it.
+            self._add(event_pb2.Event(session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)),
+                      start_step)
 
     def _add(self, event: event_pb2.Event, step: int) -> None:
         event.wall_time = time.time()

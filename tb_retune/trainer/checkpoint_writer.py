@@ -1,0 +1,154 @@
+"""How checkpoints become durable: on a thread of their own, or inline.
+
+The controller talks to one writer interface (``submit, promote, pending,
+flush, stop``) whichever is in use. A checkpoint is named by ``(branch,
+step)``: a promotion or a restore resolves the file through the store under
+its lock when it runs, never through a path captured earlier on another
+thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from tb_retune._errors import CheckpointError
+from tb_retune.trainer.checkpoints import CheckpointInfo, CheckpointStore, Snapshot
+
+logger = logging.getLogger("tb_retune")
+
+
+def describe_write_error(step: int, error: BaseException) -> str:
+    """The message a person sees when a checkpoint could not be written."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return (f"checkpoint at step {step} not written: no space left on device ({error}); "
+                "training goes on without it; free some space and the next checkpoint is written")
+    return f"checkpoint at step {step} not written: {type(error).__name__}: {error}; training goes on without it"
+
+
+class CheckpointWriter(Protocol):
+    """What the controller needs from a writer."""
+
+    def submit(self, snap: Snapshot) -> None: ...
+
+    def promote(self, branch: str, step: int, kind: str) -> None: ...
+
+    def pending(self, branch: str, step: int) -> bool: ...
+
+    def flush(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class InlineWriter:
+    """Writes each checkpoint on the caller's thread, at once."""
+
+    def __init__(self, store: CheckpointStore, on_written: Callable[[CheckpointInfo], None],
+                 on_error: Callable[[str], None]) -> None:
+        self.store = store
+        self._on_written = on_written
+        self._on_error = on_error
+        self._full = False  # reported once per stretch of a full disk
+
+    def submit(self, snap: Snapshot) -> None:
+        try:
+            info = self.store.write(snap)
+        except (OSError, CheckpointError) as e:
+            full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+            if full and self._full:
+                logger.info("retune: %s", describe_write_error(snap.step, e))
+            else:
+                self._on_error(describe_write_error(snap.step, e))
+            self._full = full
+            return
+        if self._full:
+            self._full = False
+            self._on_error(f"checkpoints are written again (step {snap.step}): the disk has space again")
+        self._on_written(info)
+
+    def promote(self, branch: str, step: int, kind: str) -> None:
+        try:
+            self.store.promote(branch, step, kind)
+        except OSError as e:
+            self._on_error(f"checkpoint at step {step}: {e}")
+
+    def pending(self, branch: str, step: int) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class BackgroundWriter:
+    """Writes checkpoints on a thread of its own, in the order submitted.
+
+    The training thread only copies the values (:meth:`CheckpointStore.snapshot`);
+    the write, the fsync and the publication happen here, so a node boundary
+    costs the training loop a memory copy. A checkpoint is published (and
+    listed as restorable) only once it is durable.
+    """
+
+    def __init__(self, store: CheckpointStore, on_written: Callable[[CheckpointInfo], None],
+                 on_error: Callable[[str], None]) -> None:
+        self.store = store
+        self._inline = InlineWriter(store, on_written, on_error)
+        self._on_error = on_error
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._pending: set[tuple[str, int]] = set()
+        self._pending_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="tb-retune-checkpoints", daemon=True)
+        self._thread.start()
+
+    def submit(self, snap: Snapshot) -> None:
+        with self._pending_lock:
+            self._pending.add((snap.branch, snap.step))
+        self._queue.put(snap)
+
+    def promote(self, branch: str, step: int, kind: str) -> None:
+        self._queue.put(("promote", branch, step, kind))
+
+    def pending(self, branch: str, step: int) -> bool:
+        with self._pending_lock:
+            return (branch, step) in self._pending
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if isinstance(job, Snapshot):
+                    try:
+                        self._inline.submit(job)
+                    finally:
+                        with self._pending_lock:
+                            self._pending.discard((job.branch, job.step))
+                else:
+                    _, branch, step, kind = job
+                    self._inline.promote(branch, step, kind)
+            except Exception as e:  # never let the writer die silently
+                logger.exception("retune: checkpoint writer error")
+                self._on_error(f"checkpoint writer: {type(e).__name__}: {e}")
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Waits until everything submitted is written."""
+        self._queue.join()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+
+def make_writer(background: bool, store: CheckpointStore, on_written: Callable[[CheckpointInfo], None],
+                on_error: Callable[[str], None]) -> CheckpointWriter:
+    cls = BackgroundWriter if background else InlineWriter
+    return cls(store, on_written, on_error)

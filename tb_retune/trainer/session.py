@@ -1,0 +1,180 @@
+"""What one ``begin() ... end()`` of the controller works with.
+
+A :class:`Session` ties the parts of a run together: the model and its
+optimizer handle, the step counter, the trainer state, the checkpoint store
+and policy, the node records, the schedule and the public status. The
+concept modules (``revisions``, ``changes``, ``startup``) take a session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tb_retune.experiment.control import CHECKPOINTS_DIRNAME, STATUS_FILENAME
+from tb_retune.trainer.checkpointing import CheckpointPolicy
+from tb_retune.trainer.checkpoints import CheckpointInfo, CheckpointStore
+from tb_retune.trainer.hparams import HParamsRecorder
+from tb_retune.trainer.hyperparameters import OptimizerHandle
+from tb_retune.trainer.options import ControllerOptions
+from tb_retune.trainer.records import NodeRecords
+from tb_retune.trainer.schedule import Schedule
+from tb_retune.trainer.state import TrainerState
+from tb_retune.trainer.status import StatusFile
+from tb_retune.trainer.steps import StepCounter
+
+logger = logging.getLogger("tb_retune")
+
+
+class Session:
+    """One run of the trainer on one experiment folder."""
+
+    def __init__(self, options: ControllerOptions, model: Any, optimizer: Any,
+                 params: Mapping[str, Any] | None = None, *, tick: Callable[[], None] | None = None) -> None:
+        self.options = options
+        self.logdir = options.logdir
+        self.model = model
+        self.optimizer = optimizer
+        self.handle = OptimizerHandle(optimizer)
+        self.params = dict(params or {})
+        self.steps = StepCounter(optimizer, int(getattr(model, "steps_per_execution", 1) or 1))
+        self.state = TrainerState(self.logdir)
+        self.config_static: dict[str, Any] = {}
+        #: What the watcher thread validates against: (hyperparameters, checkpoint steps).
+        self.known: tuple[dict[str, Any], dict[str, list[int]]] = ({}, {})
+        self.store = CheckpointStore(os.path.join(self.logdir, CHECKPOINTS_DIRNAME), options.keep_checkpoints)
+        self.records = NodeRecords(self.logdir, self.state, self.capture_config, self.report_error)
+        self.schedule = Schedule(self.state)
+        #: Each branch an HParams session of TensorBoard's hparams plugin (written when training leaves it).
+        self.hparams = HParamsRecorder(self.logdir)
+        self.checkpoints = CheckpointPolicy(
+            self.store, model, optimizer, background=options.background_checkpoints,
+            every_epochs=options.checkpoint_every_epochs, every_steps=options.checkpoint_every_steps,
+            meta=self.checkpoint_meta, before_write=self.records.flush,
+            on_written=self.on_checkpoint_written, on_error=self.report_error,
+        )
+        self.status = StatusFile(os.path.join(self.logdir, STATUS_FILENAME), self._base_status(),
+                                 heartbeat_s=options.heartbeat_s, refresh=self.refresh_status, tick=tick)
+        self.watcher_kind: str | None = None
+        #: Set once the start went through (until then nothing is published).
+        self.started = False
+        #: A resume that waits for the model to be built by its first step.
+        self.resume_pending = False
+        #: The epoch a resumed run starts at (for ``fit``'s epoch counter).
+        self.initial_epoch = 0
+        #: The index of the epoch ``fit`` is in (its own counter, which a restore cannot rewind).
+        self.fit_epoch = 0
+
+    # -- the public status ------------------------------------------------
+    def _base_status(self) -> dict[str, Any]:
+        return {"version": 1, "pid": os.getpid(), "heartbeat": time.time(), "state": "training",
+                "experiment": self.logdir, "step": 0, "checkpoints": {}, "checkpoint_nodes": {},
+                "watcher": None, "error": None}
+
+    def refresh_status(self, data: dict[str, Any]) -> None:
+        """Derives the public status from the state (under the status lock)."""
+        data.update(self.state.public())
+        data["step"] = self.steps.current()
+        data["watcher"] = self.watcher_kind
+        data["checkpoints"] = self.store.steps()
+        data["checkpoint_nodes"] = self.store.node_index()
+
+    def save_state(self, *, durable: bool = False) -> None:
+        try:
+            self.state.save(durable=durable)
+        except OSError as e:  # a full disk: reported by the writes that matter
+            logger.warning("retune: cannot save the trainer state %s: %s", self.state.path, e)
+
+    def publish(self, *, durable: bool = False) -> None:
+        """Saves the state, then writes the status derived from it."""
+        self.save_state(durable=durable)
+        try:
+            self.status.write_now(durable=durable)
+        except OSError as e:
+            logger.warning("retune: cannot write %s: %s", self.status.path, e)
+
+    # -- messages -----------------------------------------------------------
+    def log(self, line: str) -> None:
+        if self.options.verbose:
+            print(line, flush=True)
+        else:
+            logger.info(line)
+
+    def report_error(self, message: str) -> None:
+        """An error a person must see: the log, the status and the state (any thread)."""
+        entry = self.state.add_error(message, self.steps.current())
+        if self.options.verbose:
+            print(f"retune: error: {entry['message']}", flush=True)
+        else:
+            logger.warning("retune: %s", entry["message"])
+        self.status.poke()
+
+    # -- what the parts share -------------------------------------------------
+    def publish_known(self) -> None:
+        """Hands the watcher thread what it validates revisions against."""
+        self.known = (self.handle.get(), self.store.steps())
+
+    def hyperparameters_now(self) -> dict[str, Any]:
+        hps = self.handle.get()
+        with self.state.lock:
+            self.state.hyperparameters = hps
+        return hps
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """Saved with each checkpoint: what a resume from it must restore."""
+        with self.state.lock:
+            return {
+                "epoch": self.state.epoch,
+                "hyperparameters": self.handle.get(),
+                "learning_rate_schedule": self.handle.schedule_config(),
+                "control_seen": self.state.control_seen,
+                "stop_seen": self.state.stop_seen,
+                "schedule_fired": self.schedule.fired_on(self.state.branch),
+                "node_start": self.state.node_start,
+            }
+
+    def plan_epochs(self, branch: str, branch_epoch: int) -> dict[str, int] | None:
+        """How many epochs ``branch`` gets: ``fit`` counts its own epochs on
+        (Keras cannot rewind them), so a branch that starts at epoch
+        ``branch_epoch`` while ``fit`` is in epoch ``fit_epoch`` gets
+        ``epochs - fit_epoch`` epochs in this fit; the rest, up to ``epochs``,
+        when a restart resumes it. None when ``fit``'s epochs are unknown."""
+        epochs = self.params.get("epochs")
+        if not isinstance(epochs, int) or isinstance(epochs, bool):
+            return None
+        this_fit = max(0, epochs - self.fit_epoch)
+        plan = {"epochs": epochs, "this_fit": this_fit,
+                "left_for_a_restart": max(0, epochs - branch_epoch - this_fit)}
+        with self.state.lock:
+            self.state.epochs_planned[branch] = plan
+        return plan
+
+    def on_checkpoint_written(self, info: CheckpointInfo) -> None:
+        """Runs on the writer's thread once a checkpoint is durable."""
+        self.known = (self.known[0], self.store.steps())
+        self.status.poke()
+
+    def end_hparams_session(self, state: str) -> None:
+        """The branch training leaves (a restore, the end of ``fit``) becomes an HParams session."""
+        self.hparams.branch_ends(self.records.writer, self.state.branch, self.handle.get(),
+                                 self.state.node_start, state=state)
+
+    def take_checkpoint(self, kind: str, step: int) -> bool:
+        with self.state.lock:
+            branch, node = self.state.branch, self.state.node
+        return self.checkpoints.take(kind, branch, step, node)
+
+    def capture_config(self) -> dict[str, Any]:
+        from tb_retune.trainer import recorder as _recorder
+
+        config = dict(self.config_static)
+        try:
+            config["optimizer"] = self.handle.full_config()
+            config["model"] = _recorder.model_summary(self.model)
+            config["training"] = _recorder.training_config(self.model, self.params)
+        except Exception as e:
+            config["error"] = f"{type(e).__name__}: {e}"
+        return config
