@@ -3,23 +3,28 @@
 ``checkpoints/<branch>/step-<step>--<node>--<kind>.ckpt`` holds every model
 weight and every optimizer variable (slots, iteration count) by variable path,
 and the metadata (step, epoch, hyperparameters in force). The file name
-carries what the index needs, so listing the folder is the index.
-
-The format is raw, to cost no more than the bytes: a magic line, a JSON
-header (metadata and, per variable, its key, dtype, shape and offset), then
-the buffers, each 64-byte aligned. No compression and no checksum pass: the
-durability comes from fsync and the atomic rename.
+carries what the index needs, so listing the folder is the index. The file
+format, with its checksums, is in :mod:`tb_retune.trainer.checkpoint_format`.
 
 A checkpoint is written to a hidden temporary file, fsynced, then renamed:
 a crash in the middle leaves a ``.tmp`` file that is never read (and is swept
-on the next start) and the previous checkpoints intact.
+on the next start) and the previous checkpoints intact. A checkpoint that
+fails its checks when read (cut short, empty, not ours, damaged, holding no
+weights, a negative or inconsistent step) raises :class:`CheckpointError`
+naming the file and what is wrong, and is set aside as ``<name>.bad``: out of
+the index, never deleted.
+
+A checkpoint's identity is ``(branch, step)``. :meth:`CheckpointStore.load`,
+:meth:`~CheckpointStore.fork` and :meth:`~CheckpointStore.promote` find its
+file under the store's lock, so a :class:`CheckpointInfo` captured on one
+thread stays usable after another thread renamed the file (a promotion).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import errno
 import logging
 import os
 import queue
@@ -27,13 +32,14 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from tb_retune._errors import CheckpointError
 from tb_retune.experiment.atomic import atomic_open, fsync_dir
+from tb_retune.trainer import checkpoint_format as fmt
 
 logger = logging.getLogger("tb_retune")
 
@@ -41,13 +47,20 @@ logger = logging.getLogger("tb_retune")
 #: the first state of a branch, and the last state of a run.
 KEPT_KINDS = frozenset({"boundary", "branch", "final"})
 _NAME = re.compile(r"^step-(\d{10})--(.+)--([a-z]+)\.ckpt$")
-MAGIC = b"TBRETUNE-CKPT-1\n"
-_ALIGN = 64
+MAGIC = fmt.MAGIC
+#: A checkpoint that failed its checks is renamed to ``<name>.bad`` (then
+#: ``.bad-2``, ...): out of the index and of every listing, but kept.
+BAD_SUFFIX = ".bad"
 
 
 @dataclasses.dataclass
 class Snapshot:
-    """The values of a checkpoint, copied on the training thread; written later."""
+    """The values of a checkpoint, copied on the training thread; written later.
+
+    ``arrays`` are views into ``buffer``, one allocation laid out exactly as
+    the file's data region (``entries``), so the write is one pass over it.
+    A snapshot built by hand (``buffer`` None) is laid out at write time.
+    """
 
     branch: str
     step: int
@@ -56,36 +69,8 @@ class Snapshot:
     meta: dict[str, Any]
     keys: list[str]
     arrays: list[np.ndarray]
-
-
-def _write_raw(f: Any, meta: Mapping[str, Any], keys: list[str], arrays: list[np.ndarray]) -> None:
-    entries = []
-    offset = 0
-    for key, arr in zip(keys, arrays, strict=True):
-        entries.append({"key": key, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset})
-        offset += -(-arr.nbytes // _ALIGN) * _ALIGN
-    header = json.dumps({"meta": dict(meta), "arrays": entries}, default=str).encode("utf-8")
-    start = -(-(len(MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
-    f.write(MAGIC)
-    f.write(len(header).to_bytes(8, "little"))
-    f.write(header)
-    f.write(b"\0" * (start - len(MAGIC) - 8 - len(header)))
-    for arr in arrays:
-        data = np.ascontiguousarray(arr)
-        f.write(data.data if data.nbytes else b"")
-        pad = -data.nbytes % _ALIGN
-        if pad:
-            f.write(b"\0" * pad)
-
-
-def _read_header(f: Any, path: str) -> tuple[dict[str, Any], int]:
-    magic = f.read(len(MAGIC))
-    if magic != MAGIC:
-        raise CheckpointError(f"checkpoint {path} is not a tb-retune checkpoint (bad magic)")
-    size = int.from_bytes(f.read(8), "little")
-    header = json.loads(f.read(size).decode("utf-8"))
-    start = -(-(len(MAGIC) + 8 + size) // _ALIGN) * _ALIGN
-    return header, start
+    buffer: np.ndarray | None = None
+    entries: list[fmt.Entry] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +80,15 @@ class CheckpointInfo:
     node: str
     kind: str
     path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedCheckpoint:
+    """A checkpoint :meth:`CheckpointStore.latest_good` passed over, and why."""
+
+    info: CheckpointInfo
+    reason: str
+    moved_to: str | None  # where it was set aside; None if it stayed (e.g. a permission error)
 
 
 def _variable_key(variable: Any, prefix: str, seen: dict[str, int]) -> str:
@@ -119,8 +113,53 @@ def collect_variables(model: Any, optimizer: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def read_value(variable: Any) -> np.ndarray:
+    """A variable's current value as a host array: the store's one read of a variable.
+
+    On TensorFlow the read tensor is viewed without a copy (TensorFlow copies
+    the variable's buffer on its next update, so the view does not change);
+    elsewhere ``Variable.numpy()``. The caller copies it into the snapshot's
+    buffer at once, so one copy is made in all.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        value = getattr(variable, "value", None)
+        if isinstance(value, tf.Variable):
+            return np.asarray(tf.convert_to_tensor(value))
+    return np.asarray(variable.numpy())
+
+
+def _is_iteration(key: str) -> bool:
+    return key.startswith("optimizer/") and key.rsplit("/", 1)[-1].split("#")[0] in ("iteration", "iterations")
+
+
+def _check_contents(path: str, step: int, header: fmt.Header, scalars: Mapping[str, np.ndarray]) -> None:
+    """What a well-formed file can still get wrong: no weights, a bad step."""
+    bad = "checkpoint {} is unreadable: {}".format
+    meta_step = header.meta.get("step")
+    if not isinstance(meta_step, int) or isinstance(meta_step, bool) or meta_step < 0:
+        raise CheckpointError(bad(path, f"its metadata has step {meta_step!r}, not a step >= 0"))
+    if meta_step != step:
+        raise CheckpointError(bad(path, f"its metadata says step {meta_step}, its name says step {step}"))
+    if not any(e.key.startswith("model/") for e in header.entries):
+        raise CheckpointError(bad(path, "it holds 0 model weights (written before the model was built?)"))
+    for key, value in scalars.items():
+        if _is_iteration(key) and value.dtype.kind in "iu" and int(value.reshape(-1)[0]) < 0:
+            raise CheckpointError(bad(path, f"its {key} is {int(value.reshape(-1)[0])}, a negative step"))
+
+
 class CheckpointStore:
     """Saves, lists, loads and prunes the checkpoints of one experiment.
+
+    Every read checks the file (its structure, its checksums, that it holds
+    model weights and a step >= 0 that matches its name) and raises
+    :class:`CheckpointError` naming the file and what is wrong; a file that
+    fails is set aside as ``<name>.bad``. :meth:`latest_good` is what a
+    resume uses: it passes over bad checkpoints with a warning and lists
+    them in :attr:`last_skipped`.
 
     Args:
         folder: ``<experiment>/checkpoints``.
@@ -134,6 +173,9 @@ class CheckpointStore:
         os.makedirs(folder, exist_ok=True)
         self._index: dict[str, dict[int, CheckpointInfo]] = {}
         self._lock = threading.RLock()
+        #: The checkpoints the last :meth:`latest_good` call passed over,
+        #: newest first, for the caller to report (status, log).
+        self.last_skipped: list[SkippedCheckpoint] = []
         self._sweep_and_scan()
 
     # -- index -------------------------------------------------------------
@@ -150,7 +192,7 @@ class CheckpointStore:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                     continue
-                m = _NAME.match(name)
+                m = _NAME.match(name)  # a set-aside ``*.ckpt.bad`` does not match
                 if not m:
                     continue
                 info = CheckpointInfo(branch, int(m.group(1)), m.group(2), m.group(3), path)
@@ -186,8 +228,39 @@ class CheckpointStore:
             return self._index.get(branch, {}).get(step)
 
     def latest(self, branch: str) -> CheckpointInfo | None:
+        """The newest checkpoint of ``branch`` in the index, unchecked (see :meth:`latest_good`)."""
         infos = self.infos(branch)
         return infos[-1] if infos else None
+
+    def _resolve(self, branch: str, step: int) -> CheckpointInfo:
+        """The checkpoint ``(branch, step)`` as the index has it now (call under the lock)."""
+        info = self._index.get(branch, {}).get(step)
+        if info is None:
+            have = ", ".join(map(str, sorted(self._index.get(branch, {})))) or "none"
+            raise CheckpointError(f"branch {branch!r} has no checkpoint at step {step} (any more); "
+                                  f"its checkpoints are at steps: {have}")
+        return info
+
+    @contextlib.contextmanager
+    def _opened(self, info: CheckpointInfo) -> Iterator[tuple[CheckpointInfo, BinaryIO]]:
+        """Opens ``(info.branch, info.step)``'s file as the index has it now.
+
+        Only the lookup and the open hold the lock: an open file stays
+        readable when a promotion renames it or the retention policy
+        removes it afterwards.
+        """
+        with self._lock:
+            current = self._resolve(info.branch, info.step)
+            try:
+                f = open(current.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+            except OSError as e:
+                if e.errno == errno.ENOENT:  # gone behind our back: stop listing it
+                    del self._index[current.branch][current.step]
+                raise CheckpointError(f"checkpoint {current.path} is unreadable: {e}") from None
+        try:
+            yield current, f
+        finally:
+            f.close()
 
     # -- writing -----------------------------------------------------------
     def _path(self, branch: str, step: int, node: str, kind: str) -> str:
@@ -204,23 +277,50 @@ class CheckpointStore:
         kind: str,
         meta: Mapping[str, Any],
     ) -> Snapshot:
-        """Copies the current values (on the training thread; cheap)."""
+        """Copies the current values into one buffer (on the training thread; one memory copy)."""
         variables = collect_variables(model, optimizer)
         keys = [key for key, _ in variables]
-        # Keras's Variable.numpy() returns a fresh copy (np.array of the
-        # value), which later updates of the variable do not touch.
-        arrays = [np.asarray(var.numpy()) for _, var in variables]
+        values = [read_value(var) for _, var in variables]
+        entries, total = fmt.plan(keys, [(v.dtype, v.shape) for v in values])
+        buffer = np.empty(total, dtype=np.uint8)
+        arrays = []
+        for entry, value in zip(entries, values, strict=True):
+            end = entry.offset + entry.nbytes
+            dst = buffer[entry.offset:end].view(value.dtype).reshape(value.shape)
+            np.copyto(dst, value, casting="no")
+            buffer[end:fmt.aligned(end)] = 0  # the padding, written as it is
+            arrays.append(dst)
         full_meta = dict(meta)
         full_meta.update({"branch": branch, "step": step, "node": node, "kind": kind})
-        return Snapshot(branch, step, node, kind, full_meta, keys, arrays)
+        return Snapshot(branch, step, node, kind, full_meta, keys, arrays, buffer, entries)
 
     def write(self, snap: Snapshot) -> CheckpointInfo:
-        """Writes a snapshot, fsyncs it and publishes it (any thread)."""
+        """Writes a snapshot, fsyncs it and publishes it (any thread).
+
+        Raises CheckpointError for a snapshot that holds no model weights
+        (nothing could be restored from it), and the ``OSError`` of a failed
+        write as it is (``errno.ENOSPC`` for a full disk), after removing the
+        temporary file; the checkpoints already written stay as they were.
+        """
+        if snap.step < 0 or not any(key.startswith("model/") for key in snap.keys):
+            raise CheckpointError(
+                f"refusing to write the checkpoint of branch {snap.branch!r} at step {snap.step}: "
+                + (f"step {snap.step} is negative" if snap.step < 0 else
+                   "it holds 0 model weights; build the model (give it an Input or call it on a batch) "
+                   "before its first checkpoint")
+            )
+        if snap.buffer is not None and snap.entries is not None:
+            entries, total = snap.entries, len(snap.buffer)
+            region = snap.buffer.data
+            sources = [region[e.offset:e.offset + fmt.aligned(e.nbytes)] for e in entries]
+        else:
+            entries, total = fmt.plan(snap.keys, [(a.dtype, a.shape) for a in snap.arrays])
+            sources = [np.ascontiguousarray(a).reshape(-1).view(np.uint8).data for a in snap.arrays]
         bdir = os.path.join(self.folder, snap.branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(snap.branch, snap.step, snap.node, snap.kind)
         with atomic_open(final, prefix=".tmp-") as f:
-            _write_raw(f, snap.meta, snap.keys, snap.arrays)
+            fmt.write(f, snap.meta, entries, total, sources)
         info = CheckpointInfo(snap.branch, snap.step, snap.node, snap.kind, final)
         with self._lock:
             self._add(info)
@@ -234,7 +334,7 @@ class CheckpointStore:
                                         kind=kind, meta=meta))
 
     def fork(self, source: CheckpointInfo, *, branch: str, node: str) -> CheckpointInfo:
-        """Makes ``source`` the first checkpoint of a new branch (a hard link)."""
+        """Makes ``(source.branch, source.step)`` the first checkpoint of a new branch (a hard link)."""
         bdir = os.path.join(self.folder, branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(branch, source.step, node, "branch")
@@ -242,10 +342,17 @@ class CheckpointStore:
         os.close(fd)
         os.unlink(tmp)
         try:
-            os.link(source.path, tmp)
-        except OSError:
-            shutil.copyfile(source.path, tmp)
-        os.replace(tmp, final)
+            with self._lock:  # the source's file as it is named now
+                current = self._resolve(source.branch, source.step)
+                try:
+                    os.link(current.path, tmp)
+                except OSError:
+                    shutil.copyfile(current.path, tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         fsync_dir(bdir)
         info = CheckpointInfo(branch, source.step, node, "branch", final)
         with self._lock:
@@ -272,40 +379,94 @@ class CheckpointStore:
                 os.unlink(info.path)
             del self._index[branch][info.step]
 
-    # -- reading -----------------------------------------------------------
-    @staticmethod
-    def read_arrays(info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The metadata and the arrays, read straight into their buffers."""
-        saved: dict[str, np.ndarray] = {}
-        try:
-            with open(info.path, "rb", buffering=0) as f:
-                header, start = _read_header(f, info.path)
-                for entry in header["arrays"]:
-                    arr = np.empty(entry["shape"], dtype=np.dtype(entry["dtype"]))
-                    f.seek(start + int(entry["offset"]))
-                    view = arr.reshape(-1).view(np.uint8).data if arr.nbytes else memoryview(b"")
-                    got = 0
-                    while got < arr.nbytes:
-                        n = f.readinto(view[got:])
-                        if not n:
-                            raise ValueError(f"{entry['key']} is cut short")
-                        got += n
-                    saved[entry["key"]] = arr
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
-        return dict(header["meta"]), saved
+    # -- checking ----------------------------------------------------------
+    def _set_aside(self, info: CheckpointInfo, f: BinaryIO) -> str | None:
+        """Renames the bad file that ``f`` has open to ``<name>.bad`` and drops it from the index."""
+        with self._lock:
+            current = self._index.get(info.branch, {}).get(info.step)
+            try:
+                if current is None or not os.path.samestat(os.stat(current.path), os.fstat(f.fileno())):
+                    return None  # replaced by a newer write meanwhile: not ours to move
+                target = current.path + BAD_SUFFIX
+                n = 1
+                while os.path.exists(target):
+                    n += 1
+                    target = f"{current.path}{BAD_SUFFIX}-{n}"
+                os.rename(current.path, target)
+            except OSError as e:
+                logger.warning("retune: could not set aside the bad checkpoint %s: %s", current and current.path, e)
+                return None
+            del self._index[info.branch][info.step]
+            fsync_dir(os.path.dirname(target))
+            return target
 
+    def _read(self, info: CheckpointInfo, *, arrays: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        with self._opened(info) as (current, f):
+            try:
+                header = fmt.read_header(f, current.path)
+                if arrays:
+                    saved = fmt.read_arrays(f, current.path, header)
+                    scalars = {k: a for k, a in saved.items() if a.size == 1}
+                else:
+                    saved = {}
+                    scalars = fmt.verify_data(f, current.path, header)
+                _check_contents(current.path, current.step, header, scalars)
+            except CheckpointError as e:
+                moved = self._set_aside(current, f)
+                if moved:
+                    raise CheckpointError(f"{e}; set aside as {os.path.basename(moved)}") from None
+                raise
+            except OSError as e:
+                raise CheckpointError(f"checkpoint {current.path} is unreadable: {e}") from None
+        return dict(header.meta), saved
+
+    def read_arrays(self, info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The metadata and the arrays of ``(info.branch, info.step)``, checked, read straight into their buffers."""
+        return self._read(info, arrays=True)
+
+    def verify(self, info: CheckpointInfo) -> dict[str, Any]:
+        """Checks ``(info.branch, info.step)`` through, in small pieces; returns its metadata.
+
+        Raises CheckpointError (and sets the file aside) when it is bad.
+        """
+        return self._read(info, arrays=False)[0]
+
+    def latest_good(self, branch: str) -> CheckpointInfo | None:
+        """The newest checkpoint of ``branch`` that passes every check, or None.
+
+        Each newer one that fails is logged as a warning, set aside as
+        ``<name>.bad`` (it leaves the index: call :meth:`steps` again for
+        the status) and listed in :attr:`last_skipped`, which this call
+        resets: the controller reports those to the person.
+        """
+        self.last_skipped = []
+        for info in reversed(self.infos(branch)):
+            try:
+                self.verify(info)
+            except CheckpointError as e:
+                moved = None if self.get(branch, info.step) is not None else f"{info.path}{BAD_SUFFIX}"
+                if moved is not None and not os.path.exists(moved):
+                    moved = None  # it vanished rather than being set aside
+                logger.warning("retune: skipping checkpoint %s@%d: %s", branch, info.step, e)
+                self.last_skipped.append(SkippedCheckpoint(info, str(e), moved))
+                continue
+            return self.get(branch, info.step) or info
+        return None
+
+    # -- reading -----------------------------------------------------------
     def load(self, model: Any, optimizer: Any, info: CheckpointInfo) -> dict[str, Any]:
         """Assigns the checkpoint's values to the model and optimizer.
 
-        Variables are matched by position (by path for optimizer slots that
-        the checkpoint lacks, which start at zero). Raises CheckpointError,
-        before assigning anything, when the checkpoint does not fit.
+        The file is ``(info.branch, info.step)``'s as the index has it now
+        (``info.path`` may be stale). Variables are matched by position (by
+        path for optimizer slots that the checkpoint lacks, which start at
+        zero). Raises CheckpointError, before assigning anything, when the
+        checkpoint is bad or does not fit.
         """
         meta, saved = self.read_arrays(info)
         variables = collect_variables(model, optimizer)
         plan: list[tuple[Any, np.ndarray]] = []
-        name = os.path.basename(info.path)
+        name = f"{info.branch}@{info.step}"
         for section in ("model/", "optimizer/"):
             ours = [(k, v) for k, v in variables if k.startswith(section)]
             theirs = [(k, a) for k, a in saved.items() if k.startswith(section)]
