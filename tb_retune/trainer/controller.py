@@ -342,7 +342,7 @@ class RetuneController:
         """Resumes the active branch from its latest checkpoint."""
         assert self.handle is not None and self.store is not None
         branch = str(previous.get("branch") or "main")
-        info = self.store.latest(branch)
+        info = self.store.latest_good(branch)  # passes over (and sets aside) damaged ones
         if info is None:
             return False, False
         self.status = self._new_status()
@@ -351,6 +351,9 @@ class RetuneController:
                     "control_seen", "control_sha256"):
             if key in previous:
                 data[key] = previous[key]
+        for skipped in self.store.last_skipped:
+            self.status.append("errors", {"time": time.time(), "step": skipped.info.step,
+                                          "message": f"resume: passed over a bad checkpoint: {skipped.reason}"})
         self._restores_done = set(previous.get("restores_done", []))
         self._fired = set(previous.get("schedule_fired", []))
         self._node_seq = {str(k): int(v) for k, v in (previous.get("node_seq") or {}).items()}
@@ -376,7 +379,7 @@ class RetuneController:
         from tb_retune.trainer.summaries import truncate_run
 
         dropped = truncate_run(os.path.join(self.logdir, branch), step)
-        self._open_writer(step)
+        self._open_writer(step, keep_start_step=True)  # the points at `step` stay: nothing logs them again
         # Re-emit the node in force: TensorBoard drops points at or after the
         # resume step, and with them the node if it started exactly there.
         self._write_node_record(previous.get("node_record"))
@@ -806,8 +809,9 @@ class RetuneController:
         if record and self.writer is not None:
             self.writer.node(record)
 
-    def _open_writer(self, step: int) -> None:
-        self.writer = BranchWriter(os.path.join(self.logdir, self.branch), start_step=step)
+    def _open_writer(self, step: int, *, keep_start_step: bool = False) -> None:
+        self.writer = BranchWriter(os.path.join(self.logdir, self.branch), start_step=step,
+                                   keep_start_step=keep_start_step)
 
     def _has_checkpoint(self, branch: str, step: int) -> bool:
         assert self.store is not None
