@@ -80,11 +80,24 @@ def test_a_snapshot_is_one_buffer_and_does_not_follow_later_training(tmp_path: A
     assert state <= snap.buffer.nbytes <= state + 64 * len(snap.arrays)
     taken = _values(model)
     model.fit(*tiny_data(64, seed=1), batch_size=16, epochs=1, verbose=0)  # changes every variable
+    buffer = snap.buffer
     info = store.write(snap)
     _, saved = store.read_arrays(info)
     for key, value in taken.items():
         np.testing.assert_array_equal(saved[key], value, err_msg=key)
     assert any(not np.array_equal(saved[k], v) for k, v in _values(model).items())
+    # The written snapshot's buffer serves the next one (no fresh pages to fault in), and is not reused twice.
+    assert snap.arrays == [] and snap.buffer is None
+    with pytest.raises(CheckpointError, match=r"was written already and its buffer reused; take a new snapshot"):
+        store.write(snap)
+    again = store.snapshot(model, model.optimizer, branch="main", step=8, node="main-1", kind="epoch", meta={})
+    assert again.buffer is buffer
+    third = store.snapshot(model, model.optimizer, branch="main", step=9, node="main-1", kind="epoch", meta={})
+    assert third.buffer is not buffer  # the spare is in use: a second snapshot in flight gets its own
+    store.write(again)
+    store.free_buffers()
+    assert store.snapshot(model, model.optimizer, branch="main", step=10, node="main-1", kind="epoch",
+                          meta={}).buffer is not buffer
 
 
 def _cut_in_half(path: str) -> None:

@@ -176,6 +176,9 @@ class CheckpointStore:
         #: The checkpoints the last :meth:`latest_good` call passed over,
         #: newest first, for the caller to report (status, log).
         self.last_skipped: list[SkippedCheckpoint] = []
+        # The buffer of the last snapshot written, for the next snapshot: a
+        # fresh buffer costs page faults that take several times the copy.
+        self._spare: np.ndarray | None = None
         self._sweep_and_scan()
 
     # -- index -------------------------------------------------------------
@@ -277,12 +280,21 @@ class CheckpointStore:
         kind: str,
         meta: Mapping[str, Any],
     ) -> Snapshot:
-        """Copies the current values into one buffer (on the training thread; one memory copy)."""
+        """Copies the current values into one buffer (on the training thread; one memory copy).
+
+        The buffer is the one of the last snapshot written, when it has the
+        size needed: at most two buffers exist while one snapshot is being
+        written (the one in the writer's hands and none spare), so memory
+        stays within twice the model's state. :meth:`free_buffers` lets go of
+        the spare one.
+        """
         variables = collect_variables(model, optimizer)
         keys = [key for key, _ in variables]
         values = [read_value(var) for _, var in variables]
         entries, total = fmt.plan(keys, [(v.dtype, v.shape) for v in values])
-        buffer = np.empty(total, dtype=np.uint8)
+        with self._lock:
+            buffer, self._spare = (self._spare, None) if self._spare is not None and len(self._spare) == total \
+                else (np.empty(total, dtype=np.uint8), self._spare)
         arrays = []
         for entry, value in zip(entries, values, strict=True):
             end = entry.offset + entry.nbytes
@@ -301,7 +313,11 @@ class CheckpointStore:
         (nothing could be restored from it), and the ``OSError`` of a failed
         write as it is (``errno.ENOSPC`` for a full disk), after removing the
         temporary file; the checkpoints already written stay as they were.
+        The snapshot is used up: its buffer goes to the next snapshot.
         """
+        if snap.keys and not snap.arrays:
+            raise CheckpointError(f"the snapshot of branch {snap.branch!r} at step {snap.step} was written already "
+                                  "and its buffer reused; take a new snapshot")
         if snap.step < 0 or not any(key.startswith("model/") for key in snap.keys):
             raise CheckpointError(
                 f"refusing to write the checkpoint of branch {snap.branch!r} at step {snap.step}: "
@@ -319,13 +335,30 @@ class CheckpointStore:
         bdir = os.path.join(self.folder, snap.branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(snap.branch, snap.step, snap.node, snap.kind)
-        with atomic_open(final, prefix=".tmp-") as f:
-            fmt.write(f, snap.meta, entries, total, sources)
+        try:
+            with atomic_open(final, prefix=".tmp-") as f:
+                fmt.write(f, snap.meta, entries, total, sources)
+        finally:
+            del sources
+            self._reuse(snap)
         info = CheckpointInfo(snap.branch, snap.step, snap.node, snap.kind, final)
         with self._lock:
             self._add(info)
             self._prune(snap.branch)
         return info
+
+    def _reuse(self, snap: Snapshot) -> None:
+        """Takes a written snapshot's buffer for the next snapshot; the snapshot is emptied."""
+        if snap.buffer is None:
+            return
+        with self._lock:
+            self._spare = snap.buffer
+        snap.buffer, snap.arrays, snap.entries = None, [], None
+
+    def free_buffers(self) -> None:
+        """Lets go of the spare snapshot buffer (as big as the model's state), e.g. at the end of training."""
+        with self._lock:
+            self._spare = None
 
     def save(self, model: Any, optimizer: Any, *, branch: str, step: int, node: str, kind: str,
              meta: Mapping[str, Any]) -> CheckpointInfo:
