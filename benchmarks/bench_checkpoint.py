@@ -264,7 +264,7 @@ def compare(*, reps: dict[str, int], profile: bool = True, xl: bool = True) -> d
             t0 = time.perf_counter()
             mem = memory(folder)
             mem["check_s"] = round(time.perf_counter() - t0, 1)
-            out["memory_xl"] = mem
+            out["details"] = {"memory_xl": mem}
             out["background_write_memory_vs_state"] = mem["background_write_memory_vs_state"]
             log(f"  checkpoint xl ({mem['params']:,} parameters, {mem['state_mb']} MiB of state): peak memory during "
                 f"a background write x{mem['background_write_memory_vs_state']:.2f} of the state "
