@@ -294,3 +294,22 @@ def verify_data(f: BinaryIO, path: str, header: Header) -> dict[str, np.ndarray]
         if int(np.prod(entry.shape, dtype=np.int64)) == 1:
             scalars[entry.key] = np.frombuffer(bytes(buf[:entry.nbytes]), dtype=dtype_of(entry.dtype)).copy()
     return scalars
+
+
+def _is_iteration(key: str) -> bool:
+    return key.startswith("optimizer/") and key.rsplit("/", 1)[-1].split("#")[0] in ("iteration", "iterations")
+
+
+def check_contents(path: str, step: int, header: Header, scalars: Mapping[str, np.ndarray]) -> None:
+    """What a well-formed file can still get wrong: no model weights, a negative step, or a step
+    that is not the one its name (``step``) says. ``scalars``: its arrays of one element."""
+    meta_step = header.meta.get("step")
+    if not isinstance(meta_step, int) or isinstance(meta_step, bool) or meta_step < 0:
+        raise _bad(path, f"its metadata has step {meta_step!r}, not a step >= 0")
+    if meta_step != step:
+        raise _bad(path, f"its metadata says step {meta_step}, its name says step {step}")
+    if not any(e.key.startswith("model/") for e in header.entries):
+        raise _bad(path, "it holds 0 model weights (written before the model was built?)")
+    for key, value in scalars.items():
+        if _is_iteration(key) and value.dtype.kind in "iu" and int(value.reshape(-1)[0]) < 0:
+            raise _bad(path, f"its {key} is {int(value.reshape(-1)[0])}, a negative step")

@@ -40,6 +40,16 @@ import numpy as np
 from tb_retune._errors import CheckpointError
 from tb_retune.experiment.atomic import atomic_open, fsync_dir
 from tb_retune.trainer import checkpoint_format as fmt
+from tb_retune.trainer.checkpoint_state import (
+    Snapshot,
+    assignment_plan,
+    collect_variables,
+    read_value,
+    take_snapshot,
+)
+
+__all__ = ["KEPT_KINDS", "BackgroundWriter", "CheckpointInfo", "CheckpointStore", "SkippedCheckpoint", "Snapshot",
+           "collect_variables", "read_value"]
 
 logger = logging.getLogger("tb_retune")
 
@@ -51,26 +61,6 @@ MAGIC = fmt.MAGIC
 #: A checkpoint that failed its checks is renamed to ``<name>.bad`` (then
 #: ``.bad-2``, ...): out of the index and of every listing, but kept.
 BAD_SUFFIX = ".bad"
-
-
-@dataclasses.dataclass
-class Snapshot:
-    """The values of a checkpoint, copied on the training thread; written later.
-
-    ``arrays`` are views into ``buffer``, one allocation laid out exactly as
-    the file's data region (``entries``), so the write is one pass over it.
-    A snapshot built by hand (``buffer`` None) is laid out at write time.
-    """
-
-    branch: str
-    step: int
-    node: str
-    kind: str
-    meta: dict[str, Any]
-    keys: list[str]
-    arrays: list[np.ndarray]
-    buffer: np.ndarray | None = None
-    entries: list[fmt.Entry] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,66 +79,6 @@ class SkippedCheckpoint:
     info: CheckpointInfo
     reason: str
     moved_to: str | None  # where it was set aside; None if it stayed (e.g. a permission error)
-
-
-def _variable_key(variable: Any, prefix: str, seen: dict[str, int]) -> str:
-    path = getattr(variable, "path", None) or getattr(variable, "name", "var")
-    key = f"{prefix}/{path}"
-    n = seen.get(key, 0)
-    seen[key] = n + 1
-    return key if n == 0 else f"{key}#{n}"
-
-
-def _optimizer_variables(optimizer: Any) -> list[Any]:
-    # The learning rate lives in the metadata with the other hyperparameters;
-    # it may be replaced by a new variable (schedule -> constant).
-    lr = getattr(optimizer, "_learning_rate", None)
-    return [v for v in optimizer.variables if v is not lr]
-
-
-def collect_variables(model: Any, optimizer: Any) -> list[tuple[str, Any]]:
-    seen: dict[str, int] = {}
-    out = [(_variable_key(v, "model", seen), v) for v in model.weights]
-    out += [(_variable_key(v, "optimizer", seen), v) for v in _optimizer_variables(optimizer)]
-    return out
-
-
-def read_value(variable: Any) -> np.ndarray:
-    """A variable's current value as a host array: the store's one read of a variable.
-
-    On TensorFlow the read tensor is viewed without a copy (TensorFlow copies
-    the variable's buffer on its next update, so the view does not change);
-    elsewhere ``Variable.numpy()``. The caller copies it into the snapshot's
-    buffer at once, so one copy is made in all.
-    """
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        value = getattr(variable, "value", None)
-        if isinstance(value, tf.Variable):
-            return np.asarray(tf.convert_to_tensor(value))
-    return np.asarray(variable.numpy())
-
-
-def _is_iteration(key: str) -> bool:
-    return key.startswith("optimizer/") and key.rsplit("/", 1)[-1].split("#")[0] in ("iteration", "iterations")
-
-
-def _check_contents(path: str, step: int, header: fmt.Header, scalars: Mapping[str, np.ndarray]) -> None:
-    """What a well-formed file can still get wrong: no weights, a bad step."""
-    bad = "checkpoint {} is unreadable: {}".format
-    meta_step = header.meta.get("step")
-    if not isinstance(meta_step, int) or isinstance(meta_step, bool) or meta_step < 0:
-        raise CheckpointError(bad(path, f"its metadata has step {meta_step!r}, not a step >= 0"))
-    if meta_step != step:
-        raise CheckpointError(bad(path, f"its metadata says step {meta_step}, its name says step {step}"))
-    if not any(e.key.startswith("model/") for e in header.entries):
-        raise CheckpointError(bad(path, "it holds 0 model weights (written before the model was built?)"))
-    for key, value in scalars.items():
-        if _is_iteration(key) and value.dtype.kind in "iu" and int(value.reshape(-1)[0]) < 0:
-            raise CheckpointError(bad(path, f"its {key} is {int(value.reshape(-1)[0])}, a negative step"))
 
 
 class CheckpointStore:
@@ -288,23 +218,18 @@ class CheckpointStore:
         stays within twice the model's state. :meth:`free_buffers` lets go of
         the spare one.
         """
-        variables = collect_variables(model, optimizer)
-        keys = [key for key, _ in variables]
-        values = [read_value(var) for _, var in variables]
-        entries, total = fmt.plan(keys, [(v.dtype, v.shape) for v in values])
-        with self._lock:
-            buffer, self._spare = (self._spare, None) if self._spare is not None and len(self._spare) == total \
-                else (np.empty(total, dtype=np.uint8), self._spare)
-        arrays = []
-        for entry, value in zip(entries, values, strict=True):
-            end = entry.offset + entry.nbytes
-            dst = buffer[entry.offset:end].view(value.dtype).reshape(value.shape)
-            np.copyto(dst, value, casting="no")
-            buffer[end:fmt.aligned(end)] = 0  # the padding, written as it is
-            arrays.append(dst)
         full_meta = dict(meta)
         full_meta.update({"branch": branch, "step": step, "node": node, "kind": kind})
-        return Snapshot(branch, step, node, kind, full_meta, keys, arrays, buffer, entries)
+        return take_snapshot(collect_variables(model, optimizer), self._buffer, branch=branch, step=step,
+                             node=node, kind=kind, meta=full_meta)
+
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        """The spare buffer when it has ``nbytes``, else a new one."""
+        with self._lock:
+            if self._spare is not None and len(self._spare) == nbytes:
+                buffer, self._spare = self._spare, None
+                return buffer
+        return np.empty(nbytes, dtype=np.uint8)
 
     def write(self, snap: Snapshot) -> CheckpointInfo:
         """Writes a snapshot, fsyncs it and publishes it (any thread).
@@ -443,7 +368,7 @@ class CheckpointStore:
                 else:
                     saved = {}
                     scalars = fmt.verify_data(f, current.path, header)
-                _check_contents(current.path, current.step, header, scalars)
+                fmt.check_contents(current.path, current.step, header, scalars)
             except CheckpointError as e:
                 moved = self._set_aside(current, f)
                 if moved:
@@ -497,34 +422,7 @@ class CheckpointStore:
         checkpoint is bad or does not fit.
         """
         meta, saved = self.read_arrays(info)
-        variables = collect_variables(model, optimizer)
-        plan: list[tuple[Any, np.ndarray]] = []
-        name = f"{info.branch}@{info.step}"
-        for section in ("model/", "optimizer/"):
-            ours = [(k, v) for k, v in variables if k.startswith(section)]
-            theirs = [(k, a) for k, a in saved.items() if k.startswith(section)]
-            same_layout = len(ours) == len(theirs) and all(
-                tuple(a.shape) == tuple(v.shape) for (_, v), (_, a) in zip(ours, theirs, strict=True)
-            )
-            if same_layout:
-                # By position: variable paths depend on Keras's automatic
-                # names (dense_1, dense_2, ...), the order does not.
-                plan.extend((v, a) for (_, v), (_, a) in zip(ours, theirs, strict=True))
-                continue
-            if section == "model/":
-                raise CheckpointError(
-                    f"checkpoint {name} does not fit this model: it holds {len(theirs)} weights "
-                    f"with shapes {[tuple(a.shape) for _, a in theirs][:6]}..., the model has {len(ours)} "
-                    f"with shapes {[tuple(v.shape) for _, v in ours][:6]}...; was the model changed?"
-                )
-            # Optimizer slots turned on after the checkpoint (e.g. momentum
-            # from 0): match by path and start the missing ones at zero.
-            by_path = dict(theirs)
-            for key, var in ours:
-                value = by_path.get(key)
-                if value is None or tuple(value.shape) != tuple(var.shape):
-                    value = np.zeros(tuple(var.shape), dtype=np.dtype(var.dtype))
-                plan.append((var, value))
+        plan = assignment_plan(collect_variables(model, optimizer), saved, f"{info.branch}@{info.step}")
         for var, value in plan:
             var.assign(value)
         return meta
