@@ -63,6 +63,14 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
+def _timed_cpu(t: dict[str, float], key: str, fn: Any) -> Any:
+    """Runs ``fn``; puts its wall seconds under ``key`` and this process's CPU seconds under ``key + '_cpu'``."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = fn()
+    t[key], t[key + "_cpu"] = time.perf_counter() - w0, time.process_time() - c0
+    return out
+
+
 def _round(store: Any, model: Any, step: int, path: str, meta: dict[str, Any],
            *, ours_first: bool) -> tuple[dict[str, float], tuple[int, int]]:
     """One checkpoint and one load each, ours and Keras's, in the order given; seconds and file sizes."""
@@ -72,12 +80,12 @@ def _round(store: Any, model: Any, step: int, path: str, meta: dict[str, Any],
     info = None
     for what in (["ours", "save_weights"] if ours_first else ["save_weights", "ours"]):
         if what == "ours":
-            t["snapshot"], snap = timed(lambda: store.snapshot(model, opt, branch="main", step=step, node="main-1",
-                                                               kind="boundary", meta=meta))
-            t["write"], info = timed(lambda snap=snap: store.write(snap))
-            t["save"] = t["snapshot"] + t["write"]
+            snap = _timed_cpu(t, "snapshot", lambda: store.snapshot(model, opt, branch="main", step=step,
+                                                                    node="main-1", kind="boundary", meta=meta))
+            info = _timed_cpu(t, "write", lambda snap=snap: store.write(snap))
+            t["save"], t["save_cpu"] = t["snapshot"] + t["write"], t["snapshot_cpu"] + t["write_cpu"]
         else:
-            t["save_weights"], _ = timed(lambda: model.save_weights(path))
+            _timed_cpu(t, "save_weights", lambda: model.save_weights(path))
             t["fsync"], _ = timed(lambda: _fsync_file(path))
     assert info is not None
     for what in (["load", "load_weights"] if ours_first else ["load_weights", "load"]):
@@ -118,6 +126,9 @@ def _one_size(model: Any, folder: str, n: int, profile: bool) -> dict[str, Any]:
     fsynced, fsynced_spread = _ratio(col("save"), durable)
     thread, thread_spread = _ratio(col("snapshot"), col("save_weights"))
     load, load_spread = _ratio(col("load"), col("load_weights"))
+    # CPU time moves less than wall time on a busy machine: what this process spent, its fsyncs' waits aside.
+    thread_cpu, thread_cpu_spread = _ratio(col("snapshot_cpu"), col("save_weights_cpu"))
+    save_cpu, save_cpu_spread = _ratio(col("save_cpu"), col("save_weights_cpu"))
     entry: dict[str, Any] = {
         "params": int(model.count_params()),
         "reps": n,
@@ -137,6 +148,11 @@ def _one_size(model: Any, folder: str, n: int, profile: bool) -> dict[str, Any]:
         "fsynced_ratio_spread": fsynced_spread,
         "training_thread_ratio_spread": thread_spread,
         "load_ratio_spread": load_spread,
+        "cpu": {"training_thread_vs_save_weights": thread_cpu, "training_thread_spread": thread_cpu_spread,
+                "checkpoint_vs_save_weights": save_cpu, "checkpoint_spread": save_cpu_spread,
+                "ms": {"snapshot": round(median(col("snapshot_cpu")) * 1000, 2),
+                       "write": round(median(col("write_cpu")) * 1000, 2),
+                       "save_weights": round(median(col("save_weights_cpu")) * 1000, 2)}},
     }
     if profile and (save > 1.2 or load > 1.2 or fsynced > 1.0 or thread > 0.3):
         last = store.latest("main")
@@ -248,7 +264,8 @@ def compare(*, reps: dict[str, int], profile: bool = True, xl: bool = True) -> d
             log(f"  checkpoint {name} ({entry['params']:,} parameters): save x{entry['checkpoint_vs_save_weights']:.2f}, "
                 f"durable x{entry['checkpoint_vs_save_weights_fsynced']:.2f}, "
                 f"training thread x{entry['checkpoint_training_thread_vs_save_weights']:.3f} "
-                f"({entry['training_thread_ratio_spread']}), load x{entry['restore_vs_load_weights']:.2f}")
+                f"({entry['training_thread_ratio_spread']}; CPU x{entry['cpu']['training_thread_vs_save_weights']:.3f} "
+                f"{entry['cpu']['training_thread_spread']}), load x{entry['restore_vs_load_weights']:.2f}")
             shutil.rmtree(folder, ignore_errors=True)
         # The headline numbers are the worst of the three sizes; each size has its own key.
         for key in ("checkpoint_vs_save_weights", "restore_vs_load_weights", "checkpoint_vs_save_weights_fsynced",

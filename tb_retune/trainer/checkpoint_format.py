@@ -177,6 +177,7 @@ class Header:
     entries: list[Entry]
     start: int  # where the data region begins
     version: int
+    data_bytes: int  # the data region's length
 
 
 def _bad(path: str, what: str) -> CheckpointError:
@@ -238,7 +239,7 @@ def read_header(f: BinaryIO, path: str) -> Header:
         raise _bad(path, f"the file has {size} bytes but its arrays reach byte {start + end}: cut short")
     if any(e.offset < 0 or e.offset % ALIGN for e in entries):
         raise _bad(path, "an array's offset is negative or not aligned: its header is damaged")
-    return Header(meta, entries, start, version)
+    return Header(meta, entries, start, version, int(data_bytes))
 
 
 def _read_exactly(f: BinaryIO, view: memoryview, path: str, key: str) -> None:
@@ -256,11 +257,18 @@ def _check_crc(entry: Entry, crc: int, path: str) -> None:
                          "the file changed after it was written")
 
 
-def read_arrays(f: BinaryIO, path: str, header: Header) -> dict[str, np.ndarray]:
-    """Every array, read straight into its own buffer and checked against its checksum."""
+def read_arrays(f: BinaryIO, path: str, header: Header, buffer: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every array, read straight into its own buffer and checked against its checksum.
+
+    With ``buffer`` (uint8, ``header.data_bytes`` long) the arrays are views
+    into it, laid out as in the file: no fresh memory to fault in.
+    """
     out: dict[str, np.ndarray] = {}
     for entry in header.entries:
-        arr = np.empty(entry.shape, dtype=dtype_of(entry.dtype))
+        if buffer is None:
+            arr = np.empty(entry.shape, dtype=dtype_of(entry.dtype))
+        else:
+            arr = buffer[entry.offset:entry.offset + entry.nbytes].view(dtype_of(entry.dtype)).reshape(entry.shape)
         f.seek(header.start + entry.offset)
         view = arr.reshape(-1).view(np.uint8).data if entry.nbytes else memoryview(b"")
         crc = 0

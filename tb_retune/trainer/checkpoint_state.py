@@ -82,6 +82,18 @@ def read_value(variable: Any) -> np.ndarray:
     return np.asarray(variable.numpy())
 
 
+def assign_copies_arrays() -> bool:
+    """Whether ``Variable.assign(array)`` copies a NumPy array, so that its memory can be reused at once.
+
+    TensorFlow does (``convert_to_eager_tensor`` copies every ndarray); JAX
+    on CPU may keep a view of it, and so may others: they get arrays of
+    their own.
+    """
+    import keras
+
+    return bool(keras.backend.backend() == "tensorflow")
+
+
 def take_snapshot(variables: list[tuple[str, Any]], buffer_of: Callable[[int], np.ndarray], *, branch: str,
                   step: int, node: str, kind: str, meta: dict[str, Any]) -> Snapshot:
     """Copies the variables' values into one buffer of ``buffer_of(nbytes)`` (one memory copy)."""

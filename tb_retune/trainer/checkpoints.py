@@ -42,6 +42,7 @@ from tb_retune.experiment.atomic import atomic_open, fsync_dir
 from tb_retune.trainer import checkpoint_format as fmt
 from tb_retune.trainer.checkpoint_state import (
     Snapshot,
+    assign_copies_arrays,
     assignment_plan,
     collect_variables,
     read_value,
@@ -358,12 +359,14 @@ class CheckpointStore:
             fsync_dir(os.path.dirname(target))
             return target
 
-    def _read(self, info: CheckpointInfo, *, arrays: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _read(self, info: CheckpointInfo, *, arrays: bool,
+              into: Callable[[int], np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with self._opened(info) as (current, f):
             try:
                 header = fmt.read_header(f, current.path)
                 if arrays:
-                    saved = fmt.read_arrays(f, current.path, header)
+                    buffer = into(header.data_bytes) if into is not None else None
+                    saved = fmt.read_arrays(f, current.path, header, buffer)
                     scalars = {k: a for k, a in saved.items() if a.size == 1}
                 else:
                     saved = {}
@@ -421,10 +424,22 @@ class CheckpointStore:
         zero). Raises CheckpointError, before assigning anything, when the
         checkpoint is bad or does not fit.
         """
-        meta, saved = self.read_arrays(info)
-        plan = assignment_plan(collect_variables(model, optimizer), saved, f"{info.branch}@{info.step}")
-        for var, value in plan:
-            var.assign(value)
+        taken: list[np.ndarray] = []
+
+        def into(nbytes: int) -> np.ndarray:
+            taken.append(self._buffer(nbytes))
+            return taken[-1]
+
+        try:
+            # Into the spare snapshot buffer where assign copies: no fresh memory to fault in.
+            meta, saved = self._read(info, arrays=True, into=into if assign_copies_arrays() else None)
+            plan = assignment_plan(collect_variables(model, optimizer), saved, f"{info.branch}@{info.step}")
+            for var, value in plan:
+                var.assign(value)
+        finally:
+            if taken:
+                with self._lock:
+                    self._spare = taken[0]
         return meta
 
     def all_infos(self) -> Iterable[CheckpointInfo]:
