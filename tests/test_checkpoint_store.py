@@ -335,6 +335,12 @@ def test_a_checkpoint_whose_file_vanished_leaves_the_index(tmp_path: Any) -> Non
     with pytest.raises(CheckpointError, match=rf"checkpoint {info.path} is unreadable: \[Errno 2\]"):
         store.load(model, model.optimizer, info)
     assert store.steps() == {}
+    # A promotion of a checkpoint whose file is gone says so instead of an OSError.
+    other = _save(store, model, 16)
+    os.remove(other.path)
+    with pytest.raises(CheckpointError, match=r"cannot keep checkpoint .* as 'boundary': the file is gone"):
+        store.promote("main", 16, "boundary")
+    assert store.steps() == {}
 
 
 def _wide(width: int) -> Any:

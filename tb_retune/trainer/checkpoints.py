@@ -82,6 +82,14 @@ class SkippedCheckpoint:
     moved_to: str | None  # where it was set aside; None if it stayed (e.g. a permission error)
 
 
+class _SetAside(CheckpointError):
+    """A bad checkpoint, and where its file was moved (None: it could not be)."""
+
+    def __init__(self, message: str, moved_to: str | None) -> None:
+        super().__init__(message)
+        self.moved_to = moved_to
+
+
 class CheckpointStore:
     """Saves, lists, loads and prunes the checkpoints of one experiment.
 
@@ -325,7 +333,11 @@ class CheckpointStore:
             if info is None or info.kind in KEPT_KINDS:
                 return
             final = self._path(branch, step, info.node, kind)
-            os.replace(info.path, final)
+            try:
+                os.replace(info.path, final)
+            except FileNotFoundError:
+                del self._index[branch][step]  # gone behind our back: stop listing it
+                raise CheckpointError(f"cannot keep checkpoint {info.path} as {kind!r}: the file is gone") from None
             fsync_dir(os.path.dirname(final))
             self._index[branch][step] = CheckpointInfo(branch, step, info.node, kind, final)
 
@@ -374,9 +386,7 @@ class CheckpointStore:
                 fmt.check_contents(current.path, current.step, header, scalars)
             except CheckpointError as e:
                 moved = self._set_aside(current, f)
-                if moved:
-                    raise CheckpointError(f"{e}; set aside as {os.path.basename(moved)}") from None
-                raise
+                raise _SetAside(f"{e}; set aside as {os.path.basename(moved)}" if moved else str(e), moved) from None
             except OSError as e:
                 raise CheckpointError(f"checkpoint {current.path} is unreadable: {e}") from None
         return dict(header.meta), saved
@@ -405,11 +415,8 @@ class CheckpointStore:
             try:
                 self.verify(info)
             except CheckpointError as e:
-                moved = None if self.get(branch, info.step) is not None else f"{info.path}{BAD_SUFFIX}"
-                if moved is not None and not os.path.exists(moved):
-                    moved = None  # it vanished rather than being set aside
                 logger.warning("retune: skipping checkpoint %s@%d: %s", branch, info.step, e)
-                self.last_skipped.append(SkippedCheckpoint(info, str(e), moved))
+                self.last_skipped.append(SkippedCheckpoint(info, str(e), getattr(e, "moved_to", None)))
                 continue
             return self.get(branch, info.step) or info
         return None
