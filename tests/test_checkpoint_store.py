@@ -112,6 +112,11 @@ def _cut_in_half(path: str) -> None:
         f.truncate(os.path.getsize(path) // 2)
 
 
+def _cut_to_five_bytes(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(5)
+
+
 def _empty(path: str) -> None:
     open(path, "wb").close()
 
@@ -148,6 +153,7 @@ def _appended(path: str) -> None:
 
 DAMAGE: dict[str, tuple[Callable[[str], None], str]] = {
     "cut in half": (_cut_in_half, r"cut short"),
+    "cut to five bytes": (_cut_to_five_bytes, r"the file is cut short in its first bytes \(5 bytes\)"),
     "empty": (_empty, r"the file is empty \(0 bytes\)"),
     "bad magic": (_bad_magic, r"not a tb-retune checkpoint"),
     "bad header": (_header_digit, r"its header is damaged \(crc32"),

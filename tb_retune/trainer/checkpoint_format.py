@@ -195,6 +195,8 @@ def read_header(f: BinaryIO, path: str) -> Header:
     if size == 0:
         raise _bad(path, "the file is empty (0 bytes): a write that never finished, or a full disk")
     magic = f.read(len(MAGIC))
+    if magic not in (MAGIC, MAGIC_V1) and len(magic) < len(MAGIC) and MAGIC.startswith(magic):
+        raise _bad(path, f"the file is cut short in its first bytes ({size} bytes)")
     if magic not in (MAGIC, MAGIC_V1):
         raise _bad(path, f"it starts with {magic[:16]!r}, not {MAGIC!r}: not a tb-retune checkpoint")
     version = 2 if magic == MAGIC else 1
@@ -225,7 +227,7 @@ def read_header(f: BinaryIO, path: str) -> Header:
             crc = item.get("crc32") if version == 2 else None
             entries.append(Entry(str(item["key"]), str(item["dtype"]), shape, int(item["offset"]), nbytes,
                                  str(crc) if crc is not None else None))
-    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise _bad(path, f"its header is not valid ({type(e).__name__}: {e})") from None
     start = aligned(preamble + length)
     data_bytes = doc.get("data_bytes")
