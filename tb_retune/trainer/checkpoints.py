@@ -247,7 +247,9 @@ class CheckpointStore:
         (nothing could be restored from it), and the ``OSError`` of a failed
         write as it is (``errno.ENOSPC`` for a full disk), after removing the
         temporary file; the checkpoints already written stay as they were.
-        The snapshot is used up: its buffer goes to the next snapshot.
+        Once written, the snapshot is used up: its buffer goes to the next
+        snapshot. After a failed write it is intact, to be written again
+        (when space returns) or dropped.
         """
         if snap.keys and not snap.arrays:
             raise CheckpointError(f"the snapshot of branch {snap.branch!r} at step {snap.step} was written already "
@@ -269,12 +271,10 @@ class CheckpointStore:
         bdir = os.path.join(self.folder, snap.branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(snap.branch, snap.step, snap.node, snap.kind)
-        try:
-            with atomic_open(final, prefix=".tmp-") as f:
-                fmt.write(f, snap.meta, entries, total, sources)
-        finally:
-            del sources
-            self._reuse(snap)
+        with atomic_open(final, prefix=".tmp-") as f:
+            fmt.write(f, snap.meta, entries, total, sources)
+        del sources
+        self._reuse(snap)
         info = CheckpointInfo(snap.branch, snap.step, snap.node, snap.kind, final)
         with self._lock:
             self._add(info)
