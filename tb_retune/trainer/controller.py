@@ -835,7 +835,7 @@ class RetuneController:
             return
         try:
             info = self.store.write(snap)
-        except OSError as e:
+        except (OSError, CheckpointError) as e:  # a full disk, or a snapshot with no weights
             self._report_error(f"checkpoint at step {step} failed: {e}")
             return
         self._on_checkpoint_written(info)
