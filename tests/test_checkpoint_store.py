@@ -391,3 +391,26 @@ def test_a_full_disk_raises_enospc_leaves_no_temporary_file_and_recovers(small_d
     assert store.read_arrays(again)[0]["step"] == 16 and store.steps() == {"main": [8], "big": [16]}
     info = _save(store, big, 24, branch="big")
     assert store.read_arrays(info)[0]["step"] == 24
+
+
+def test_a_large_checkpoint_preallocates_and_checksums_beside_the_fsync(tmp_path: Any, small_disk: str) -> None:
+    """From 16 MiB the write preallocates the file and checksums while fdatasync runs."""
+    model = _wide(1280)  # 1.6 M weights, 19 MiB with Adam's slots
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    expected = _values(model)
+    info = _save(store, model, 8)
+    with open(info.path, "rb") as f:
+        header = fmt.read_header(f, info.path)
+    assert header.data_bytes >= 16 << 20 and os.path.getsize(info.path) == header.start + header.data_bytes
+    fresh = _wide(1280)
+    store.load(fresh, fresh.optimizer, info)
+    _assert_same_state(fresh, expected)
+    _flip_one_bit(info.path)
+    with pytest.raises(CheckpointError, match=r"is damaged \(crc32"):
+        store.verify(info)
+    # On a full disk the preallocation fails first, before anything is written.
+    full = CheckpointStore(os.path.join(small_disk, "checkpoints"))
+    with pytest.raises(OSError) as caught:
+        _save(full, model, 8)
+    assert caught.value.errno == errno.ENOSPC
+    assert _files(os.path.join(small_disk, "checkpoints")) == []

