@@ -136,3 +136,33 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_pat
     run = os.path.join(logdir, "main")
     aside = [os.path.join(run, n) for n in os.listdir(run) if n.startswith(".retune-dropped-after-")]
     assert [s for p in aside for s in _file_steps(p, tag)] == [3 * STEPS_PER_EPOCH]
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline writer", "background writer"])
+def test_a_pending_restore_to_the_last_periodic_checkpoint_is_carried_out(tmp_path: Any, background: bool) -> None:
+    """Issue 13 bug 4: the restore keeps that checkpoint (a promotion renames its file) and loads it."""
+    import json
+
+    import tb_retune
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(64)
+
+    def fit(epochs: int) -> None:
+        model = tiny_model()
+        model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False,
+                  callbacks=[tb_retune.RetuneCallback(logdir, verbose=False, background_checkpoints=background)])
+
+    fit(1)  # its last checkpoint is the epoch's, at step 4: a plain kind, renamed when kept
+    last = 1 * STEPS_PER_EPOCH
+    assert read_status(logdir)["checkpoints"]["main"][-1] == last
+    with open(os.path.join(logdir, "retune.json"), "w") as f:
+        json.dump({"restore": {"id": "r-last", "branch": "main", "step": last}}, f)
+    fit(2)
+    status = read_status(logdir)
+    assert status["errors"] == [], status["errors"]
+    assert status["restores_done"] == ["r-last"] and status["branch"] == f"main-s{last}"
+    assert status["state"] == "finished" and status["step"] == 2 * STEPS_PER_EPOCH
+    assert last in status["checkpoints"]["main"]  # kept, as a boundary now
+    assert any(n.startswith(f"step-{last:010d}--") and n.endswith("--boundary.ckpt")
+               for n in os.listdir(os.path.join(logdir, "checkpoints", "main")))
