@@ -182,10 +182,10 @@ def test_every_message_is_bounded_and_keeps_the_key() -> None:
     "hps, needle",
     [
         ({"learning_rate": 1e39}, "hyperparameters.learning_rate: 1e+39 is too large for the optimizer's float32"),
-        ({"learning_rate": 1e-46}, "hyperparameters.learning_rate: 1e-46 is smaller than float32's smallest normal"),
+        ({"learning_rate": 1e-46}, "hyperparameters.learning_rate: 1e-46 is too small for the optimizer's float32"),
         ({"weight_decay": 1e39}, "hyperparameters.weight_decay: 1e+39 is too large"),
-        ({"ema_momentum": 1e-40}, "hyperparameters.ema_momentum: 1e-40 is smaller than float32's smallest normal"),
-        ({"momentum": 1e-39}, "hyperparameters.momentum: 1e-39 is smaller"),
+        ({"ema_momentum": 1e-40}, "hyperparameters.ema_momentum: 1e-40 is too small for the optimizer's float32"),
+        ({"momentum": 1e-39}, "hyperparameters.momentum: 1e-39 is too small"),
     ],
 )
 def test_values_that_float32_cannot_hold_are_refused(hps: dict[str, float], needle: str) -> None:

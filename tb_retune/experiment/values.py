@@ -120,24 +120,32 @@ def _check_number(where: str, name: str, value: Any) -> float | int | None:
     return value
 
 
+def check_float_range(where: str, value: float | int, *, dtype: str = "float32",
+                      largest: float = FLOAT32_MAX, tiny: float = FLOAT32_TINY) -> None:
+    """Refuses a value that a float variable of ``dtype`` cannot hold: the one rule
+    for the schema (float32, the optimizer's default) and the trainer (the
+    optimizer's real dtype, e.g. float16 under mixed precision)."""
+    magnitude = abs(float(value))
+    if magnitude > largest:
+        raise ControlError(
+            f"{where}: {format_value(float(value))} is too large for the optimizer's {dtype} "
+            f"(at most {largest:.4g}), got {describe(value)}"
+        )
+    if 0 < magnitude < tiny:
+        raise ControlError(
+            f"{where}: {format_value(float(value))} is too small for the optimizer's {dtype}: below its "
+            f"smallest normal number ({tiny:.4g}) it would be applied as 0 or without precision; "
+            f"use 0 or a value >= {tiny:.4g}, got {describe(value)}"
+        )
+
+
 def _check_dtype(where: str, value: float | int, integer: bool) -> None:
     """Refuses a value that the optimizer's dtype (float32, or int64) cannot hold."""
     if integer:
         if abs(value) > INT64_MAX:
             raise ControlError(f"{where}: must fit a 64-bit integer, got {describe(value)}")
         return
-    magnitude = abs(float(value))
-    if magnitude > FLOAT32_MAX:
-        raise ControlError(
-            f"{where}: {format_value(float(value))} is too large for the optimizer's float32 "
-            f"(at most {FLOAT32_MAX:.4g}), got {describe(value)}"
-        )
-    if 0 < magnitude < FLOAT32_TINY:
-        raise ControlError(
-            f"{where}: {format_value(float(value))} is smaller than float32's smallest normal number "
-            f"({FLOAT32_TINY:.4g}) and would be applied as 0 or a value without precision; "
-            f"use 0 or a value >= {FLOAT32_TINY:.4g}, got {describe(value)}"
-        )
+    check_float_range(where, value)
 
 
 def validate_hyperparameters(

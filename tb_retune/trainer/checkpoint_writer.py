@@ -73,7 +73,7 @@ class InlineWriter:
     def promote(self, branch: str, step: int, kind: str) -> None:
         try:
             self.store.promote(branch, step, kind)
-        except OSError as e:
+        except (OSError, CheckpointError) as e:
             self._on_error(f"checkpoint at step {step}: {e}")
 
     def pending(self, branch: str, step: int) -> bool:

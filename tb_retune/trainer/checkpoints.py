@@ -3,36 +3,53 @@
 ``checkpoints/<branch>/step-<step>--<node>--<kind>.ckpt`` holds every model
 weight and every optimizer variable (slots, iteration count) by variable path,
 and the metadata (step, epoch, hyperparameters in force). The file name
-carries what the index needs, so listing the folder is the index.
-
-The format is raw, to cost no more than the bytes: a magic line, a JSON
-header (metadata and, per variable, its key, dtype, shape and offset), then
-the buffers, each 64-byte aligned. No compression and no checksum pass: the
-durability comes from fsync and the atomic rename.
+carries what the index needs, so listing the folder is the index. The file
+format, with its checksums, is in :mod:`tb_retune.trainer.checkpoint_format`.
 
 A checkpoint is written to a hidden temporary file, fsynced, then renamed:
 a crash in the middle leaves a ``.tmp`` file that is never read (and is swept
-on the next start) and the previous checkpoints intact.
+on the next start) and the previous checkpoints intact. A checkpoint that
+fails its checks when read (cut short, empty, not ours, damaged, holding no
+weights, a negative or inconsistent step) raises :class:`CheckpointError`
+naming the file and what is wrong, and is set aside as ``<name>.bad``: out of
+the index, never deleted.
+
+A checkpoint's identity is ``(branch, step)``. :meth:`CheckpointStore.load`,
+:meth:`~CheckpointStore.fork` and :meth:`~CheckpointStore.promote` find its
+file under the store's lock, so a :class:`CheckpointInfo` captured on one
+thread stays usable after another thread renamed the file (a promotion).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import errno
 import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from tb_retune._errors import CheckpointError
 from tb_retune.experiment.atomic import atomic_open, fsync_dir
+from tb_retune.trainer import checkpoint_format as fmt
+from tb_retune.trainer.checkpoint_state import (
+    Snapshot,
+    assign_copies_arrays,
+    assignment_plan,
+    collect_variables,
+    read_value,
+    take_snapshot,
+)
+
+__all__ = ["KEPT_KINDS", "CheckpointInfo", "CheckpointStore", "SkippedCheckpoint", "Snapshot",
+           "collect_variables", "read_value"]
 
 logger = logging.getLogger("tb_retune")
 
@@ -40,51 +57,10 @@ logger = logging.getLogger("tb_retune")
 #: the first state of a branch, and the last state of a run.
 KEPT_KINDS = frozenset({"boundary", "branch", "final"})
 _NAME = re.compile(r"^step-(\d{10})--(.+)--([a-z]+)\.ckpt$")
-MAGIC = b"TBRETUNE-CKPT-1\n"
-_ALIGN = 64
-
-
-@dataclasses.dataclass
-class Snapshot:
-    """The values of a checkpoint, copied on the training thread; written later."""
-
-    branch: str
-    step: int
-    node: str
-    kind: str
-    meta: dict[str, Any]
-    keys: list[str]
-    arrays: list[np.ndarray]
-
-
-def _write_raw(f: Any, meta: Mapping[str, Any], keys: list[str], arrays: list[np.ndarray]) -> None:
-    entries = []
-    offset = 0
-    for key, arr in zip(keys, arrays, strict=True):
-        entries.append({"key": key, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset})
-        offset += -(-arr.nbytes // _ALIGN) * _ALIGN
-    header = json.dumps({"meta": dict(meta), "arrays": entries}, default=str).encode("utf-8")
-    start = -(-(len(MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
-    f.write(MAGIC)
-    f.write(len(header).to_bytes(8, "little"))
-    f.write(header)
-    f.write(b"\0" * (start - len(MAGIC) - 8 - len(header)))
-    for arr in arrays:
-        data = np.ascontiguousarray(arr)
-        f.write(data.data if data.nbytes else b"")
-        pad = -data.nbytes % _ALIGN
-        if pad:
-            f.write(b"\0" * pad)
-
-
-def _read_header(f: Any, path: str) -> tuple[dict[str, Any], int]:
-    magic = f.read(len(MAGIC))
-    if magic != MAGIC:
-        raise CheckpointError(f"checkpoint {path} is not a tb-retune checkpoint (bad magic)")
-    size = int.from_bytes(f.read(8), "little")
-    header = json.loads(f.read(size).decode("utf-8"))
-    start = -(-(len(MAGIC) + 8 + size) // _ALIGN) * _ALIGN
-    return header, start
+MAGIC = fmt.MAGIC
+#: A checkpoint that failed its checks is renamed to ``<name>.bad`` (then
+#: ``.bad-2``, ...): out of the index and of every listing, but kept.
+BAD_SUFFIX = ".bad"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,30 +72,32 @@ class CheckpointInfo:
     path: str
 
 
-def _variable_key(variable: Any, prefix: str, seen: dict[str, int]) -> str:
-    path = getattr(variable, "path", None) or getattr(variable, "name", "var")
-    key = f"{prefix}/{path}"
-    n = seen.get(key, 0)
-    seen[key] = n + 1
-    return key if n == 0 else f"{key}#{n}"
+@dataclasses.dataclass(frozen=True)
+class SkippedCheckpoint:
+    """A checkpoint :meth:`CheckpointStore.latest_good` passed over, and why."""
+
+    info: CheckpointInfo
+    reason: str
+    moved_to: str | None  # where it was set aside; None if it stayed (e.g. a permission error)
 
 
-def _optimizer_variables(optimizer: Any) -> list[Any]:
-    # The learning rate lives in the metadata with the other hyperparameters;
-    # it may be replaced by a new variable (schedule -> constant).
-    lr = getattr(optimizer, "_learning_rate", None)
-    return [v for v in optimizer.variables if v is not lr]
+class _SetAside(CheckpointError):
+    """A bad checkpoint, and where its file was moved (None: it could not be)."""
 
-
-def collect_variables(model: Any, optimizer: Any) -> list[tuple[str, Any]]:
-    seen: dict[str, int] = {}
-    out = [(_variable_key(v, "model", seen), v) for v in model.weights]
-    out += [(_variable_key(v, "optimizer", seen), v) for v in _optimizer_variables(optimizer)]
-    return out
+    def __init__(self, message: str, moved_to: str | None) -> None:
+        super().__init__(message)
+        self.moved_to = moved_to
 
 
 class CheckpointStore:
     """Saves, lists, loads and prunes the checkpoints of one experiment.
+
+    Every read checks the file (its structure, its checksums, that it holds
+    model weights and a step >= 0 that matches its name) and raises
+    :class:`CheckpointError` naming the file and what is wrong; a file that
+    fails is set aside as ``<name>.bad``. :meth:`latest_good` is what a
+    resume uses: it passes over bad checkpoints with a warning and lists
+    them in :attr:`last_skipped`.
 
     Args:
         folder: ``<experiment>/checkpoints``.
@@ -133,6 +111,12 @@ class CheckpointStore:
         os.makedirs(folder, exist_ok=True)
         self._index: dict[str, dict[int, CheckpointInfo]] = {}
         self._lock = threading.RLock()
+        #: The checkpoints the last :meth:`latest_good` call passed over,
+        #: newest first, for the caller to report (status, log).
+        self.last_skipped: list[SkippedCheckpoint] = []
+        # The buffer of the last snapshot written, for the next snapshot: a
+        # fresh buffer costs page faults that take several times the copy.
+        self._spare: np.ndarray | None = None
         self._sweep_and_scan()
 
     # -- index -------------------------------------------------------------
@@ -149,7 +133,7 @@ class CheckpointStore:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                     continue
-                m = _NAME.match(name)
+                m = _NAME.match(name)  # a set-aside ``*.ckpt.bad`` does not match
                 if not m:
                     continue
                 info = CheckpointInfo(branch, int(m.group(1)), m.group(2), m.group(3), path)
@@ -185,8 +169,39 @@ class CheckpointStore:
             return self._index.get(branch, {}).get(step)
 
     def latest(self, branch: str) -> CheckpointInfo | None:
+        """The newest checkpoint of ``branch`` in the index, unchecked (see :meth:`latest_good`)."""
         infos = self.infos(branch)
         return infos[-1] if infos else None
+
+    def _resolve(self, branch: str, step: int) -> CheckpointInfo:
+        """The checkpoint ``(branch, step)`` as the index has it now (call under the lock)."""
+        info = self._index.get(branch, {}).get(step)
+        if info is None:
+            have = ", ".join(map(str, sorted(self._index.get(branch, {})))) or "none"
+            raise CheckpointError(f"branch {branch!r} has no checkpoint at step {step} (any more); "
+                                  f"its checkpoints are at steps: {have}")
+        return info
+
+    @contextlib.contextmanager
+    def _opened(self, info: CheckpointInfo) -> Iterator[tuple[CheckpointInfo, BinaryIO]]:
+        """Opens ``(info.branch, info.step)``'s file as the index has it now.
+
+        Only the lookup and the open hold the lock: an open file stays
+        readable when a promotion renames it or the retention policy
+        removes it afterwards.
+        """
+        with self._lock:
+            current = self._resolve(info.branch, info.step)
+            try:
+                f = open(current.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+            except OSError as e:
+                if e.errno == errno.ENOENT:  # gone behind our back: stop listing it
+                    del self._index[current.branch][current.step]
+                raise CheckpointError(f"checkpoint {current.path} is unreadable: {e}") from None
+        try:
+            yield current, f
+        finally:
+            f.close()
 
     # -- writing -----------------------------------------------------------
     def _path(self, branch: str, step: int, node: str, kind: str) -> str:
@@ -203,28 +218,80 @@ class CheckpointStore:
         kind: str,
         meta: Mapping[str, Any],
     ) -> Snapshot:
-        """Copies the current values (on the training thread; cheap)."""
-        variables = collect_variables(model, optimizer)
-        keys = [key for key, _ in variables]
-        # Keras's Variable.numpy() returns a fresh copy (np.array of the
-        # value), which later updates of the variable do not touch.
-        arrays = [np.asarray(var.numpy()) for _, var in variables]
+        """Copies the current values into one buffer (on the training thread; one memory copy).
+
+        The buffer is the one of the last snapshot written, when it has the
+        size needed: at most two buffers exist while one snapshot is being
+        written (the one in the writer's hands and none spare), so memory
+        stays within twice the model's state. :meth:`free_buffers` lets go of
+        the spare one.
+        """
         full_meta = dict(meta)
         full_meta.update({"branch": branch, "step": step, "node": node, "kind": kind})
-        return Snapshot(branch, step, node, kind, full_meta, keys, arrays)
+        return take_snapshot(collect_variables(model, optimizer), self._buffer, branch=branch, step=step,
+                             node=node, kind=kind, meta=full_meta)
+
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        """The spare buffer when it has ``nbytes``, else a new one."""
+        with self._lock:
+            if self._spare is not None and len(self._spare) == nbytes:
+                buffer, self._spare = self._spare, None
+                return buffer
+        return np.empty(nbytes, dtype=np.uint8)
 
     def write(self, snap: Snapshot) -> CheckpointInfo:
-        """Writes a snapshot, fsyncs it and publishes it (any thread)."""
+        """Writes a snapshot, fsyncs it and publishes it (any thread).
+
+        Raises CheckpointError for a snapshot that holds no model weights
+        (nothing could be restored from it), and the ``OSError`` of a failed
+        write as it is (``errno.ENOSPC`` for a full disk), after removing the
+        temporary file; the checkpoints already written stay as they were.
+        Once written, the snapshot is used up: its buffer goes to the next
+        snapshot. After a failed write it is intact, to be written again
+        (when space returns) or dropped.
+        """
+        if snap.keys and not snap.arrays:
+            raise CheckpointError(f"the snapshot of branch {snap.branch!r} at step {snap.step} was written already "
+                                  "and its buffer reused; take a new snapshot")
+        if snap.step < 0 or not any(key.startswith("model/") for key in snap.keys):
+            raise CheckpointError(
+                f"refusing to write the checkpoint of branch {snap.branch!r} at step {snap.step}: "
+                + (f"step {snap.step} is negative" if snap.step < 0 else
+                   "it holds 0 model weights; build the model (give it an Input or call it on a batch) "
+                   "before its first checkpoint")
+            )
+        if snap.buffer is not None and snap.entries is not None:
+            entries, total = snap.entries, len(snap.buffer)
+            region = snap.buffer.data
+            sources = [region[e.offset:e.offset + fmt.aligned(e.nbytes)] for e in entries]
+        else:
+            entries, total = fmt.plan(snap.keys, [(a.dtype, a.shape) for a in snap.arrays])
+            sources = [np.ascontiguousarray(a).reshape(-1).view(np.uint8).data for a in snap.arrays]
         bdir = os.path.join(self.folder, snap.branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(snap.branch, snap.step, snap.node, snap.kind)
         with atomic_open(final, prefix=".tmp-") as f:
-            _write_raw(f, snap.meta, snap.keys, snap.arrays)
+            fmt.write(f, snap.meta, entries, total, sources)
+        del sources
+        self._reuse(snap)
         info = CheckpointInfo(snap.branch, snap.step, snap.node, snap.kind, final)
         with self._lock:
             self._add(info)
             self._prune(snap.branch)
         return info
+
+    def _reuse(self, snap: Snapshot) -> None:
+        """Takes a written snapshot's buffer for the next snapshot; the snapshot is emptied."""
+        if snap.buffer is None:
+            return
+        with self._lock:
+            self._spare = snap.buffer
+        snap.buffer, snap.arrays, snap.entries = None, [], None
+
+    def free_buffers(self) -> None:
+        """Lets go of the spare snapshot buffer (as big as the model's state), e.g. at the end of training."""
+        with self._lock:
+            self._spare = None
 
     def save(self, model: Any, optimizer: Any, *, branch: str, step: int, node: str, kind: str,
              meta: Mapping[str, Any]) -> CheckpointInfo:
@@ -233,7 +300,7 @@ class CheckpointStore:
                                         kind=kind, meta=meta))
 
     def fork(self, source: CheckpointInfo, *, branch: str, node: str) -> CheckpointInfo:
-        """Makes ``source`` the first checkpoint of a new branch (a hard link)."""
+        """Makes ``(source.branch, source.step)`` the first checkpoint of a new branch (a hard link)."""
         bdir = os.path.join(self.folder, branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(branch, source.step, node, "branch")
@@ -241,10 +308,17 @@ class CheckpointStore:
         os.close(fd)
         os.unlink(tmp)
         try:
-            os.link(source.path, tmp)
-        except OSError:
-            shutil.copyfile(source.path, tmp)
-        os.replace(tmp, final)
+            with self._lock:  # the source's file as it is named now
+                current = self._resolve(source.branch, source.step)
+                try:
+                    os.link(current.path, tmp)
+                except OSError:
+                    shutil.copyfile(current.path, tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         fsync_dir(bdir)
         info = CheckpointInfo(branch, source.step, node, "branch", final)
         with self._lock:
@@ -258,7 +332,11 @@ class CheckpointStore:
             if info is None or info.kind in KEPT_KINDS:
                 return
             final = self._path(branch, step, info.node, kind)
-            os.replace(info.path, final)
+            try:
+                os.replace(info.path, final)
+            except FileNotFoundError:
+                del self._index[branch][step]  # gone behind our back: stop listing it
+                raise CheckpointError(f"cannot keep checkpoint {info.path} as {kind!r}: the file is gone") from None
             fsync_dir(os.path.dirname(final))
             self._index[branch][step] = CheckpointInfo(branch, step, info.node, kind, final)
 
@@ -271,67 +349,103 @@ class CheckpointStore:
                 os.unlink(info.path)
             del self._index[branch][info.step]
 
-    # -- reading -----------------------------------------------------------
-    @staticmethod
-    def read_arrays(info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The metadata and the arrays, read straight into their buffers."""
-        saved: dict[str, np.ndarray] = {}
-        try:
-            with open(info.path, "rb", buffering=0) as f:
-                header, start = _read_header(f, info.path)
-                for entry in header["arrays"]:
-                    arr = np.empty(entry["shape"], dtype=np.dtype(entry["dtype"]))
-                    f.seek(start + int(entry["offset"]))
-                    view = arr.reshape(-1).view(np.uint8).data if arr.nbytes else memoryview(b"")
-                    got = 0
-                    while got < arr.nbytes:
-                        n = f.readinto(view[got:])
-                        if not n:
-                            raise ValueError(f"{entry['key']} is cut short")
-                        got += n
-                    saved[entry["key"]] = arr
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
-        return dict(header["meta"]), saved
+    # -- checking ----------------------------------------------------------
+    def _set_aside(self, info: CheckpointInfo, f: BinaryIO) -> str | None:
+        """Renames the bad file that ``f`` has open to ``<name>.bad`` and drops it from the index."""
+        with self._lock:
+            current = self._index.get(info.branch, {}).get(info.step)
+            try:
+                if current is None or not os.path.samestat(os.stat(current.path), os.fstat(f.fileno())):
+                    return None  # replaced by a newer write meanwhile: not ours to move
+                target = current.path + BAD_SUFFIX
+                n = 1
+                while os.path.exists(target):
+                    n += 1
+                    target = f"{current.path}{BAD_SUFFIX}-{n}"
+                os.rename(current.path, target)
+            except OSError as e:
+                logger.warning("retune: could not set aside the bad checkpoint %s: %s", current and current.path, e)
+                return None
+            del self._index[info.branch][info.step]
+            fsync_dir(os.path.dirname(target))
+            return target
 
+    def _read(self, info: CheckpointInfo, *, arrays: bool,
+              into: Callable[[int], np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        with self._opened(info) as (current, f):
+            try:
+                header = fmt.read_header(f, current.path)
+                if arrays:
+                    buffer = into(header.data_bytes) if into is not None else None
+                    saved = fmt.read_arrays(f, current.path, header, buffer)
+                    scalars = {k: a for k, a in saved.items() if a.size == 1}
+                else:
+                    saved = {}
+                    scalars = fmt.verify_data(f, current.path, header)
+                fmt.check_contents(current.path, current.step, header, scalars)
+            except CheckpointError as e:
+                moved = self._set_aside(current, f)
+                raise _SetAside(f"{e}; set aside as {os.path.basename(moved)}" if moved else str(e), moved) from None
+            except OSError as e:
+                raise CheckpointError(f"checkpoint {current.path} is unreadable: {e}") from None
+        return dict(header.meta), saved
+
+    def read_arrays(self, info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The metadata and the arrays of ``(info.branch, info.step)``, checked, read straight into their buffers."""
+        return self._read(info, arrays=True)
+
+    def verify(self, info: CheckpointInfo) -> dict[str, Any]:
+        """Checks ``(info.branch, info.step)`` through, in small pieces; returns its metadata.
+
+        Raises CheckpointError (and sets the file aside) when it is bad.
+        """
+        return self._read(info, arrays=False)[0]
+
+    def latest_good(self, branch: str) -> CheckpointInfo | None:
+        """The newest checkpoint of ``branch`` that passes every check, or None.
+
+        Each newer one that fails is logged as a warning, set aside as
+        ``<name>.bad`` (it leaves the index: call :meth:`steps` again for
+        the status) and listed in :attr:`last_skipped`, which this call
+        resets: the controller reports those to the person.
+        """
+        self.last_skipped = []
+        for info in reversed(self.infos(branch)):
+            try:
+                self.verify(info)
+            except CheckpointError as e:
+                logger.warning("retune: skipping checkpoint %s@%d: %s", branch, info.step, e)
+                self.last_skipped.append(SkippedCheckpoint(info, str(e), getattr(e, "moved_to", None)))
+                continue
+            return self.get(branch, info.step) or info
+        return None
+
+    # -- reading -----------------------------------------------------------
     def load(self, model: Any, optimizer: Any, info: CheckpointInfo) -> dict[str, Any]:
         """Assigns the checkpoint's values to the model and optimizer.
 
-        Variables are matched by position (by path for optimizer slots that
-        the checkpoint lacks, which start at zero). Raises CheckpointError,
-        before assigning anything, when the checkpoint does not fit.
+        The file is ``(info.branch, info.step)``'s as the index has it now
+        (``info.path`` may be stale). Variables are matched by position (by
+        path for optimizer slots that the checkpoint lacks, which start at
+        zero). Raises CheckpointError, before assigning anything, when the
+        checkpoint is bad or does not fit.
         """
-        meta, saved = self.read_arrays(info)
-        variables = collect_variables(model, optimizer)
-        plan: list[tuple[Any, np.ndarray]] = []
-        name = os.path.basename(info.path)
-        for section in ("model/", "optimizer/"):
-            ours = [(k, v) for k, v in variables if k.startswith(section)]
-            theirs = [(k, a) for k, a in saved.items() if k.startswith(section)]
-            same_layout = len(ours) == len(theirs) and all(
-                tuple(a.shape) == tuple(v.shape) for (_, v), (_, a) in zip(ours, theirs, strict=True)
-            )
-            if same_layout:
-                # By position: variable paths depend on Keras's automatic
-                # names (dense_1, dense_2, ...), the order does not.
-                plan.extend((v, a) for (_, v), (_, a) in zip(ours, theirs, strict=True))
-                continue
-            if section == "model/":
-                raise CheckpointError(
-                    f"checkpoint {name} does not fit this model: it holds {len(theirs)} weights "
-                    f"with shapes {[tuple(a.shape) for _, a in theirs][:6]}..., the model has {len(ours)} "
-                    f"with shapes {[tuple(v.shape) for _, v in ours][:6]}...; was the model changed?"
-                )
-            # Optimizer slots turned on after the checkpoint (e.g. momentum
-            # from 0): match by path and start the missing ones at zero.
-            by_path = dict(theirs)
-            for key, var in ours:
-                value = by_path.get(key)
-                if value is None or tuple(value.shape) != tuple(var.shape):
-                    value = np.zeros(tuple(var.shape), dtype=np.dtype(var.dtype))
-                plan.append((var, value))
-        for var, value in plan:
-            var.assign(value)
+        taken: list[np.ndarray] = []
+
+        def into(nbytes: int) -> np.ndarray:
+            taken.append(self._buffer(nbytes))
+            return taken[-1]
+
+        try:
+            # Into the spare snapshot buffer where assign copies: no fresh memory to fault in.
+            meta, saved = self._read(info, arrays=True, into=into if assign_copies_arrays() else None)
+            plan = assignment_plan(collect_variables(model, optimizer), saved, f"{info.branch}@{info.step}")
+            for var, value in plan:
+                var.assign(value)
+        finally:
+            if taken:
+                with self._lock:
+                    self._spare = taken[0]
         return meta
 
     def all_infos(self) -> Iterable[CheckpointInfo]:

@@ -272,6 +272,7 @@ class RetuneController:
         if s is not None:
             try:
                 s.checkpoints.close()
+                s.store.free_buffers()  # the spare snapshot buffer is as large as the model's state
             finally:
                 s.status.stop()
                 if s.started:  # a refused start leaves the folder as it was

@@ -18,6 +18,7 @@ from typing import Any
 
 from tb_retune._errors import ControlError
 from tb_retune.experiment.control import FIXED_AT_BUILD, format_value
+from tb_retune.experiment.values import check_float_range
 
 logger = logging.getLogger("tb_retune")
 
@@ -151,18 +152,8 @@ class OptimizerHandle:
                 continue
             dtype = self._float_dtype(name)
             info = np.finfo(dtype)
-            with np.errstate(over="ignore", under="ignore"):
-                cast = float(np.asarray(value, dtype=np.float64).astype(dtype))
-            if not math.isfinite(cast) or abs(value) > float(info.max):
-                raise ControlError(
-                    f"{where}.{name}: {value!r} is too large for the optimizer's {dtype.name} "
-                    f"(largest {float(info.max):.4g}); nothing was changed"
-                )
-            if abs(value) < float(info.tiny):
-                raise ControlError(
-                    f"{where}.{name}: {value!r} is too small for the optimizer's {dtype.name} "
-                    f"(smallest {float(info.tiny):.4g}, or 0); nothing was changed"
-                )
+            check_float_range(f"{where}.{name}", value, dtype=dtype.name,
+                              largest=float(info.max), tiny=float(info.tiny))
 
     def _float_dtype(self, name: str) -> Any:
         import numpy as np

@@ -48,19 +48,23 @@ class NodeRecords:
         self._last_scalar_tags: set[str] = set()
 
     # -- the writer --------------------------------------------------------
-    def open(self, branch: str, step: int) -> None:
-        """Starts writing the run of ``branch`` from ``step``."""
+    def open(self, branch: str, step: int, *, keep_start_step: bool = False) -> None:
+        """Starts writing the run of ``branch`` from ``step``.
+
+        ``keep_start_step``: a resume keeps the points logged at ``step`` (the
+        epoch's scalars logged with the checkpoint it resumes from).
+        """
         self.close()
         self._branch = branch
         self._start_step = step
         self.reset_scalars()
-        self._guard("open", lambda: self._open(step, session_start=True))
+        self._guard("open", lambda: self._open(step, session_start=True, keep_start_step=keep_start_step))
 
-    def _open(self, step: int, *, session_start: bool) -> None:
+    def _open(self, step: int, *, session_start: bool, keep_start_step: bool = False) -> None:
         # Only a run's (re)start writes TensorBoard's SessionLog.START: written
         # when a failed writer is reopened, it would drop the points since.
         self.writer = BranchWriter(os.path.join(self.logdir, self._branch), start_step=step,
-                                   session_start=session_start)
+                                   session_start=session_start, keep_start_step=keep_start_step)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -109,7 +109,7 @@ def _load_newest_usable(s: Session, branch: str) -> tuple[CheckpointInfo, dict[s
         try:
             return info, s.store.load(s.model, s.optimizer, info)
         except CheckpointError as e:
-            s.report_error(f"resume: {e}; trying the checkpoint before it")
+            s.report_error(f"resume: passed over a bad checkpoint: {e}; trying the checkpoint before it")
     raise CheckpointError(
         f"resume: none of the {len(infos)} checkpoints of branch {branch!r} in {s.store.folder} can be "
         "loaded into this model (see the errors above); use a new logdir, or delete the folder to start over"
@@ -153,7 +153,7 @@ def finish_resume(s: Session) -> bool:
                  schedule=source.get("learning_rate_schedule"))
     step = s.steps.sync()
     dropped = truncate_run(os.path.join(s.logdir, branch), step)
-    s.records.open(branch, step)
+    s.records.open(branch, step, keep_start_step=True)  # the points at `step` stay: nothing logs them again
     # Re-emit the node in force when it started at the resume step: its
     # record was dropped with the points from there on.
     if record is not None and int(record.get("step", -1)) >= step:

@@ -16,6 +16,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tb_retune.experiment import metadata
+from tb_retune.experiment.atomic import fsync_dir
 
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(
@@ -37,52 +38,79 @@ def scalars_pb(values: Mapping[str, float]) -> summary_pb2.Summary:
 
 
 def truncate_run(run_dir: str, step: int) -> int:
-    """Drops the events at or after ``step`` from a run's event files.
+    """Drops the events *after* ``step`` from a run's event files; returns how many.
 
-    A trainer that resumes from the checkpoint at ``step`` trains those
-    steps again: without this, TensorBoard would show both copies (the
-    multiplexer honours the SessionLog.START below, but other readers may
-    not). Each file is rewritten to a temporary name, fsynced, then put in
-    place with ``os.replace``. Returns the number of events dropped.
+    A trainer that resumes from the checkpoint at ``step`` trains the steps
+    after it again: without this, TensorBoard would show both copies (the
+    multiplexer honours the writer's SessionLog.START, other readers may
+    not). The points at ``step`` itself and before stay: the checkpoint holds
+    the state after them (an epoch's scalars are logged at the step of its
+    checkpoint) and the resume does not log them again.
+
+    Nothing is lost: the dropped events are first written, fsynced, to
+    ``.retune-dropped-after-<step>.<file>`` beside the event file (the name
+    holds no "tfevents", so TensorBoard does not read it; any TFRecord reader,
+    such as ``EventFileLoader``, does). Then each event file is rewritten to
+    a temporary name, fsynced and put in place with ``os.replace``.
+
+    Raises ValueError for a negative ``step``: no checkpoint has one.
     """
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.summary.writer.record_writer import RecordWriter
 
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"truncate_run: step must be an integer >= 0 (a checkpoint's step), got {step!r}")
     dropped = 0
     if not os.path.isdir(run_dir):
         return 0
+
+    def write_records(path: str, events: list[event_pb2.Event]) -> None:
+        with open(path, "wb") as f:
+            writer = RecordWriter(f)
+            for e in events:
+                writer.write(e.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+
     for name in sorted(os.listdir(run_dir)):
         if "tfevents" not in name or name.startswith("."):
             continue
         path = os.path.join(run_dir, name)
         events = list(EventFileLoader(path).Load())
-        keep = [e for e in events if e.step < step or e.HasField("file_version")]
+        keep = [e for e in events if e.step <= step or e.HasField("file_version")]
         if len(keep) == len(events):
             continue
-        dropped += len(events) - len(keep)
+        cut = [e for e in events if not (e.step <= step or e.HasField("file_version"))]
+        dropped += len(cut)
+        aside = os.path.join(run_dir, f".retune-dropped-after-{step:010d}.{name.replace('tfevents', 'events')}")
+        n = 1
+        while os.path.exists(aside):
+            n += 1
+            aside = os.path.join(run_dir, f".retune-dropped-after-{step:010d}-{n}.{name.replace('tfevents', 'events')}")
+        write_records(aside, cut)
         tmp = os.path.join(run_dir, f".{name}.truncate")
-        with open(tmp, "wb") as f:
-            writer = RecordWriter(f)
-            for e in keep:
-                writer.write(e.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
+        write_records(tmp, keep)
         os.replace(tmp, path)
+    if dropped:
+        fsync_dir(run_dir)
     return dropped
 
 
 class BranchWriter:
     """Writes one branch's run folder (``<experiment>/<branch>/``)."""
 
-    def __init__(self, logdir: str, *, start_step: int, session_start: bool = True) -> None:
+    def __init__(self, logdir: str, *, start_step: int, session_start: bool = True,
+                 keep_start_step: bool = False) -> None:
         os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
         self._writer = EventFileWriter(logdir, max_queue_size=100, flush_secs=5)
         if session_start:
             # A SessionLog.START tells TensorBoard that the run (re)starts at this
-            # step: after a crash and resume it drops the orphaned points above it.
-            self._add(event_pb2.Event(session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)),
-                      start_step)
+            # step: after a crash and resume it drops the orphaned points at or
+            # above it. A resume keeps the points at its own step (the epoch's
+            # scalars logged with the checkpoint it resumes from): keep_start_step.
+            start = event_pb2.Event(session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+            self._add(start, start_step + 1 if keep_start_step else start_step)
 
     def _add(self, event: event_pb2.Event, step: int) -> None:
         event.wall_time = time.time()
