@@ -9,6 +9,7 @@ second ``fit`` with the same callback.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -162,7 +163,7 @@ def test_a_value_asked_again_is_applied_although_the_file_says_the_same(tmp_path
     logdir = str(tmp_path / "exp")
     x, y = tiny_data(64)
     model = tiny_model(keras.optimizers.SGD(0.1))
-    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.01 if epoch < 2 else lr)
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.01)  # at every epoch start
     retune = _retune(logdir)
     first = _Asker(retune, lambda epoch, batch, branch: epoch == 1 and batch == 1,
                    {"hyperparameters": {"learning_rate": 0.2}, "revision": {"id": "a", "keys": ["learning_rate"]}})
@@ -177,7 +178,8 @@ def test_a_value_asked_again_is_applied_although_the_file_says_the_same(tmp_path
 
 # -- branches and stateful callbacks ------------------------------------------------
 @pytest.mark.parametrize("ours_first", [True, False])
-def test_a_restore_resets_early_stopping_reduce_lr_and_model_checkpoint(tmp_path: Any, ours_first: bool) -> None:
+def test_a_restore_resets_early_stopping_reduce_lr_and_model_checkpoint(tmp_path: Any, ours_first: bool,
+                                                                        caplog: Any) -> None:
     """Main trains 6 epochs; a restore to step 0 with a small learning rate
     starts a branch whose losses stay above main's best. Without a reset,
     EarlyStopping would stop after 2 epochs and load main's weights,
@@ -203,6 +205,7 @@ def test_a_restore_resets_early_stopping_reduce_lr_and_model_checkpoint(tmp_path
     ask = _Asker(retune, lambda epoch, batch, branch: branch == "main" and epoch == 6 and batch == 0,
                  {"restore": {"id": "r1", "branch": "main", "step": 0, "hyperparameters": {"learning_rate": 0.001}}})
     keras_callbacks = [Probe(), stopping, plateau, best]
+    caplog.set_level(logging.INFO, logger="tb_retune")
     callbacks = [ask, retune, *keras_callbacks] if ours_first else [ask, *keras_callbacks, retune]
     history = model.fit(x, y, batch_size=16, epochs=12, verbose=0, shuffle=False, callbacks=callbacks)
 
@@ -220,6 +223,9 @@ def test_a_restore_resets_early_stopping_reduce_lr_and_model_checkpoint(tmp_path
     # ReduceLROnPlateau compared the new branch with itself: no halving.
     assert status["hyperparameters"]["learning_rate"] == pytest.approx(0.001)
     assert not [a for a in status["applied"] if a["kind"] == "external"], status["applied"]
+    log = [r.getMessage() for r in caplog.records]
+    assert any("reset the monitor state of" in m and "EarlyStopping" in m for m in log), log
+    assert any("EarlyStopping restores the weights of its best epoch" in m and "branch main-s0" in m for m in log)
     # ModelCheckpoint saved the new branch's best.
     saved = {name for name in os.listdir(tmp_path) if name.startswith("mc-")}
     assert any(f"mc-{loss:.6f}.weights.h5" in saved for loss in new), (saved, new)

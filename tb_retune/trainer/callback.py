@@ -19,6 +19,7 @@ from tb_retune.trainer.keras_callbacks import (
     TRAIN_BEGIN,
     TRAIN_END,
     Siblings,
+    best_weights_note,
     callbacks_of_fit,
     check_backup_and_restore,
     experiment_to_resume,
@@ -253,6 +254,11 @@ class RetuneCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._look(TRAIN_END)  # what the last on_epoch_end after us set
+        s = self.controller.session
+        if s is not None and self._siblings is not None:
+            note = best_weights_note(self._siblings, self.controller.branch, s.steps.current())
+            if note:
+                s.log(note)
         state = "stopped" if self.controller.stop_requested else "finished"
         self.controller.end(state)
         self._fits += 1

@@ -132,6 +132,18 @@ class Siblings:
         return reset, warnings
 
 
+def best_weights_note(siblings: Siblings, branch: str, step: int) -> str | None:
+    """What the log says when ``EarlyStopping(restore_best_weights=True)``
+    replaces the last trained weights at the end of ``fit``."""
+    cbs = _keras_callbacks()
+    for c in siblings.others:
+        if isinstance(c, cbs.EarlyStopping) and c.restore_best_weights and c.best_weights is not None:
+            return (f"retune: EarlyStopping restores the weights of its best epoch ({c.best_epoch + 1}, "
+                    f"branch {branch}) at the end of fit; tb-retune's checkpoint at step {step} holds the last "
+                    "trained weights")
+    return None
+
+
 def _ran_since_last_look(moment: str, hook: str, before_me: bool) -> bool:
     """Whether a sibling's ``hook`` ran between our previous look and ``moment``.
 
