@@ -387,6 +387,72 @@ def test_a_second_fit_continues_with_keras_semantics_and_keeps_the_users_setting
     assert _scalar_steps(os.path.join(logdir, "main"), "loss") == [4, 8, 12, 16, 20, 24, 28, 32]
 
 
+# -- the other Keras callbacks, side by side -------------------------------------------
+@pytest.mark.parametrize("ours_first", [True, False])
+def test_csv_logger_tensorboard_and_lambda_beside_ours(tmp_path: Any, ours_first: bool) -> None:
+    import keras
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(64)
+    ends: list[int] = []
+    others = [keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+              keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+              keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append(epoch))]
+    callbacks = [_retune(logdir), *others] if ours_first else [*others, _retune(logdir)]
+    tiny_model().fit(x, y, batch_size=16, epochs=3, verbose=0, validation_split=0.25, callbacks=callbacks)
+    with open(tmp_path / "log.csv") as f:
+        assert len(f.read().strip().splitlines()) == 4  # a header and 3 epochs
+    assert os.listdir(tmp_path / "tb" / "train") and ends == [0, 1, 2]
+    assert read_status(logdir)["state"] == "finished"
+    assert _scalar_steps(os.path.join(logdir, "main"), "val_loss") == [3, 6, 9]
+
+
+def test_terminate_on_nan_beside_ours_ends_the_run_as_finished(tmp_path: Any) -> None:
+    import keras
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(64)
+    x[0, 0] = np.nan  # a NaN loss at the first batch (no relu to hide it)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+                        callbacks=[keras.callbacks.TerminateOnNaN(), _retune(logdir)])
+    assert len(history.epoch) == 1
+    status = read_status(logdir)
+    assert status["state"] == "finished" and status["step"] == 1
+
+
+@pytest.mark.parametrize("ours_first", [True, False])
+def test_checkpoints_hold_the_trained_weights_beside_swap_ema_weights(tmp_path: Any, ours_first: bool) -> None:
+    """SwapEMAWeights(swap_on_epoch=True) puts the EMA weights in the model at
+    each epoch end; the epoch checkpoint must still hold the trained weights
+    (a restore there trains on from them)."""
+    import keras
+
+    from tb_retune.trainer.checkpoints import CheckpointStore
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(64)
+    model = tiny_model(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.5))
+    trained: dict[int, list[np.ndarray]] = {}
+
+    class Probe(keras.callbacks.Callback):  # first in the list: before any swap
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            trained[int(self.model.optimizer.iterations.numpy())] = self.model.get_weights()
+
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    callbacks = [Probe(), _retune(logdir), swap] if ours_first else [Probe(), swap, _retune(logdir)]
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=callbacks)
+    info = CheckpointStore(os.path.join(logdir, "checkpoints"), None).get("main", 4)
+    assert info is not None
+    fresh = tiny_model(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.5), seed=3)
+    fresh.optimizer.build(fresh.trainable_variables)
+    CheckpointStore.load(CheckpointStore(os.path.join(logdir, "checkpoints"), None), fresh, fresh.optimizer, info)
+    # Keras's own swap adds and subtracts: its round trip is exact to a float32 ulp, no more.
+    for got, want in zip(fresh.get_weights(), trained[4], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
 # -- tf.distribute ----------------------------------------------------------------------
 _MIRRORED = """
 import json, os, sys

@@ -24,6 +24,8 @@ from tb_retune.trainer.keras_callbacks import (
     check_backup_and_restore,
     experiment_to_resume,
     overridden_backups,
+    swap_ema,
+    swapped_ema,
 )
 from tb_retune.trainer.liveness import describe_exception
 
@@ -248,7 +250,14 @@ class RetuneCallback(keras.callbacks.Callback):
         self._look(EPOCH_END)
         steps = (self.params or {}).get("steps")
         complete = not (self.controller.stop_requested and steps and self._batches < steps)
-        self.controller.end_epoch(epoch, logs, complete=complete)
+        swapped = swapped_ema(self._siblings) if self._siblings is not None else []
+        for c in swapped:
+            swap_ema(c)  # the trained weights back in the model for the checkpoint
+        try:
+            self.controller.end_epoch(epoch, logs, complete=complete)
+        finally:
+            for c in swapped:
+                swap_ema(c)
         if self.controller.stop_requested:
             self.model.stop_training = True
 

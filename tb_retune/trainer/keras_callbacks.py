@@ -132,6 +132,24 @@ class Siblings:
         return reset, warnings
 
 
+def swapped_ema(siblings: Siblings) -> list[Any]:
+    """``SwapEMAWeights(swap_on_epoch=True)`` callbacks that have put the EMA
+    weights in the model (they do in ``on_epoch_end``, until the next epoch
+    begins). A checkpoint taken then would hold the EMA weights as the model's
+    and the trained ones as the optimizer's averages: the caller swaps them
+    back around its checkpoint (:func:`swap_ema`)."""
+    swap = _keras_callbacks().SwapEMAWeights
+    return [c for c in siblings.others if isinstance(c, swap) and getattr(c, "_ema_weights_in_model", False)
+            and hasattr(c, "_apply_to_ema_optimizers") and hasattr(c, "_backend_swap_variables")]
+
+
+def swap_ema(callback: Any) -> None:
+    """Swaps a ``SwapEMAWeights``'s model and EMA weights through numpy copies:
+    bit-exact, unlike the add-and-subtract swap it uses under TensorFlow, so
+    swapping twice leaves the training exactly as it was."""
+    callback._apply_to_ema_optimizers(callback._backend_swap_variables, callback._backend_swap_variables)
+
+
 def best_weights_note(siblings: Siblings, branch: str, step: int) -> str | None:
     """What the log says when ``EarlyStopping(restore_best_weights=True)``
     replaces the last trained weights at the end of ``fit``."""
