@@ -278,6 +278,44 @@ def test_a_restore_one_epoch_back_keeps_the_new_branchs_first_epoch_point(tmp_pa
     assert _scalar_steps(os.path.join(logdir, "main-s4"), "loss") == [8]
 
 
+def _truncate_keeps_the_checkpoint_step(tmp_path: Any) -> bool:
+    """Whether this tree's ``truncate_run`` keeps the points at the resume step
+    (the checkpoint-store change of issue 21; older ones drop them)."""
+    from tb_retune.trainer.summaries import BranchWriter, truncate_run
+
+    run = str(tmp_path / "probe-run")
+    writer = BranchWriter(run, start_step=0)
+    writer.scalars(5, {"x": 1.0})
+    writer.close()
+    truncate_run(run, 5)
+    return _scalar_steps(run, "x") == [5]
+
+
+def test_a_resume_logs_every_epoch_point_once(tmp_path: Any) -> None:
+    """A run dies at the start of epoch 4 (checkpoint at step 12); the resumed
+    fit logs its own epochs, once each, after the points kept."""
+    import keras
+
+    logdir = str(tmp_path / "exp")
+    x, y = tiny_data(64)
+
+    class Die(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            if epoch == 3:
+                raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        tiny_model().fit(x, y, batch_size=16, epochs=10, verbose=0, callbacks=[_retune(logdir), Die()])
+    wait_for(lambda: read_status(logdir).get("state") == "failed", what="the interrupted run to end")
+    history = tiny_model().fit(x, y, batch_size=16, epochs=5, verbose=0, callbacks=[_retune(logdir)])
+    assert history.epoch == [3, 4]
+    steps = _scalar_steps(os.path.join(logdir, "main"), "loss")
+    assert len(steps) == len(set(steps)), steps
+    assert steps[-2:] == [16, 20] and steps[:2] == [4, 8]
+    if _truncate_keeps_the_checkpoint_step(tmp_path):
+        assert steps == [4, 8, 12, 16, 20]  # the last completed epoch before the crash stays
+
+
 # -- two resume mechanisms ------------------------------------------------------------
 def _interrupted_fit(tmp_path: Any, logdir: str, *, at_epoch: int, ours: bool, **kwargs: Any) -> Any:
     """A fit with BackupAndRestore (and ours) that dies at the start of ``at_epoch``."""
