@@ -191,12 +191,8 @@ def _peak_extra_bytes(fn: Any) -> tuple[float, int]:
 
 def memory_child(folder: str) -> dict[str, Any]:
     """Runs in a fresh process: the peak memory of a background write against the model's state."""
+    from tb_retune.trainer.checkpoint_writer import BackgroundWriter
     from tb_retune.trainer.checkpoints import CheckpointStore, collect_variables
-
-    try:
-        from tb_retune.trainer.checkpoint_writer import BackgroundWriter  # where the trainer's writers live
-    except ImportError:
-        from tb_retune.trainer.checkpoints import BackgroundWriter  # type: ignore[no-redef]
 
     _, inputs, width, depth = XL
     model = _model(inputs, width, depth)

@@ -5,11 +5,28 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 
 from tb_retune.trainer.controller import RetuneController
+from tb_retune.trainer.external import BETWEEN_FITS
+from tb_retune.trainer.keras_callbacks import (
+    EPOCH_BEGIN,
+    EPOCH_END,
+    FIRST_BATCH,
+    TRAIN_BEGIN,
+    TRAIN_END,
+    Siblings,
+    best_weights_note,
+    callbacks_of_fit,
+    check_backup_and_restore,
+    experiment_to_resume,
+    overridden_backups,
+    swap_ema,
+    swapped_ema,
+)
 from tb_retune.trainer.liveness import describe_exception
 
 logger = logging.getLogger("tb_retune")
@@ -83,38 +100,105 @@ class RetuneCallback(keras.callbacks.Callback):
         )
         self.logdir = self.controller.logdir
         self._batches = 0
+        #: Fits that ended with this callback (a later one continues the experiment).
+        self._fits = 0
+        self._siblings: Siblings | None = None
         if isinstance(update_freq, int) and not isinstance(update_freq, bool):
             # Batch-level scalars need the logs of on_train_batch_end; only
             # then do we override it (it turns off Keras's async dispatch).
             self.on_train_batch_end = self._log_batch  # type: ignore[method-assign]
 
     # -- fit hooks -----------------------------------------------------------
-    def _fit_arguments(self) -> dict[str, Any]:
-        """``batch_size`` as passed to ``fit`` (Keras's params lack it)."""
+    def _fit_frame(self) -> Any:
+        """The frame of the ``fit`` that calls us, or None (a custom caller)."""
         frame = sys._getframe(1)
         while frame is not None:
             if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is self.model:
-                # If fit ends without on_train_end (another callback raised),
-                # the controller notices that this frame is gone and cleans up.
-                self.controller.watch_frame(threading.get_ident(), frame)
-                bs = frame.f_locals.get("batch_size")
-                x = frame.f_locals.get("x")
-                if bs is None and hasattr(x, "shape"):
-                    bs = 32  # fit's default for arrays
-                return {"batch_size": bs}
+                return frame
             frame = frame.f_back  # type: ignore[assignment]
-        return {}
+        return None
+
+    def _fit_arguments(self, frame: Any) -> dict[str, Any]:
+        """``batch_size`` as passed to ``fit`` (Keras's params lack it)."""
+        if frame is None:
+            return {}
+        # If fit ends without on_train_end (another callback raised),
+        # the controller notices that this frame is gone and cleans up.
+        self.controller.watch_frame(threading.get_ident(), frame)
+        bs = frame.f_locals.get("batch_size")
+        x = frame.f_locals.get("x")
+        if bs is None and hasattr(x, "shape"):
+            bs = 32  # fit's default for arrays
+        return {"batch_size": bs}
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        frame = self._fit_frame()
+        self._siblings = Siblings(callbacks_of_fit(frame), self)
+        refusal = check_backup_and_restore(self._siblings)
+        if refusal:
+            raise ValueError(refusal)
+        loaded = overridden_backups(self._siblings)
+        resuming = bool(loaded) and experiment_to_resume(self.logdir)
         params = dict(self.params or {})
-        params.update(self._fit_arguments())
+        params.update(self._fit_arguments(frame))
         retrace = self.controller.begin(self.model, self.model.optimizer, params)
-        if self.controller.initial_epoch:
+        if loaded:
+            self._after_backup_and_restore(loaded, resuming)
+        elif self.controller.initial_epoch:
             # As BackupAndRestore does: fit counts epochs from where we were.
             self.model._initial_epoch = self.controller.initial_epoch
+        retrace |= self.controller.note_external_changes(self._set_by(TRAIN_BEGIN))
         if retrace:
             self.model.make_train_function(force=True)
         self._guard_train_function()
+
+    def _after_backup_and_restore(self, loaded: list[Any], resumed: bool) -> None:
+        """A BackupAndRestore before us loaded its backup (see keras_callbacks)."""
+        s = self.controller.session
+        assert s is not None
+        dirs = ", ".join(repr(c.backup_dir) for c in loaded)
+        if resumed:
+            # tb-retune's checkpoint was loaded over the backup: its epoch counts.
+            self.model._initial_epoch = self.controller.initial_epoch or None
+            s.report_error(
+                f"BackupAndRestore's backup in {dirs} was not used: tb-retune resumed its experiment "
+                f"(branch {self.controller.branch}, step {s.steps.current()}, epoch {self.controller.initial_epoch}) "
+                "from its own checkpoint, loaded over it. Remove BackupAndRestore from callbacks (tb-retune's "
+                "checkpoints hold the weights, the optimizer state and the epoch), or use a new logdir to "
+                "resume from the backup."
+            )
+        else:
+            epoch = int(getattr(self.model, "_initial_epoch", None) or 0)
+            with s.state.lock:
+                s.state.epoch = epoch
+            s.log(f"retune: BackupAndRestore resumed from its backup in {dirs} (epoch {epoch}, step "
+                  f"{s.steps.current()}); the experiment starts there")
+            s.publish()
+
+    def _set_by(self, moment: str) -> Callable[[Sequence[str]], str | None]:
+        siblings = self._siblings
+        if moment == TRAIN_BEGIN:
+            return lambda changed: BETWEEN_FITS if self._fits else None
+        return lambda changed: siblings.setter(moment, changed) if siblings is not None else None
+
+    def _look(self, moment: str) -> None:
+        """Records hyperparameters set by others since we last looked (a variable read)."""
+        if self.controller.note_external_changes(self._set_by(moment)):
+            self.model.make_train_function(force=True)
+            self._guard_train_function()
+
+    def _after_restore(self) -> None:
+        """A restore started a new branch: reset what the other callbacks remember."""
+        s = self.controller.session
+        siblings = self._siblings
+        if s is None or siblings is None:
+            return
+        reset, warnings = siblings.reset_after_restore(self.controller.branch, s.steps.known)
+        if reset:
+            s.log(f"retune: restore: reset the monitor state of {', '.join(reset)} (best, wait, best "
+                  "weights of the abandoned branch)")
+        for warning in warnings:
+            s.report_error(warning)
 
     def _guard_train_function(self) -> None:
         """Wraps the train function so that an exception in a train step ends
@@ -144,12 +228,18 @@ class RetuneCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches = 0
+        self._look(EPOCH_BEGIN)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches += 1
+        if self._batches == 1:
+            self._look(FIRST_BATCH)  # once per epoch: what on_epoch_begin after us set
+        branch = self.controller.branch
         if self.controller.before_step():
             self.model.make_train_function(force=True)
             self._guard_train_function()
+        if self.controller.branch != branch:
+            self._after_restore()
         if self.controller.stop_requested:
             self.model.stop_training = True
 
@@ -157,14 +247,29 @@ class RetuneCallback(keras.callbacks.Callback):
         self.controller.after_step(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._look(EPOCH_END)
         steps = (self.params or {}).get("steps")
         complete = not (self.controller.stop_requested and steps and self._batches < steps)
-        self.controller.end_epoch(epoch, logs, complete=complete)
+        swapped = swapped_ema(self._siblings) if self._siblings is not None else []
+        for c in swapped:
+            swap_ema(c)  # the trained weights back in the model for the checkpoint
+        try:
+            self.controller.end_epoch(epoch, logs, complete=complete)
+        finally:
+            for c in swapped:
+                swap_ema(c)
         if self.controller.stop_requested:
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._look(TRAIN_END)  # what the last on_epoch_end after us set
+        s = self.controller.session
+        if s is not None and self._siblings is not None:
+            note = best_weights_note(self._siblings, self.controller.branch, s.steps.current())
+            if note:
+                s.log(note)
         state = "stopped" if self.controller.stop_requested else "finished"
         self.controller.end(state)
+        self._fits += 1
         if getattr(self.model, "_initial_epoch", None):
             self.model._initial_epoch = None

@@ -30,7 +30,7 @@ from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
 )
-from tb_retune.trainer import revisions, startup
+from tb_retune.trainer import continuation, external, revisions, startup
 from tb_retune.trainer.changes import apply_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
@@ -180,6 +180,7 @@ class RetuneController:
         return retrace
 
     def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None) -> bool:
+        previous = self.session
         s = self.session = Session(self.options, model, optimizer, params, tick=self._check_abandoned)
         build_optimizer_if_possible(model, optimizer)
         from tb_retune.trainer import recorder as _recorder
@@ -188,7 +189,10 @@ class RetuneController:
             s.config_static = {"environment": _recorder.environment()}
         except Exception as e:  # never fail a run for the recorder
             s.config_static = {"environment": {"error": str(e)}}
-        retrace = startup.start(s)
+        if continuation.continues(previous, model, optimizer):
+            retrace = continuation.continue_run(s)  # a second fit in this process
+        else:
+            retrace = startup.start(s)
         s.started = True
         s.publish_known()
         s.status.start()
@@ -320,6 +324,7 @@ class RetuneController:
             step = s.steps.known
             s.steps.calls = 1
         s.checkpoints.take_deferred(s.state.branch, step, s.state.node)
+        retrace |= external.record(s, None, step)  # set by another callback since we last looked
         incoming = self.mailbox.take()
         if incoming is not None:
             r, stop = revisions.take(s, incoming)
@@ -331,6 +336,19 @@ class RetuneController:
         if s.schedule.due(step):
             retrace |= self._fire_schedule(step)
         s.checkpoints.at_step(s.state.branch, step, s.state.node)
+        if retrace:
+            self.trace_version += 1
+        return retrace
+
+    def note_external_changes(self, set_by: external.SetBy = None) -> bool:
+        """Records hyperparameters that someone else (another callback, the
+        user's code) set since we last looked. Reads the learning-rate
+        variable: call it at epoch boundaries, not per batch. Returns True
+        when the train function must be traced again."""
+        s = self.session
+        if s is None or s.resume_pending:
+            return False
+        retrace = external.record(s, set_by)
         if retrace:
             self.trace_version += 1
         return retrace
