@@ -1,0 +1,162 @@
+"""A real, small training loop that implements the search engine's TrialHost.
+
+Linear regression trained by SGD with momentum (and Nesterov) in numpy:
+the learning rate, the momentum and ``nesterov`` really change how it
+trains, checkpoints hold the weights, the velocity (the optimizer's slot)
+and the step, and a restore brings all of them back. It logs ``loss`` every
+``log_every`` steps and ``val_loss`` at each epoch end, as ``fit`` does with
+``update_freq``. No Keras: the engine must not need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import numpy as np
+
+from tb_retune.trainer.search import Action, SearchEngine
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    w: np.ndarray
+    v: np.ndarray
+    step: int
+    hyperparameters: dict[str, Any]
+
+
+@dataclasses.dataclass
+class Branch:
+    name: str
+    parent: tuple[str, int] | None
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    start_w: np.ndarray | None = None
+    start_v: np.ndarray | None = None
+    start_step: int = 0
+
+
+class LoopHost:
+    """The trainer side for tests: a real loop, its checkpoints and branches.
+
+    ``checkpoints`` and ``branches`` may be shared with a later LoopHost, as
+    a restarted trainer finds the checkpoint files of the one that died.
+    """
+
+    def __init__(self, *, seed: int = 0, batch: int = 16, steps_per_epoch: int = 10, log_every: int = 2,
+                 checkpoints: dict[tuple[str, int], Checkpoint] | None = None,
+                 branches: dict[str, Branch] | None = None, evaluate: bool = True) -> None:
+        rng = np.random.default_rng(seed)
+        d = 6
+        self.x = rng.normal(size=(batch * steps_per_epoch, d)) / math.sqrt(d)
+        self.w_true = rng.normal(size=d)
+        self.y = self.x @ self.w_true + 0.05 * rng.normal(size=len(self.x))
+        self.x_val = rng.normal(size=(64, d)) / math.sqrt(d)
+        self.y_val = self.x_val @ self.w_true
+        self.batch = batch
+        self.steps_per_epoch = steps_per_epoch
+        self.log_every = log_every
+        self.w = np.zeros(d)
+        self.v = np.zeros(d)
+        self.step = 0
+        self.hps: dict[str, Any] = {"learning_rate": 0.05, "momentum": 0.5, "nesterov": False}
+        self.branch = "main"
+        self.checkpoints = checkpoints if checkpoints is not None else {}
+        self.branches = branches if branches is not None else {"main": Branch("main", None)}
+        self.logged: set[str] = set()
+        self.errors: list[str] = []
+        self.lines: list[str] = []
+        self.can_evaluate = evaluate
+        self.pending_logs: dict[str, float] = {}
+        self.evaluations: list[tuple[str, int, str]] = []
+
+    # -- the loop --------------------------------------------------------------
+    def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        with np.errstate(all="ignore"):
+            return float(np.mean((x @ self.w - y) ** 2))
+
+    def train_step(self) -> None:
+        i = (self.step % self.steps_per_epoch) * self.batch
+        x, y = self.x[i:i + self.batch], self.y[i:i + self.batch]
+        lr, mom = float(self.hps["learning_rate"]), float(self.hps["momentum"])
+        with np.errstate(all="ignore"):
+            w_look = self.w + mom * self.v if self.hps["nesterov"] else self.w
+            grad = 2 * x.T @ (x @ w_look - y) / len(x)
+            self.v = mom * self.v - lr * grad
+            self.w = self.w + self.v
+        self.step += 1
+        if self.step % self.log_every == 0:
+            self.pending_logs["loss"] = self._loss(x, y)
+        if self.step % self.steps_per_epoch == 0:
+            self.pending_logs["loss"] = self._loss(self.x, self.y)
+            self.pending_logs["val_loss"] = self._loss(self.x_val, self.y_val)
+        self.logged.update(self.pending_logs)
+
+    def save(self) -> tuple[str, int]:
+        self.checkpoints[(self.branch, self.step)] = Checkpoint(self.w.copy(), self.v.copy(), self.step,
+                                                                dict(self.hps))
+        return self.branch, self.step
+
+    def drive(self, engine: SearchEngine, steps: int, stop: Any = None) -> list[Action]:
+        """Runs ``steps`` train steps, calling the engine at each boundary as
+        the controller does; returns the actions that did something."""
+        actions = []
+        for _ in range(steps):
+            logs, self.pending_logs = self.pending_logs, {}
+            action = engine.on_boundary(self.step, logs or None)
+            if action.kind != "nothing":
+                actions.append(action)
+            if stop is not None and stop(action):
+                break
+            self.train_step()
+        return actions
+
+    # -- TrialHost ------------------------------------------------------------------
+    def hyperparameters(self) -> Mapping[str, Any]:
+        return dict(self.hps)
+
+    def metrics(self) -> Collection[str] | None:
+        return sorted(self.logged) if self.logged else None
+
+    def checkpoint_hyperparameters(self, branch: str, step: int) -> Mapping[str, Any] | None:
+        ckpt = self.checkpoints.get((branch, step))
+        return dict(ckpt.hyperparameters) if ckpt is not None else None
+
+    def keep_checkpoint_now(self) -> tuple[str, int]:
+        return self.save()
+
+    def restore(self, branch: str, step: int, hyperparameters: Mapping[str, Any], new_branch_name: str,
+                node_record_extra: Mapping[str, Any]) -> str:
+        self.save()  # the state left behind stays restorable, as the controller keeps it
+        ckpt = self.checkpoints[(branch, step)]
+        self.w, self.v, self.step = ckpt.w.copy(), ckpt.v.copy(), ckpt.step
+        self.hps = {k: hyperparameters.get(k, v) for k, v in self.hps.items()}
+        name, n = new_branch_name, 2
+        while name in self.branches:
+            name, n = f"{new_branch_name}-{n}", n + 1
+        self.branches[name] = Branch(name, (branch, step), [dict(node_record_extra)],
+                                     self.w.copy(), self.v.copy(), self.step)
+        self.branch = name
+        self.pending_logs = {}
+        return name
+
+    def update_node_record(self, node_record_extra: Mapping[str, Any]) -> None:
+        self.branches[self.branch].records.append(dict(node_record_extra))
+
+    def evaluate(self, metric: str) -> float | None:
+        self.evaluations.append((self.branch, self.step, metric))
+        if not self.can_evaluate:
+            return None
+        if metric == "val_loss":
+            return self._loss(self.x_val, self.y_val)
+        if metric == "loss":
+            return self._loss(self.x, self.y)
+        return None
+
+    def report_error(self, message: str) -> None:
+        self.errors.append(message)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
