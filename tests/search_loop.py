@@ -160,3 +160,86 @@ class LoopHost:
 
     def log(self, message: str) -> None:
         self.lines.append(message)
+
+
+class FileTrainer:
+    """The loop as a trainer process would run it, on a thread: it takes
+    ``search`` requests from ``retune.json`` (validated by the control
+    schema), runs them through a real SearchEngine, and publishes
+    ``retune-status.json`` atomically with ``searches``, as the controller
+    will. For tests of the command line against a live search."""
+
+    def __init__(self, logdir: str, host: LoopHost, *, step_s: float = 0.002, publish_metrics: bool = True) -> None:
+        import threading
+
+        self.logdir = logdir
+        self.host = host
+        self.engine = SearchEngine(logdir, host)
+        self.step_s = step_s
+        self.publish_metrics = publish_metrics
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-file-trainer", daemon=True)
+        self._seen: bytes | None = None
+
+    def __enter__(self) -> FileTrainer:
+        self.publish()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.publish(state="finished")
+
+    def publish(self, state: str = "training") -> None:
+        import os
+        import time
+
+        from tb_retune.experiment import atomic
+
+        host = self.host
+        status = {
+            "pid": os.getpid(), "heartbeat": time.time(), "state": state, "branch": host.branch,
+            "node": f"{host.branch}-1", "step": host.step, "hyperparameters": dict(host.hps),
+            "checkpoints": {b: sorted(s for bb, s in host.checkpoints if bb == b) for b, _ in host.checkpoints},
+            "metrics": sorted(host.logged),
+            "errors": [{"time": 0, "message": m} for m in host.errors],
+            "searches": self.engine.searches(),
+        }
+        if not self.publish_metrics:
+            del status["metrics"]
+        atomic.atomic_write_json(os.path.join(self.logdir, "retune-status.json"), status)
+
+    def _take_control_file(self) -> None:
+        import os
+
+        from tb_retune._errors import ControlError
+        from tb_retune.experiment.control import parse_control
+
+        try:
+            with open(os.path.join(self.logdir, "retune.json"), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        if data == self._seen:
+            return
+        self._seen = data
+        try:
+            revision = parse_control(data, self.host.hyperparameters(), None)
+        except ControlError as e:
+            self.host.report_error(str(e))
+            return
+        if revision.search is not None:
+            self.engine.submit(revision.search)
+
+    def _run(self) -> None:
+        import time
+
+        last = 0.0
+        while not self._stop.is_set():
+            self._take_control_file()
+            self.host.drive(self.engine, 1)
+            if time.monotonic() - last > 0.05:
+                self.publish()
+                last = time.monotonic()
+            time.sleep(self.step_s)
