@@ -71,6 +71,7 @@ class LoopHost:
         self.can_evaluate = evaluate
         self.pending_logs: dict[str, float] = {}
         self.evaluations: list[tuple[str, int, str]] = []
+        self.kept: set[tuple[str, int]] = set()
 
     # -- the loop --------------------------------------------------------------
     def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -124,8 +125,13 @@ class LoopHost:
         ckpt = self.checkpoints.get((branch, step))
         return dict(ckpt.hyperparameters) if ckpt is not None else None
 
+    def keep_checkpoint(self, branch: str, step: int) -> None:
+        self.kept.add((branch, step))
+
     def keep_checkpoint_now(self) -> tuple[str, int]:
-        return self.save()
+        where = self.save()
+        self.kept.add(where)
+        return where
 
     def restore(self, branch: str, step: int, hyperparameters: Mapping[str, Any], new_branch_name: str,
                 node_record_extra: Mapping[str, Any]) -> str:

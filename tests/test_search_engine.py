@@ -55,6 +55,7 @@ def counted(entry: dict[str, Any]) -> list[dict[str, Any]]:
 def test_a_search_runs_its_trials_as_branches_from_one_state_and_goes_on_with_the_best(tmp_path: Any) -> None:
     host, engine, actions = run_search(tmp_path, request(trials=5))
     assert host.errors == []
+    assert ("main", SOURCE_STEP) in host.kept  # the source is out of the retention policy's reach
     source = host.checkpoints[("main", SOURCE_STEP)]
     entry = engine.searches()["s-1"]
     # The contract's keys.

@@ -113,10 +113,8 @@ class SearchEngine:
         the checkpoints) is reported through ``host.report_error`` and changes
         nothing; a request whose id was carried out already is ignored.
         """
-        self._scan()
         try:
-            self._check(request)
-            known = self._known_study(request)
+            known = self.check(request)
         except ControlError as e:
             self.host.report_error(str(e))
             return
@@ -157,19 +155,34 @@ class SearchEngine:
         self._queued = None
 
     # -- checks ----------------------------------------------------------------
-    def _check(self, request: SearchRequest) -> None:
+    def check(self, request: SearchRequest) -> str | None:
+        """Checks a request against the trainer's state, changing nothing (the
+        "validate" of a revision's plan, validate, commit). Returns ``"same"``
+        when the request was carried out already (or is being carried out),
+        None when it is new.
+
+        Raises:
+            ControlError: naming the key (``search.<key>``): an unknown
+                hyperparameter, a metric that fit does not log, a ``from``
+                without a checkpoint, an id that names another search.
+        """
+        self._scan()
         # The control schema checked the request without the trainer's state;
         # now with it: the optimizer's hyperparameters and the logged metrics.
         parse_search(dict(request.raw), dict(self.host.hyperparameters()), None, self.host.metrics())
-        if request.source is not None:
+        known = self._known_study(request)
+        if known is None and request.source is not None:
             branch, step = request.source
             if self.host.checkpoint_hyperparameters(branch, step) is None:
                 raise ControlError(f"search.from.step: branch {branch!r} has no checkpoint at step {step}; "
                                    "`tb-retune status` lists the restorable steps")
+        return known
 
     def _known_study(self, request: SearchRequest) -> str | None:
         """``"same"`` when the id names this very search already, None when new;
         raises when the id names another search."""
+        if self._storage is None and self.storage_url is None and not has_journal(self.logdir):
+            return None  # no search here yet (and checking creates no file)
         try:
             study_id = self._store().get_study_id_from_name(request.id)
         except KeyError:
@@ -243,6 +256,7 @@ class SearchEngine:
         try:
             if request.source is not None:
                 source = request.source
+                self.host.keep_checkpoint(*source)
             else:
                 source = self.host.keep_checkpoint_now()
             source_hps = dict(self.host.checkpoint_hyperparameters(*source) or self.host.hyperparameters())

@@ -33,6 +33,11 @@ class TrialHost(Protocol):
         ``branch``; None when there is no such checkpoint."""
         ...
 
+    def keep_checkpoint(self, branch: str, step: int) -> None:
+        """Keeps the checkpoint at ``step`` of ``branch`` (a search's source)
+        out of the retention policy's reach: every trial restores it."""
+        ...
+
     def keep_checkpoint_now(self) -> tuple[str, int]:
         """Takes (or keeps out of the retention policy) a checkpoint of the
         state now and returns its ``(branch, step)``; it stays restorable."""
