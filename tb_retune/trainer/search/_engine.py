@@ -13,6 +13,7 @@ host cannot evaluate).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -174,7 +175,7 @@ class SearchEngine:
         if known is None and request.source is not None:
             branch, step = request.source
             if self.host.checkpoint_hyperparameters(branch, step) is None:
-                raise ControlError(f"search.from.step: branch {branch!r} has no checkpoint at step {step}; "
+                raise ControlError(f"search.from.step: branch {json.dumps(branch)} has no checkpoint at step {step}; "
                                    "`tb-retune status` lists the restorable steps")
         return known
 
