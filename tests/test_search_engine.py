@@ -284,3 +284,51 @@ def test_a_metric_never_logged_fails_the_search_with_one_error(tmp_path: Any) ->
     entry = engine.searches()["s-1"]
     assert entry["state"] == "failed" and [t["state"] for t in entry["trials"]] == ["failed"]
     assert not engine.busy
+
+
+def test_a_study_half_made_by_a_killed_trainer_is_started_afresh(tmp_path: Any) -> None:
+    from tb_retune.trainer.search._study import open_storage
+
+    req = request(trials=2, steps_per_trial=10)
+    study = optuna.create_study(study_name="s-1", storage=open_storage(str(tmp_path)))
+    study.set_user_attr("request", dict(req.raw))  # killed before the rest was written
+    study.set_user_attr("fingerprint", req.fingerprint())
+    host, engine, _ = run_search(tmp_path, req)
+    entry = engine.searches()["s-1"]
+    assert entry["state"] == "done" and len(entry["trials"]) == 2 and host.errors == []
+
+
+def test_an_unreadable_journal_is_reported_and_training_goes_on(tmp_path: Any) -> None:
+    host, engine, _ = run_search(tmp_path, request(trials=1, steps_per_trial=5))
+    path = journal_path(str(tmp_path))
+    with open(path, "r+b") as f:  # a line in the middle overwritten
+        f.seek(10)
+        f.write(b"\x00garbage\x00")
+    again = started_host()
+    engine = SearchEngine(str(tmp_path), again)
+    assert again.drive(engine, 20) == [] and again.step == SOURCE_STEP + 20
+    assert len(again.errors) == 1 and again.errors[0].startswith(f"search: cannot read {path}: ")
+    engine.submit(request(id="s-2", trials=1, steps_per_trial=5))
+    assert again.errors[1].startswith("search: the study storage")
+    assert again.drive(engine, 5) == []
+
+
+def test_a_failing_restore_fails_the_search_not_training(tmp_path: Any) -> None:
+    host = started_host()
+    calls = []
+    real_restore = host.restore
+
+    def restore(*args: Any) -> str:
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError("checkpoint file vanished")
+        return real_restore(*args)
+
+    host.restore = restore  # type: ignore[method-assign]
+    engine = SearchEngine(str(tmp_path), host)
+    engine.submit(request(trials=3, steps_per_trial=10))
+    host.drive(engine, 60)
+    assert host.errors == ["search s-1: OSError: checkpoint file vanished; training goes on from where it is"]
+    entry = engine.searches()["s-1"]
+    assert entry["state"] == "failed" and [t["state"] for t in entry["trials"]] == ["complete", "failed"]
+    assert not engine.busy and host.step == SOURCE_STEP + 10 + 50  # trained on, on trial 0's branch

@@ -133,3 +133,27 @@ def baseline_params(request: SearchRequest, source: Mapping[str, Any]) -> dict[s
     ``hyperparameters`` say so."""
     return {name: source[name] for name, dim in request.space.items()
             if name in source and dim.contains(source[name])}
+
+
+def create_search_study(storage: Any, request: SearchRequest, source: tuple[str, int],
+                        source_hps: Mapping[str, Any]) -> optuna.Study:
+    """A new study for ``request``: its record in the study's user attributes
+    (the request, the source and its hyperparameters, the state last) and
+    the baseline enqueued as its first trial."""
+    import optuna
+
+    from tb_retune.trainer.search import _status
+
+    study = optuna.create_study(study_name=request.id, storage=storage,
+                                direction="minimize" if request.mode == "min" else "maximize",
+                                sampler=make_sampler(request), pruner=make_pruner(request))
+    study.set_user_attr(_status.ATTR_REQUEST, dict(request.raw))
+    study.set_user_attr(_status.ATTR_FINGERPRINT, request.fingerprint())
+    study.set_user_attr(_status.ATTR_MODE, request.mode)
+    study.set_user_attr(_status.ATTR_SOURCE, {"branch": source[0], "step": source[1],
+                                              "hyperparameters": dict(source_hps)})
+    # The first trial: the source's own settings, so the search shows what a change gains.
+    study.enqueue_trial(baseline_params(request, source_hps), user_attrs={"baseline": True})
+    # Last: a study without a state is one whose creation was cut short (it is started afresh).
+    study.set_user_attr(_status.ATTR_STATE, "running")
+    return study
