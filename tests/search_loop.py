@@ -47,7 +47,8 @@ class LoopHost:
 
     def __init__(self, *, seed: int = 0, batch: int = 16, steps_per_epoch: int = 10, log_every: int = 2,
                  checkpoints: dict[tuple[str, int], Checkpoint] | None = None,
-                 branches: dict[str, Branch] | None = None, evaluate: bool = True) -> None:
+                 branches: dict[str, Branch] | None = None, evaluate: bool = True,
+                 checkpoint_dir: str | None = None) -> None:
         rng = np.random.default_rng(seed)
         d = 6
         self.x = rng.normal(size=(batch * steps_per_epoch, d)) / math.sqrt(d)
@@ -72,6 +73,10 @@ class LoopHost:
         self.pending_logs: dict[str, float] = {}
         self.evaluations: list[tuple[str, int, str]] = []
         self.kept: set[tuple[str, int]] = set()
+        # Checkpoints in files too, for a trainer process that is killed and started again.
+        self.checkpoint_dir = checkpoint_dir
+        if checkpoint_dir is not None:
+            self._load_checkpoint_files()
 
     # -- the loop --------------------------------------------------------------
     def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -96,9 +101,34 @@ class LoopHost:
         self.logged.update(self.pending_logs)
 
     def save(self) -> tuple[str, int]:
-        self.checkpoints[(self.branch, self.step)] = Checkpoint(self.w.copy(), self.v.copy(), self.step,
-                                                                dict(self.hps))
+        ckpt = Checkpoint(self.w.copy(), self.v.copy(), self.step, dict(self.hps))
+        self.checkpoints[(self.branch, self.step)] = ckpt
+        if self.checkpoint_dir is not None:
+            import json
+            import os
+
+            from tb_retune.experiment import atomic
+
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            doc = {"branch": self.branch, "step": self.step, "w": ckpt.w.tolist(), "v": ckpt.v.tolist(),
+                   "hyperparameters": ckpt.hyperparameters}
+            atomic.atomic_write_bytes(os.path.join(self.checkpoint_dir, f"{self.branch}@{self.step}.json"),
+                                      json.dumps(doc).encode())
         return self.branch, self.step
+
+    def _load_checkpoint_files(self) -> None:
+        import json
+        import os
+
+        assert self.checkpoint_dir is not None
+        if not os.path.isdir(self.checkpoint_dir):
+            return
+        for name in os.listdir(self.checkpoint_dir):
+            if name.endswith(".json"):
+                with open(os.path.join(self.checkpoint_dir, name)) as f:
+                    doc = json.load(f)
+                self.checkpoints[(doc["branch"], doc["step"])] = Checkpoint(
+                    np.array(doc["w"]), np.array(doc["v"]), doc["step"], doc["hyperparameters"])
 
     def drive(self, engine: SearchEngine, steps: int, stop: Any = None) -> list[Action]:
         """Runs ``steps`` train steps, calling the engine at each boundary as

@@ -149,3 +149,29 @@ def test_wait_says_when_the_trainer_refuses_the_search(tmp_path: Any) -> None:
     assert proc.returncode == 1
     assert proc.stderr == ("tb-retune: error: the trainer refused search s-bad: search.objective.metric: fit does "
                            "not log \"val_accuracy\"; it logs: loss, val_loss\n")
+
+
+def test_status_lines_for_running_and_failed_searches(tmp_path: Any) -> None:
+    import time
+
+    folder = str(tmp_path)
+    now = time.time()
+    running = {"state": "running", "total": 4, "objective": {"metric": "val_loss", "mode": "min"},
+               "trials": [{"number": 0, "state": "complete", "value": 0.5, "started": now - 30, "ended": now - 20,
+                           "hyperparameters": {"learning_rate": 0.01}},
+                          {"number": 1, "state": "pruned", "value": None, "started": now - 20, "ended": now - 10,
+                           "hyperparameters": {"learning_rate": 0.3}},
+                          {"number": 2, "state": "running", "value": None, "started": now - 4, "ended": None,
+                           "hyperparameters": {"learning_rate": 0.001}}],
+               "best": {"number": 0, "branch": "main-s-1-t0", "value": 0.5, "hyperparameters": {"learning_rate": 0.01}}}
+    failed = {"state": "failed", "total": 2, "trials": [], "best": None,
+              "outcome": {"error": "search s-2: OSError: disk full; training goes on from where it is"}}
+    write_status(folder, searches={"s-1": running, "s-2": failed})
+    code, out, _ = cli("status", folder)
+    assert code == 0
+    lines = out.splitlines()
+    # 2 finished in 10 s each: one left to start (10 s) and one running for 4 s (6 s more).
+    assert ("search s-1: running, 2/4 trials done (1 running, 1 pruned), best val_loss 0.5 (trial 0: "
+            "learning_rate=0.01), about 16s left") in lines
+    assert ("search s-2: failed, 0/2 trials done (0 running, 0 pruned); search s-2: OSError: disk full; "
+            "training goes on from where it is") in lines

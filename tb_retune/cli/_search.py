@@ -193,6 +193,8 @@ def progress_line(search_id: str, entry: Mapping[str, Any], now: float) -> str:
     outcome = entry.get("outcome") or {}
     if entry.get("state") == "done" and outcome.get("branch"):
         text += f"; training goes on as branch {outcome['branch']}"
+    if entry.get("state") == "failed" and outcome.get("error"):
+        text += f"; {outcome['error']}"
     return text
 
 
@@ -234,7 +236,7 @@ def wait_for_search(experiment: Any, search_id: str, *, timeout: float | None, o
         if not live["alive"]:
             raise CliError(
                 f"the trainer is not running (state {live['state']}) and search {search_id} is not done; "
-                "it resumes the search when training runs again")
+                f"the trainer takes it up when training runs again (the request stays in retune.json)")
         if deadline is not None and clock() >= deadline:
             raise CliError(f"timed out after {timeout:g} s waiting for search {search_id}; "
                                "it goes on in the trainer")
