@@ -164,11 +164,12 @@ def test_write_control_refuses_a_bad_search_and_writes_nothing(tmp_path: Any) ->
     assert written["search"]["id"] == "s-1"
 
 
-def test_the_schema_imports_no_optuna() -> None:
+def test_optuna_is_imported_only_when_a_search_runs() -> None:
     import subprocess
 
-    code = ("import sys, tb_retune.experiment.search, tb_retune.experiment.control; "
-            "print('optuna' in sys.modules)")
+    code = ("import sys, tb_retune, tb_retune.experiment.search, tb_retune.experiment.control, "
+            "tb_retune.plugin.loader, tb_retune.trainer.search; from tb_retune.cli import build_parser; "
+            "build_parser(); print('optuna' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.stdout.strip() == "False"
