@@ -332,3 +332,37 @@ def test_a_failing_restore_fails_the_search_not_training(tmp_path: Any) -> None:
     entry = engine.searches()["s-1"]
     assert entry["state"] == "failed" and [t["state"] for t in entry["trials"]] == ["complete", "failed"]
     assert not engine.busy and host.step == SOURCE_STEP + 10 + 50  # trained on, on trial 0's branch
+
+
+def test_trials_of_another_process_are_left_to_it_and_waited_for(tmp_path: Any) -> None:
+    import time
+
+    from tb_retune.trainer.search._study import open_storage
+
+    host = started_host()
+    engine = SearchEngine(str(tmp_path), host)
+    engine.submit(request(trials=3, steps_per_trial=10))
+    host.drive(engine, 1)  # the study exists, the baseline runs
+    # Another process (a worker, issue 18) takes a trial of the same study.
+    other = optuna.load_study(study_name="s-1", storage=open_storage(str(tmp_path)))
+    theirs = other.ask()
+    theirs.suggest_float("learning_rate", 1e-3, 1.5, log=True)
+    theirs.set_user_attr("role", "worker")
+    theirs.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
+    # A restart now leaves the worker's running trial alone (only the trainer's own are taken over).
+    engine = SearchEngine(str(tmp_path), host)
+    host.drive(engine, 40)
+    entry = engine.searches()["s-1"]
+    assert [(t["number"], t["state"]) for t in entry["trials"]] == [
+        (0, "failed"), (1, "running"), (2, "complete"), (3, "complete")]
+    assert engine.busy and entry["state"] == "running"  # waits for the worker's trial
+    other.tell(theirs, 0.001)
+    deadline = time.monotonic() + 60
+    while engine.busy:
+        host.drive(engine, 1)
+        assert time.monotonic() < deadline
+    entry = engine.searches()["s-1"]
+    assert entry["state"] == "done" and entry["best"]["number"] == 1 and entry["trials"][1]["worker"]["pid"] == 1
+    # That worker recorded no end state: training goes on from the source, with the best settings.
+    assert entry["outcome"]["from"] == {"branch": "main", "step": SOURCE_STEP} and host.errors == []
+    assert host.hps["learning_rate"] == entry["best"]["hyperparameters"]["learning_rate"]

@@ -94,7 +94,7 @@ class SearchEngine:
         nothing; a request whose id was carried out already is ignored.
         """
         try:
-            known = self.check(request)
+            request, known = self._checked(request)
         except ControlError as e:
             self.host.report_error(str(e))
             return
@@ -148,17 +148,21 @@ class SearchEngine:
                 hyperparameter, a metric that fit does not log, a ``from``
                 without a checkpoint, an id that names another search.
         """
+        return self._checked(request)[1]
+
+    def _checked(self, request: SearchRequest) -> tuple[SearchRequest, str | None]:
         self._scan()
-        # The control schema checked the request without the trainer's state;
-        # now with it: the optimizer's hyperparameters and the logged metrics.
-        parse_search(dict(request.raw), dict(self.host.hyperparameters()), None, self.host.metrics())
+        # The control schema may have checked the request without the trainer's
+        # state; now with it: the optimizer's hyperparameters (and so which are
+        # integers) and the logged metrics.
+        request = parse_search(dict(request.raw), dict(self.host.hyperparameters()), None, self.host.metrics())
         known = self._known_study(request)
         if known is None and request.source is not None:
             branch, step = request.source
             if self.host.checkpoint_hyperparameters(branch, step) is None:
                 raise ControlError(f"search.from.step: branch {json.dumps(branch)} has no checkpoint at step {step}; "
                                    "`tb-retune status` lists the restorable steps")
-        return known
+        return request, known
 
     def _known_study(self, request: SearchRequest) -> str | None:
         """``"same"`` when the id names this very search already, None when new;
@@ -211,10 +215,13 @@ class SearchEngine:
             attrs = summary.user_attrs
             if _status.ATTR_REQUEST not in attrs:
                 continue  # not one of ours
-            try:
-                request = parse_search(attrs[_status.ATTR_REQUEST])
+            try:  # with the optimizer's hyperparameters: integers stay integers
+                request = parse_search(attrs[_status.ATTR_REQUEST], dict(self.host.hyperparameters()))
             except ControlError:
-                continue
+                try:
+                    request = parse_search(attrs[_status.ATTR_REQUEST])
+                except ControlError:
+                    continue
             try:
                 if _status.ATTR_STATE not in attrs:
                     # A trainer died while it created the study: forget it, so the

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tb_retune")
 
+#: Seconds between two looks at the study while other processes finish its last trials.
+RECHECK_S = 1.0
+
 
 class SearchRun:
     """A search's study and its trial in progress (training thread only).
@@ -57,6 +60,7 @@ class SearchRun:
         self.end_step = 0
         self.last_point: tuple[int, float] | None = None
         self.metric_seen = False
+        self._recheck_at = 0.0
 
     def _publish(self) -> dict[str, Any]:
         return self._publish_cb(self.study)
@@ -107,11 +111,15 @@ class SearchRun:
     def _next(self, ended: TrialEnd | None) -> Action:
         from optuna.trial import TrialState
 
+        if time.monotonic() < self._recheck_at:
+            return Action(ended=ended)
         waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not waiting and self.counted() >= self.request.trials:
             running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if running:
-                return Action(ended=ended)  # other processes still run trials of it
+                # Other processes still run trials of it: look again in a while, not at every batch.
+                self._recheck_at = time.monotonic() + RECHECK_S
+                return Action(ended=ended)
             return Action(ended=ended, done=self._finish())
         trial = self.study.ask()
         self.trial = trial  # from here on, a failure fails this trial too
@@ -197,7 +205,12 @@ class SearchRun:
         src_branch, src_step = self.source
         if request.then == "best" and best is not None:
             end = self.study.get_trials(deepcopy=False)[best["number"]].user_attrs.get("end") or {}
-            from_branch, from_step = str(end["branch"]), int(end["step"])
+            if end.get("branch") is not None and end.get("step") is not None:
+                from_branch, from_step = str(end["branch"]), int(end["step"])
+            else:  # e.g. a worker that died after its last report
+                self.host.log(f"retune: search {request.id}: the end state of the best trial "
+                              f"{best['number']} is not recorded; going on from the source with its settings")
+                from_branch, from_step = src_branch, src_step
             hps = dict(self.source_hps)
             hps.update(best["hyperparameters"])
             name = f"{src_branch}-{request.id}-best"
