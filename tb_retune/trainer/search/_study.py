@@ -1,5 +1,6 @@
 """The Optuna side of a search: the journal storage in the experiment folder,
-the sampler and pruner that a request names, and the trial's parameters.
+the sampler and pruner that a request names, a search's study, and a
+trial's parameters.
 
 Optuna is imported here, inside the functions, so that importing the search
 package costs nothing for a run that never searches.
@@ -63,7 +64,7 @@ def make_sampler(request: SearchRequest) -> optuna.samplers.BaseSampler:
     if request.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if request.sampler == "grid":
-        return _GridSampler({name: dim.grid() for name, dim in request.space.items()}, seed=seed)
+        return _grid_sampler({name: dim.grid() for name, dim in request.space.items()}, seed=seed)
     if request.sampler == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # since Optuna 3.0
@@ -73,23 +74,19 @@ def make_sampler(request: SearchRequest) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
-def _grid_sampler_class() -> type:
+def _grid_sampler(space: Mapping[str, list[Any]], seed: int) -> optuna.samplers.BaseSampler:
     import optuna
 
     class NoStopGridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid sampler without its ``study.stop()`` when the grid is
-        used up: that works only inside ``study.optimize``, and the engine
-        counts the trials itself (the schema caps them at the grid's size
-        plus the baseline)."""
+        """Optuna's grid sampler without its ``study.stop()`` once the grid is
+        used up: that works only inside ``study.optimize`` (under ask/tell it
+        raises from ``tell``), and the engine counts the trials itself (the
+        schema caps them at the grid's size plus the baseline)."""
 
         def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
             return None
 
-    return NoStopGridSampler
-
-
-def _GridSampler(space: Mapping[str, list[Any]], seed: int) -> optuna.samplers.BaseSampler:
-    return _grid_sampler_class()(dict(space), seed=seed)  # type: ignore[no-any-return]
+    return NoStopGridSampler(dict(space), seed=seed)
 
 
 def make_pruner(request: SearchRequest) -> optuna.pruners.BasePruner:
