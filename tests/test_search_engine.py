@@ -106,6 +106,9 @@ def test_a_request_is_carried_out_once_per_id_and_another_search_with_its_id_is_
     host, engine, _ = run_search(tmp_path, request(trials=2))
     engine.submit(request(trials=2))  # the same request again (a rewrite, a restart)
     assert host.drive(engine, 100) == [] and host.errors == []
+    host.logged = {"loss"}  # a later run without validation data: a done search is not checked again
+    SearchEngine(str(tmp_path), host).submit(request(trials=2))
+    assert host.errors == []
     engine.submit(request(trials=3))
     assert len(host.errors) == 1
     assert host.errors[0].startswith("search.id: 's-1' already names another search")

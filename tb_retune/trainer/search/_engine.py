@@ -152,12 +152,16 @@ class SearchEngine:
 
     def _checked(self, request: SearchRequest) -> tuple[SearchRequest, str | None]:
         self._scan()
+        if self._known_study(request) == "same":
+            # Carried out (or under way) already: checked when it started; the
+            # file keeps it, so every later start sees it again.
+            return request, "same"
         # The control schema may have checked the request without the trainer's
         # state; now with it: the optimizer's hyperparameters (and so which are
         # integers) and the logged metrics.
         request = parse_search(dict(request.raw), dict(self.host.hyperparameters()), None, self.host.metrics())
-        known = self._known_study(request)
-        if known is None and request.source is not None:
+        known = None
+        if request.source is not None:
             branch, step = request.source
             if self.host.checkpoint_hyperparameters(branch, step) is None:
                 raise ControlError(f"search.from.step: branch {json.dumps(branch)} has no checkpoint at step {step}; "
