@@ -160,13 +160,12 @@ class SearchEngine:
         # state; now with it: the optimizer's hyperparameters (and so which are
         # integers) and the logged metrics.
         request = parse_search(dict(request.raw), dict(self.host.hyperparameters()), None, self.host.metrics())
-        known = None
         if request.source is not None:
             branch, step = request.source
             if self.host.checkpoint_hyperparameters(branch, step) is None:
                 raise ControlError(f"search.from.step: branch {json.dumps(branch)} has no checkpoint at step {step}; "
                                    "`tb-retune status` lists the restorable steps")
-        return request, known
+        return request, None
 
     def _known_study(self, request: SearchRequest) -> str | None:
         """``"same"`` when the id names this very search already, None when new;
