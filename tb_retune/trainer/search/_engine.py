@@ -43,12 +43,12 @@ class SearchEngine:
     Example (what the controller does):
 
     ```python
-    engine = SearchEngine(logdir, host)          # resumes a search killed mid-way
-    ...
-    if revision.search is not None:
-        engine.submit(revision.search)           # checked; an error goes to host.report_error
-    action = engine.on_boundary(step, logs)      # at every batch boundary
-    status["searches"] = engine.searches()
+    engine = SearchEngine(logdir, host)          # begin(): resumes a search killed mid-way
+    engine.check(revision.search)                # a revision's validate step: raises ControlError
+    engine.submit(revision.search)               # its commit step (an error goes to host.report_error)
+    if engine.busy:                              # at every batch boundary, O(1) when idle
+        action = engine.on_boundary(step, logs)  # logs: the metrics logged since the last call
+    status["searches"] = engine.searches()       # the status refresh, any thread
     ```
 
     Args:
