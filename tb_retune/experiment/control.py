@@ -22,7 +22,7 @@ CHECKPOINTS_DIRNAME = "checkpoints"
 #: Largest control file that is read at all; larger ones are refused unread.
 MAX_CONTROL_BYTES = 256 * 1024
 
-TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop")
+TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop", "search")
 RESTORE_KEYS = ("id", "branch", "step", "hyperparameters")
 SCHEDULE_KEYS = ("at_step", "hyperparameters")
 
@@ -109,6 +109,8 @@ class ControlRevision:
     schedule: tuple[ScheduleEntry, ...]
     stop: bool
     raw: Mapping[str, Any]
+    #: The ``search`` request (``tb_retune.experiment.search.SearchRequest``), or None.
+    search: Any = None
 
 
 def _describe(value: Any) -> str:
@@ -304,8 +306,13 @@ def parse_control_object(
     stop = doc.get("stop", False)
     if not isinstance(stop, bool):
         raise ControlError(f"stop: must be true or false, got {_describe(stop)}")
+    search = None
+    if doc.get("search") is not None:
+        from tb_retune.experiment.search import parse_search  # it builds on this module
+
+        search = parse_search(doc["search"], known, checkpoints)
     return ControlRevision(
-        hyperparameters=hps, restore=restore, schedule=tuple(schedule), stop=stop, raw=doc
+        hyperparameters=hps, restore=restore, schedule=tuple(schedule), stop=stop, raw=doc, search=search
     )
 
 
