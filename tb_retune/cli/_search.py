@@ -212,11 +212,14 @@ def wait_for_search(experiment: Any, search_id: str, *, timeout: float | None, o
     while True:
         status = experiment.status() or {}
         now = time.time()
-        for e in entries(status, "errors"):
+        entry = (status.get("searches") or {}).get(search_id)
+        # Until the search is under way, a new error about a search is its refusal;
+        # after that its state says how it goes (an error about a change refused
+        # while it runs is not about it).
+        for e in entries(status, "errors") if not isinstance(entry, dict) else ():
             message = str(e.get("message", ""))
             if repr(e) not in before and "search" in message:
                 raise CliError(f"the trainer refused search {search_id}: {message}")
-        entry = (status.get("searches") or {}).get(search_id)
         if isinstance(entry, dict):
             line = progress_line(search_id, entry, now)
             if tty:

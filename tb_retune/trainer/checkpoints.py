@@ -294,6 +294,15 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
         return dict(header["meta"]), saved
 
+    @staticmethod
+    def read_meta(info: CheckpointInfo) -> dict[str, Any]:
+        """The metadata saved with a checkpoint (its header only)."""
+        try:
+            with open(info.path, "rb") as f:
+                return dict(_read_header(f, info.path)[0]["meta"])
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {info.path} is unreadable: {e}") from None
+
     def load(self, model: Any, optimizer: Any, info: CheckpointInfo) -> dict[str, Any]:
         """Assigns the checkpoint's values to the model and optimizer.
 

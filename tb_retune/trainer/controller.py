@@ -33,7 +33,7 @@ from tb_retune.experiment.control import (
     decode_control,
     parse_control,
 )
-from tb_retune.trainer import revisions, startup
+from tb_retune.trainer import revisions, search_host, startup
 from tb_retune.trainer.changes import apply_change, safe_branch_name
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.liveness import CrashHook, FitWatch
@@ -132,6 +132,9 @@ class RetuneController:
         self._abandoned = False
         self._fit = FitWatch()
         self._crash = CrashHook(self._at_exit)
+        #: What a search evaluates its objective on (``search_host.EvaluationData``):
+        #: ``RetuneCallback`` sets fit's data; a custom loop may set its own.
+        self.evaluation_data: search_host.EvaluationData | None = None
 
     # ------------------------------------------------------------------ paths
     @property
@@ -192,6 +195,7 @@ class RetuneController:
         except Exception as e:  # never fail a run for the recorder
             s.config_static = {"environment": {"error": str(e)}}
         retrace = startup.start(s)
+        search_host.attach(s, self.evaluation_data)
         s.started = True
         s.publish_known()
         s.status.start()
@@ -251,6 +255,7 @@ class RetuneController:
         try:
             if self.watcher is not None:
                 self.watcher.stop()
+            search_host.close(s)
             if s is not None and state in ("finished", "stopped") and not s.resume_pending:
                 step = s.steps.sync()
                 s.checkpoints.final(s.state.branch, step, s.state.node)
@@ -297,7 +302,7 @@ class RetuneController:
         step = s.steps.current()
         s.steps.calls += 1
         if (not self.mailbox.due() and not s.schedule.due(step) and not s.checkpoints.steps_due(step)
-                and s.checkpoints.deferred is None and not s.resume_pending):
+                and s.checkpoints.deferred is None and not s.resume_pending and not search_host.busy(s)):
             return False
         return self._due()
 
@@ -324,6 +329,9 @@ class RetuneController:
                 self.stop_requested = True
             step = s.steps.known
             s.steps.calls = 1  # a restore re-read the step; count the batch about to run
+        if search_host.busy(s):
+            retrace |= search_host.boundary(s, step)
+            step = s.steps.known
         if s.schedule.due(step):
             retrace |= self._fire_schedule(step)
         s.checkpoints.at_step(s.state.branch, step, s.state.node)
@@ -356,6 +364,7 @@ class RetuneController:
         s = self.session
         if s is not None:
             s.records.scalars(step, logs, s.hyperparameters_now)
+            search_host.note_logs(s, logs)
 
     def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None, *, complete: bool = True) -> None:
         """Call at the end of each epoch: scalars, and the epoch checkpoint.

@@ -82,6 +82,12 @@ class SearchEngine:
         self._scan()
         return self._run is not None or self._queued is not None
 
+    @property
+    def running(self) -> str | None:
+        """The id of the search in progress, or None (O(1) once scanned)."""
+        self._scan()
+        return self._run.request.id if self._run is not None else None
+
     def searches(self) -> dict[str, dict[str, Any]]:
         """``searches`` of the status: ``{id: entry}`` (any thread)."""
         return dict(self._searches)
