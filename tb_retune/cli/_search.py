@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from tb_retune.cli._experiment import CliError
 from tb_retune.experiment.control import format_value
+from tb_retune.experiment.search_request import new_search_id
 
 SUMMARY = "try K settings from a checkpoint (Optuna), then go on with the best"
 DESCRIPTION = (
@@ -131,7 +131,7 @@ def build_request(args: argparse.Namespace, status: Mapping[str, Any]) -> dict[s
     if args.mode:
         objective["mode"] = args.mode
     request: dict[str, Any] = {
-        "id": args.id or f"s-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
+        "id": args.id or new_search_id(),
         "space": space, "trials": args.trials, "steps_per_trial": args.steps, "objective": objective,
         "sampler": args.sampler, "pruner": args.pruner, "then": args.then,
     }
@@ -251,24 +251,16 @@ def run(args: argparse.Namespace) -> int:
     from tb_retune._errors import ControlError
     from tb_retune.cli import _dump, _emit
     from tb_retune.cli._experiment import Experiment
-    from tb_retune.experiment import control_file
-    from tb_retune.experiment.search import parse_search
+    from tb_retune.experiment.search_request import write_search
 
     exp = Experiment(args.experiment)
     folder = exp.require_writable()
     status = exp.require_status()
     request = build_request(args, status)
-    searches = status.get("searches")
-    if isinstance(searches, dict) and isinstance(searches.get(request["id"]), dict):
-        raise CliError(f"search.id: {request['id']!r} already names a search of this experiment "
-                       f"(state {searches[request['id']].get('state')}); give the new search a new id")
-    known, checkpoints = control_file.known_from_status(status)
-    metrics = status.get("metrics")
     try:
-        parse_search(request, known, checkpoints, metrics if isinstance(metrics, list) else None)
+        write_search(folder, request)
     except ControlError as e:
         raise CliError(str(e)) from None
-    control_file.write_control(folder, {"search": request})
     result: dict[str, Any] = {"id": request["id"], "written": {"search": request}, "search": None}
     if not args.json:
         _emit(f"requested search {request['id']}: {request['trials']} trials of {request['steps_per_trial']} "

@@ -15,7 +15,7 @@ import logging
 import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tensorboard import plugin_util
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 #: The folder of the tab's built frontend files.
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
+
+_T = TypeVar("_T")
 
 _CONTENT_TYPES = {
     ".js": "text/javascript",
@@ -116,6 +118,7 @@ class RetunePlugin(base_plugin.TBPlugin):
             "/status": self.status_route,
             "/restore": self.restore_route,
             "/hyperparameters": self.hyperparameters_route,
+            "/search": self.search_route,
             "/static/*": self.static_route,
         }
 
@@ -203,6 +206,17 @@ class RetunePlugin(base_plugin.TBPlugin):
         control = _write(folder, update)
         return {"written": update, "control": control}
 
+    def search_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes a search request (``docs/search.md``); returns ``{written, id, control}``."""
+        from tb_retune.experiment.search_request import write_search
+
+        _check_keys(body, required=("experiment", "search"), optional=())
+        if not isinstance(body["search"], dict):
+            raise RequestError(400, f"search: must be an object (docs/search.md), got {json.dumps(body['search'])[:80]}")
+        folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
+        request, control = _write_with(lambda: write_search(folder, body["search"]), folder)
+        return {"written": {"search": request}, "id": request["id"], "control": control}
+
     # -- routes -----------------------------------------------------------
 
     @_route
@@ -233,6 +247,10 @@ class RetunePlugin(base_plugin.TBPlugin):
         return _serve(
             request, lambda ctx, eid: self.hyperparameters_impl(ctx, eid, _json_body(request)), post=True
         )
+
+    @_route
+    def search_route(self, request: _Request) -> _Response:
+        return _serve(request, lambda ctx, eid: self.search_impl(ctx, eid, _json_body(request)), post=True)
 
     @_route
     def static_route(self, request: _Request) -> _Response:
@@ -289,8 +307,12 @@ def _check_keys(body: Mapping[str, Any], *, required: tuple[str, ...], optional:
 
 
 def _write(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
+    return _write_with(lambda: control_file.write_control(folder, update), folder)
+
+
+def _write_with(write: Callable[[], _T], folder: str) -> _T:
     try:
-        return control_file.write_control(folder, update)
+        return write()
     except OSError as e:
         raise RequestError(
             409,
