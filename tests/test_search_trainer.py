@@ -203,8 +203,9 @@ def test_a_trainer_killed_mid_search_resumes_it_with_exactly_trials_trials(
     interrupted = [t for t in entry["trials"] if t.get("interrupted")]
     counted = [t for t in entry["trials"] if not t.get("interrupted")]
     assert len(counted) == 5, entry["trials"]
-    assert [t["number"] for t in interrupted] == [1] and interrupted[0]["state"] == "failed"
-    retry = [t for t in counted if t.get("retry_of") == 1]
+    # The status lags the trainer by up to a heartbeat: the trial killed is trial 1 or a later one.
+    assert len(interrupted) == 1 and interrupted[0]["number"] >= 1 and interrupted[0]["state"] == "failed"
+    retry = [t for t in counted if t.get("retry_of") == interrupted[0]["number"]]
     assert len(retry) == 1 and retry[0]["hyperparameters"] == interrupted[0]["hyperparameters"]
     assert all(t["state"] == "complete" for t in counted)
     assert {t["worker"]["pid"] for t in counted} <= {first.proc.pid, second.proc.pid}
