@@ -163,10 +163,14 @@ def test_tb_retune_search_and_changes_refused_while_it_runs(tmp_path: Any, train
     with open(os.path.join(logdir, "retune.json")) as f:
         control = json.load(f)
     control["hyperparameters"] = {"learning_rate": 0.9}
+    source = search_of(logdir, "s-cli")["source"]  # type: ignore[index]
+    control["restore"] = {"id": "r-during", "branch": "main", "step": source["step"]}
     atomic_save(os.path.join(logdir, "retune.json"), control)
     error = wait_for(lambda: [e["message"] for e in read_status(logdir)["errors"]
-                              if "hyperparameters.learning_rate" in e["message"]], timeout=120, what="the refusal")
-    assert "search: search s-cli is running" in error[0]
+                              if "hyperparameters.learning_rate=0.9" in e["message"]], timeout=120,
+                     what="the refusal")
+    assert error[0].startswith("search: search s-cli is running"), error
+    assert f"restore main@{source['step']} (id r-during)" in error[0]
     out, _ = cli.communicate(timeout=300)
     assert cli.returncode == 0, out
     assert "search s-cli: done, 3/3 trials done" in out and "training goes on as branch main-s-cli-best" in out
@@ -176,6 +180,10 @@ def test_tb_retune_search_and_changes_refused_while_it_runs(tmp_path: Any, train
     assert all(t["hyperparameters"]["learning_rate"] != 0.9 for t in entry["trials"])
     assert read_status(logdir)["hyperparameters"]["learning_rate"] != 0.9
     assert lr_before != 0.9
+    # The restore was refused for good too: its id counts as used, no branch came of it.
+    status = read_status(logdir)
+    assert "r-during" in status["restores_done"]
+    assert not [b for b, info in status["branches"].items() if info.get("request_id") == "r-during"]
     trainer.stop()  # stop still stops (written after the search, through the same file)
 
 

@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tb_retune.experiment.control import format_value
 from tb_retune.trainer.session import Session
 
 if TYPE_CHECKING:
@@ -47,10 +48,10 @@ def during_search(s: Session, p: RevisionPlan, seen: Mapping[str, Any] | None,
     running = s.search.running if s.search is not None else None
     if running is None:
         return dataclasses.replace(p, search=SearchPart(request))
-    refused = [f"hyperparameters.{k}" for k, v in p.hyperparameters.items()
+    refused = [f"hyperparameters.{k}={format_value(v)}" for k, v in p.hyperparameters.items()
                if seen is None or seen.get(k, _MISSING) != v]
     if p.restore is not None:
-        refused.append(f"restore (id {p.restore.id})")
+        refused.append(f"restore {p.restore.branch}@{p.restore.step} (id {p.restore.id})")
     if p.schedule is not None:
         refused.append("schedule")
     if refused:
