@@ -16,6 +16,7 @@ tb-retune set runs/digits learning_rate=3e-4 momentum=0.8 --wait
 tb-retune restore runs/digits --branch main --step 1200 --set learning_rate=1e-4 --wait
 tb-retune tree runs/digits
 tb-retune replay runs/digits --node main-s1200-2 -o schedule.json
+tb-retune search runs/digits --from main@400 --space learning_rate=1e-4:0.3:log --trials 8 --steps 200 --objective val_loss
 ```
 """
 
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, help="the node id, e.g. main-s1200-2 (see `tree`)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(func=_cmd_replay)
+
+    from tb_retune.cli import _search
+
+    p = add("search", _search.SUMMARY, _search.DESCRIPTION, _search.EPILOG)
+    _search.configure(p)
     return parser
 
 

@@ -85,6 +85,9 @@ def render_status(path: str, status: Mapping[str, Any] | None, control: Mapping[
             lines += [f"  {n:<{w}}{format_value(v)}" for n, v in sorted(hps.items())]
         else:
             lines.append("  (none reported)")
+        from tb_retune.cli._search import lines_for_status
+
+        lines += lines_for_status(status.get("searches"), now)
         errors = entries(status, "errors")
         if errors:
             lines.append(f"last errors ({min(len(errors), LAST_ERRORS)} of {len(errors)}):")

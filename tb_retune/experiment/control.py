@@ -34,7 +34,7 @@ CHECKPOINTS_DIRNAME = "checkpoints"
 #: Largest control file that is read at all; larger ones are refused unread.
 MAX_CONTROL_BYTES = 256 * 1024
 
-TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop", "revision")
+TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop", "revision", "search")
 RESTORE_KEYS = ("id", "branch", "step", "hyperparameters")
 SCHEDULE_KEYS = ("at_step", "hyperparameters")
 REVISION_KEYS = ("id", "keys")
@@ -88,6 +88,8 @@ class ControlRevision:
     #: ``revision.keys``: the hyperparameters that this write set; the trainer
     #: applies them even when their value in the file did not change.
     revision_keys: tuple[str, ...] = ()
+    #: The ``search`` request (``tb_retune.experiment.search.SearchRequest``), or None.
+    search: Any = None
 
 
 def _check_int_step(where: str, value: Any) -> int:
@@ -203,9 +205,14 @@ def parse_control_object(
     if not isinstance(stop, bool):
         raise ControlError(f"stop: must be true or false, got {describe(stop)}")
     revision_id, revision_keys = parse_revision(doc.get("revision"), hps)
+    search = None
+    if doc.get("search") is not None:
+        from tb_retune.experiment.search import parse_search  # it builds on this module
+
+        search = parse_search(doc["search"], known, checkpoints)
     return ControlRevision(
         hyperparameters=hps, restore=restore, schedule=tuple(schedule), stop=stop, raw=doc,
-        revision_id=revision_id, revision_keys=revision_keys,
+        revision_id=revision_id, revision_keys=revision_keys, search=search,
     )
 
 

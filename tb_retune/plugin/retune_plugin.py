@@ -15,7 +15,7 @@ import logging
 import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tensorboard import plugin_util
@@ -48,6 +48,8 @@ MAX_BODY_DEPTH = 8
 MAX_REVISIONS = 20
 #: The folder of the tab's built frontend files.
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
+
+_T = TypeVar("_T")
 
 _CONTENT_TYPES = {
     ".js": "text/javascript",
@@ -125,6 +127,7 @@ class RetunePlugin(base_plugin.TBPlugin):
             "/restore": self.restore_route,
             "/hyperparameters": self.hyperparameters_route,
             "/stop": self.stop_route,
+            "/search": self.search_route,
             "/static/*": self.static_route,
         }
 
@@ -227,6 +230,17 @@ class RetunePlugin(base_plugin.TBPlugin):
         stamp = control.get("revision")  # the writer's revision id (interface 1), once it stamps one
         return {"written": update, "revision": stamp.get("id") if isinstance(stamp, dict) else None, "control": control}
 
+    def search_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes a search request (``docs/search.md``); returns ``{written, id, control}``."""
+        from tb_retune.experiment.search_request import write_search
+
+        _check_keys(body, required=("experiment", "search"), optional=())
+        if not isinstance(body["search"], dict):
+            raise RequestError(400, f"search: must be an object (docs/search.md), got {json.dumps(body['search'])[:80]}")
+        folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
+        request, control = _write_with(lambda: write_search(folder, body["search"]), folder)
+        return {"written": {"search": request}, "id": request["id"], "control": control}
+
     # -- routes -----------------------------------------------------------
 
     @_route
@@ -264,6 +278,10 @@ class RetunePlugin(base_plugin.TBPlugin):
             request, lambda ctx, eid: self.hyperparameters_impl(ctx, eid, _json_body(request)),
             post=True, hosts=self._hosts,
         )
+
+    @_route
+    def search_route(self, request: _Request) -> _Response:
+        return _serve(request, lambda ctx, eid: self.search_impl(ctx, eid, _json_body(request)), post=True)
 
     @_route
     def static_route(self, request: _Request) -> _Response:
@@ -320,8 +338,12 @@ def _check_keys(body: Mapping[str, Any], *, required: tuple[str, ...], optional:
 
 
 def _write(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
+    return _write_with(lambda: control_file.write_control(folder, update), folder)
+
+
+def _write_with(write: Callable[[], _T], folder: str) -> _T:
     try:
-        return control_file.write_control(folder, update)
+        return write()
     except UnsafeFileError as e:
         raise RequestError(409, f"{e}; nothing was written") from None
     except OSError as e:

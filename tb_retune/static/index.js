@@ -12,7 +12,8 @@ var control_schema_default = {
     "restore",
     "schedule",
     "stop",
-    "revision"
+    "revision",
+    "search"
   ],
   restore_keys: [
     "id",

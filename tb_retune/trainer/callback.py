@@ -28,6 +28,7 @@ from tb_retune.trainer.keras_callbacks import (
     swapped_ema,
 )
 from tb_retune.trainer.liveness import describe_exception
+from tb_retune.trainer.search_host import fit_evaluation_data
 
 logger = logging.getLogger("tb_retune")
 
@@ -125,6 +126,7 @@ class RetuneCallback(keras.callbacks.Callback):
         # If fit ends without on_train_end (another callback raised),
         # the controller notices that this frame is gone and cleans up.
         self.controller.watch_frame(threading.get_ident(), frame)
+        self.controller.evaluation_data = fit_evaluation_data(frame.f_locals)  # a search's objective
         bs = frame.f_locals.get("batch_size")
         x = frame.f_locals.get("x")
         if bs is None and hasattr(x, "shape"):

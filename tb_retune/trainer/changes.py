@@ -108,9 +108,9 @@ def apply_change(s: Session, values: Mapping[str, Any], *, reason: str) -> bool:
     return retrace
 
 
-def new_branch_name(s: Session, source: str, step: int) -> str:
+def new_branch_name(s: Session, source: str, step: int, wanted: str | None = None) -> str:
     base = source if len(source) <= 40 else "b"
-    name = safe_branch_name(f"{base}-s{step}")
+    name = safe_branch_name(wanted or f"{base}-s{step}")
     existing = set(s.store.steps())
     with s.state.lock:
         existing |= set(s.state.branches)
@@ -122,8 +122,10 @@ def new_branch_name(s: Session, source: str, step: int) -> str:
     return candidate
 
 
-def apply_restore(s: Session, request: RestoreRequest) -> bool:
-    """Loads the checkpoint at (branch, step) and starts a new branch from it."""
+def apply_restore(s: Session, request: RestoreRequest, *, branch_name: str | None = None,
+                  record_extra: Mapping[str, Any] | None = None) -> bool:
+    """Loads the checkpoint at (branch, step) and starts a new branch from it
+    (named ``branch_name`` or a free name near it; a search's trials)."""
     step = s.steps.known  # where the current branch is left
     keep_state_before_change(s, step)
     s.end_hparams_session("left")
@@ -148,7 +150,7 @@ def apply_restore(s: Session, request: RestoreRequest) -> bool:
         s.model.reset_metrics()
     except Exception:
         pass
-    new_branch = new_branch_name(s, info.branch, info.step)
+    new_branch = new_branch_name(s, info.branch, info.step, branch_name)
     with s.state.lock:
         old_branch = s.state.branch
         s.state.branch = new_branch
@@ -161,12 +163,14 @@ def apply_restore(s: Session, request: RestoreRequest) -> bool:
     record = s.records.open_node(
         reason="restore", parent=info.node, change=change, hps=hps, step=new_step,
         request_id=request.id, restore={"branch": info.branch, "step": info.step, "node": info.node},
+        extra=record_extra,
     )
     s.records.hyperparameters(new_step, hps)
     s.store.fork(info, branch=new_branch, node=record["id"])
     what = f"restored {info.branch}@{info.step} as branch {new_branch}"
-    if extra:
-        what += ", " + describe_change(parent_hps, {k: hps[k] for k in extra})
+    described = describe_change(parent_hps, {k: hps[k] for k in extra})
+    if described:
+        what += ", " + described
     plan = s.plan_epochs(new_branch, int(meta.get("epoch", 0)))
     if plan is not None and plan["left_for_a_restart"]:
         what += (f"; it starts at epoch {int(meta.get('epoch', 0))} of {plan['epochs']} and this fit gives it "

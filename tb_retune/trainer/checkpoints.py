@@ -420,6 +420,14 @@ class CheckpointStore:
             return self.get(branch, info.step) or info
         return None
 
+    def read_meta(self, info: CheckpointInfo) -> dict[str, Any]:
+        """The metadata saved with ``(info.branch, info.step)`` (its header only, checked)."""
+        with self._opened(info) as (current, f):
+            try:
+                return dict(fmt.read_header(f, current.path).meta)
+            except OSError as e:
+                raise CheckpointError(f"checkpoint {current.path} is unreadable: {e}") from None
+
     # -- reading -----------------------------------------------------------
     def load(self, model: Any, optimizer: Any, info: CheckpointInfo) -> dict[str, Any]:
         """Assigns the checkpoint's values to the model and optimizer.

@@ -30,7 +30,7 @@ from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
 )
-from tb_retune.trainer import continuation, external, revisions, startup
+from tb_retune.trainer import continuation, external, revisions, search_host, startup
 from tb_retune.trainer.changes import apply_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
@@ -129,6 +129,9 @@ class RetuneController:
         self._abandoned = False
         self._fit = FitWatch()
         self._crash = CrashHook(self._at_exit)
+        #: What a search evaluates its objective on (``search_host.EvaluationData``):
+        #: ``RetuneCallback`` sets fit's data; a custom loop may set its own.
+        self.evaluation_data: search_host.EvaluationData | None = None
 
     # ------------------------------------------------------------------ paths
     @property
@@ -193,6 +196,7 @@ class RetuneController:
             retrace = continuation.continue_run(s)  # a second fit in this process
         else:
             retrace = startup.start(s)
+        search_host.attach(s, self.evaluation_data)
         s.started = True
         s.publish_known()
         s.status.start()
@@ -258,6 +262,7 @@ class RetuneController:
                 self.watcher.stop()
             if s is not None and s.started:
                 s.end_hparams_session(state)
+            search_host.close(s)
             if s is not None and state in ("finished", "stopped") and not s.resume_pending:
                 step = s.steps.sync()
                 s.checkpoints.final(s.state.branch, step, s.state.node)
@@ -305,7 +310,7 @@ class RetuneController:
         step = s.steps.current()
         s.steps.calls += 1
         if (not self.mailbox.due() and not s.schedule.due(step) and not s.checkpoints.steps_due(step)
-                and s.checkpoints.deferred is None and not s.resume_pending):
+                and s.checkpoints.deferred is None and not s.resume_pending and not search_host.busy(s)):
             return False
         return self._due()
 
@@ -333,6 +338,9 @@ class RetuneController:
                 self.stop_requested = True
             step = s.steps.known
             s.steps.calls = 1  # a restore re-read the step; count the batch about to run
+        if search_host.busy(s):
+            retrace |= search_host.boundary(s, step)
+            step = s.steps.known
         if s.schedule.due(step):
             retrace |= self._fire_schedule(step)
         s.checkpoints.at_step(s.state.branch, step, s.state.node)
@@ -379,6 +387,7 @@ class RetuneController:
         s = self.session
         if s is not None:
             s.records.scalars(step, logs, s.hyperparameters_now)
+            search_host.note_logs(s, logs)
 
     def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None, *, complete: bool = True) -> None:
         """Call at the end of each epoch: scalars, and the epoch checkpoint.

@@ -29,6 +29,7 @@ from tb_retune.experiment.control import (
     parse_control_object,
     validate_hyperparameters,
 )
+from tb_retune.trainer import search_revisions
 from tb_retune.trainer.changes import apply_change, apply_restore
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.session import Session
@@ -77,9 +78,11 @@ class RevisionPlan:
     stop: bool  # a stop newly asked for
     stop_seen: bool
     control_seen: dict[str, Any]
+    search: search_revisions.SearchPart | None = None
 
     def empty(self) -> bool:
-        return not (self.hyperparameters or self.restore or self.schedule is not None or self.stop)
+        return not (self.hyperparameters or self.restore or self.schedule is not None or self.stop
+                    or (self.search is not None and not self.search.empty()))
 
 
 def plan(s: Session, incoming: Incoming) -> RevisionPlan:
@@ -100,9 +103,10 @@ def plan(s: Session, incoming: Incoming) -> RevisionPlan:
         _check_not_reused(s, restore)
         restore = None
     schedule = revision.schedule if revision.schedule != s.schedule.entries else None
-    return RevisionPlan(hyperparameters=wanted, restore=restore, schedule=schedule,
-                        stop=revision.stop and not stop_was, stop_seen=revision.stop,
-                        control_seen=dict(revision.hyperparameters))
+    p = RevisionPlan(hyperparameters=wanted, restore=restore, schedule=schedule,
+                     stop=revision.stop and not stop_was, stop_seen=revision.stop,
+                     control_seen=dict(revision.hyperparameters))
+    return search_revisions.during_search(s, p, seen, revision.search)
 
 
 def _check_not_reused(s: Session, restore: RestoreRequest) -> None:
@@ -128,6 +132,7 @@ def check_values(s: Session, where: str, values: Mapping[str, Any], base: Mappin
 
 def validate(s: Session, p: RevisionPlan) -> None:
     """Checks everything the plan would do; raises ControlError, changes nothing."""
+    search_revisions.validate(s, p)
     base = dict(s.handle.get())
     if p.restore is not None:
         if not s.checkpoints.has(p.restore.branch, p.restore.step):
@@ -158,6 +163,7 @@ def commit(s: Session, p: RevisionPlan) -> bool:
     with s.state.lock:
         s.state.control_seen = p.control_seen
         s.state.stop_seen = p.stop_seen
+    search_revisions.commit(s, p)
     return retrace
 
 

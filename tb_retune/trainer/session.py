@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tb_retune.experiment.control import CHECKPOINTS_DIRNAME, STATUS_FILENAME
 from tb_retune.trainer.checkpointing import CheckpointPolicy
@@ -25,6 +25,10 @@ from tb_retune.trainer.schedule import Schedule
 from tb_retune.trainer.state import TrainerState
 from tb_retune.trainer.status import StatusFile
 from tb_retune.trainer.steps import StepCounter
+
+if TYPE_CHECKING:
+    from tb_retune.trainer.search import SearchEngine
+    from tb_retune.trainer.search_host import SessionTrialHost
 
 logger = logging.getLogger("tb_retune")
 
@@ -67,6 +71,9 @@ class Session:
         self.initial_epoch = 0
         #: The index of the epoch ``fit`` is in (its own counter, which a restore cannot rewind).
         self.fit_epoch = 0
+        #: The searches (``search_host.attach``): the engine and its host.
+        self.search: SearchEngine | None = None
+        self.search_host: SessionTrialHost | None = None
 
     # -- the public status ------------------------------------------------
     def _base_status(self) -> dict[str, Any]:
@@ -81,6 +88,9 @@ class Session:
         data["watcher"] = self.watcher_kind
         data["checkpoints"] = self.store.steps()
         data["checkpoint_nodes"] = self.store.node_index()
+        if self.search is not None and self.search_host is not None:
+            data["searches"] = self.search.searches()
+            data["metrics"] = self.search_host.logged_metrics()
 
     def save_state(self, *, durable: bool = False) -> None:
         try:

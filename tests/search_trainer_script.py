@@ -1,0 +1,47 @@
+"""A real trainer process for the search tests: a tiny model in ``fit`` with
+validation data, slow batches, RetuneCallback; it trains until it is stopped
+(``stop`` in retune.json) or killed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tb_retune  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("logdir")
+    parser.add_argument("--epochs", type=int, default=10_000)
+    parser.add_argument("--sleep", type=float, default=0.01)
+    args = parser.parse_args()
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    x_val = rng.normal(size=(64, 4)).astype("float32")
+    y_val = (x_val[:, 0] + x_val[:, 1] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.5),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
+            time.sleep(args.sleep)
+
+    model.fit(x, y, batch_size=16, epochs=args.epochs, verbose=0, shuffle=False, validation_data=(x_val, y_val),
+              callbacks=[tb_retune.RetuneCallback(args.logdir, update_freq=4), Slow()])
+    print("TRAINER DONE", flush=True)
+
+
+if __name__ == "__main__":
+    main()
