@@ -33,6 +33,7 @@ from tb_retune.experiment.control import (
     parse_restore,
     validate_hyperparameters,
 )
+from tb_retune.trainer import backend as _backend
 from tb_retune.trainer.checkpoints import BackgroundWriter, CheckpointInfo, CheckpointStore
 from tb_retune.trainer.hyperparameters import OptimizerHandle
 from tb_retune.trainer.status import MAX_LIST, StatusFile
@@ -163,6 +164,8 @@ class RetuneController:
         self._next_schedule_step: int | None = None
         self.stop_requested = False
         self.trace_version = 0
+        self.state_version = 0  # changes when a due step may have assigned variables
+        self._state_sync: Callable[[], None] | None = None
         self._step_known = 0
         self._calls = 0
         self.steps_per_call = 1
@@ -187,9 +190,16 @@ class RetuneController:
         return os.path.join(self.logdir, STATUS_FILENAME)
 
     # ------------------------------------------------------------ lifecycle
-    def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None) -> bool:
+    def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None, *,
+              state_sync: Callable[[], None] | None = None) -> bool:
         """Starts (or resumes) the experiment. Returns True if the caller
-        must retrace its train function (hyperparameters were set)."""
+        must retrace its train function (hyperparameters were set).
+
+        ``state_sync``: where the training state lives outside the Keras
+        variables (JAX), a function that assigns it to them; called only on
+        steps where something is due, before any variable is read. After
+        such a step ``state_version`` changes: read the state back from the
+        variables (see demo/custom_loop_jax.py)."""
         if self._begun:
             raise RuntimeError("RetuneController.begin() called twice without end()")
         optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
@@ -197,6 +207,7 @@ class RetuneController:
             raise ValueError("RetuneController needs an optimizer: compile the model first or pass optimizer=")
         self.model = model
         self.optimizer = optimizer
+        self._state_sync = None  # the variables hold the state until begin() returns
         self.handle = OptimizerHandle(optimizer)
         self._params = dict(params or {})
         self.steps_per_call = int(getattr(model, "steps_per_execution", 1) or 1)
@@ -209,6 +220,7 @@ class RetuneController:
             self._close_resources()
             raise
         self._begun = True
+        self._state_sync = state_sync
         return retrace
 
     def _ensure_built(self) -> None:
@@ -400,6 +412,7 @@ class RetuneController:
             if self.watcher is not None:
                 self.watcher.stop()
             if state in ("finished", "stopped"):
+                self._sync_state()
                 step = self.sync_step()
                 if self.store is not None and not self._has_checkpoint(self.branch, step):
                     self._checkpoint("final", step)
@@ -438,9 +451,14 @@ class RetuneController:
 
     def sync_step(self) -> int:
         """Reads ``optimizer.iterations`` (a variable read: not per batch)."""
-        self._step_known = int(self.optimizer.iterations.numpy())
+        self._step_known = _backend.to_int(self.optimizer.iterations, "optimizer.iterations")
         self._calls = 0
         return self._step_known
+
+    def _sync_state(self) -> None:
+        """Brings the training state into the variables where it lives elsewhere (JAX)."""
+        if self._state_sync is not None:
+            self._state_sync()
 
     def before_step(self) -> bool:
         """Call before each train step. O(1) unless something is due.
@@ -458,6 +476,8 @@ class RetuneController:
     def _due(self) -> bool:
         """Applies what is due, at the step read from the optimizer; the batch
         about to run is counted (``_calls = 1``) once the step is re-read."""
+        self._sync_state()
+        self.state_version += 1
         step = self.sync_step()
         self._calls = 1
         retrace = False
@@ -482,6 +502,7 @@ class RetuneController:
         if isinstance(self.update_freq, int) and logs:
             step = self.current_step()
             if step % self.update_freq == 0:
+                self._sync_state()
                 self.log_scalars(step, logs)
 
     def log_scalars(self, step: int, logs: Mapping[str, Any]) -> None:
@@ -510,6 +531,7 @@ class RetuneController:
         ``complete=False`` (an epoch cut short by a stop) logs the scalars
         but does not count the epoch, so a resumed run trains it again.
         """
+        self._sync_state()
         step = self.sync_step()
         if logs:
             self.log_scalars(step, logs)
@@ -525,14 +547,16 @@ class RetuneController:
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:
         """Wraps ``fn`` in a ``tf.function`` that is traced again whenever a
-        hyperparameter that is baked into the trace changes (custom loops)."""
-        import tensorflow as tf
+        hyperparameter that is baked into the trace changes (custom loops).
 
-        state: dict[str, Any] = {"version": -1, "compiled": None}
+        TensorFlow only: on JAX and PyTorch it raises a BackendError that says
+        what to do instead (``trace_version``, see demo/)."""
+        state: dict[str, Any] = {"version": self.trace_version,
+                                 "compiled": _backend.tf_function(fn, **tf_function_kwargs)}
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if state["version"] != self.trace_version:
-                state["compiled"] = tf.function(fn, **tf_function_kwargs)
+                state["compiled"] = _backend.tf_function(fn, **tf_function_kwargs)
                 state["version"] = self.trace_version
             return state["compiled"](*args, **kwargs)
 
