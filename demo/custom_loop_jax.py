@@ -9,7 +9,8 @@ stateless step: the weights and the optimizer's variables travel as arrays
         controller.before_step()          # O(1); when a change is due it calls
                                           # write_state(), then applies it
         if controller.state_version changed: state = read_state()   # what it assigned
-        if controller.trace_version changed: step = jax.jit(train_step)  # re-jit
+        if controller.trace_version changed:                         # re-jit a new
+            step = jax.jit(lambda *a: train_step(*a))                 # function object
         loss, state = step(state, x, y)
         controller.after_step({"loss": loss})
     controller.end_epoch(epoch, logs); controller.end()
@@ -90,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             if loop["state_version"] != controller.state_version:  # the controller assigned variables
                 loop["state"], loop["state_version"] = read_state(), controller.state_version
             if loop["trace_version"] != controller.trace_version:  # a baked-in value changed: re-jit
-                loop["step"], loop["trace_version"] = jax.jit(train_step), controller.trace_version
+                # jax.jit keeps one trace per function object: jit a new one (a fresh lambda),
+                # or jax.jit(train_step) would hand back the old trace and the old momentum.
+                loop["step"] = jax.jit(lambda state, x, y: train_step(state, x, y))
+                loop["trace_version"] = controller.trace_version
             logs, loop["state"] = loop["step"](loop["state"], x, y)
             seen.append(logs)
             return logs

@@ -130,7 +130,13 @@ def end_of_data_errors() -> tuple[type[BaseException], ...]:
 def rebuild_train_function(model: Any) -> None:
     """Builds ``fit``'s train function again, so that hyperparameters baked
     into the compiled step are read again: a retrace on TensorFlow, a re-jit
-    on JAX, a new ``torch.compile`` (or the eager step again) on PyTorch."""
+    on JAX, a new ``torch.compile`` (or the eager step again) on PyTorch.
+
+    On JAX, ``jax.jit`` keeps one trace per function object: Keras jits the
+    model's ``train_step`` again, and the old trace goes with the old train
+    function, which nothing else holds (tests/test_backends.py proves the
+    new hyperparameter is in the step). A custom loop jits a new function
+    object (see demo/custom_loop_jax.py)."""
     model.make_train_function(force=True)
 
 
