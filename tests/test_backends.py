@@ -81,6 +81,33 @@ def test_momentum_change_gives_exactly_the_plain_sgd_update(tmp_path: Any) -> No
     assert status["step"] == 8 and 3 in status["checkpoints"]["main"]
 
 
+def test_adam_beta_1_change_gives_the_hand_computed_update(tmp_path: Any) -> None:
+    """Adam on L = w^2: beta_1 0.9 -> 0.5 at step 2 (mid-epoch), only the final weight is read."""
+    import keras
+
+    import tb_retune
+
+    logdir = str(tmp_path / "exp")
+    _control(logdir, {"schedule": [{"at_step": 2, "hyperparameters": {"beta_1": 0.5}}]})
+    model = _one_weight(keras.optimizers.Adam(learning_rate=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
+    x, y = np.ones((5, 1), "float32"), np.zeros((5, 1), "float32")
+    model.fit(x, y, batch_size=1, epochs=1, shuffle=False, verbose=0,
+              callbacks=[tb_retune.RetuneCallback(logdir, verbose=False)])
+
+    def final_weight(beta1_after: float) -> float:
+        w, m, v = 1.0, 0.0, 0.0
+        for t in range(1, 6):
+            b1, g = (0.9 if t <= 2 else beta1_after), 2 * w
+            m += (g - m) * (1 - b1)
+            v += (g * g - v) * (1 - 0.999)
+            w -= 0.1 * np.sqrt(1 - 0.999 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + 1e-7)
+        return w
+
+    got = float(model.layers[0].kernel.numpy()[0, 0])
+    assert got == pytest.approx(final_weight(0.5), rel=1e-4)
+    assert got != pytest.approx(final_weight(0.9), rel=1e-3)
+
+
 def test_learning_rate_near_zero_freezes_the_weights(tmp_path: Any) -> None:
     """From the change on, every weight stays what the boundary checkpoint holds."""
     import tb_retune
