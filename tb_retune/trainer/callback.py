@@ -10,6 +10,7 @@ from typing import Any
 
 import keras
 
+from tb_retune.trainer import backend
 from tb_retune.trainer.controller import RetuneController
 from tb_retune.trainer.external import BETWEEN_FITS
 from tb_retune.trainer.keras_callbacks import (
@@ -143,7 +144,9 @@ class RetuneCallback(keras.callbacks.Callback):
         resuming = bool(loaded) and experiment_to_resume(self.logdir)
         params = dict(self.params or {})
         params.update(self._fit_arguments(frame))
-        retrace = self.controller.begin(self.model, self.model.optimizer, params)
+        backend.check_fit(self.model)
+        retrace = self.controller.begin(self.model, self.model.optimizer, params,
+                                        state_sync=backend.fit_state_sync(self))
         if loaded:
             self._after_backup_and_restore(loaded, resuming)
         elif self.controller.initial_epoch:
@@ -151,7 +154,7 @@ class RetuneCallback(keras.callbacks.Callback):
             self.model._initial_epoch = self.controller.initial_epoch
         retrace |= self.controller.note_external_changes(self._set_by(TRAIN_BEGIN))
         if retrace:
-            self.model.make_train_function(force=True)
+            backend.rebuild_train_function(self.model)
         self._guard_train_function()
 
     def _after_backup_and_restore(self, loaded: list[Any], resumed: bool) -> None:
@@ -186,7 +189,7 @@ class RetuneCallback(keras.callbacks.Callback):
     def _look(self, moment: str) -> None:
         """Records hyperparameters set by others since we last looked (a variable read)."""
         if self.controller.note_external_changes(self._set_by(moment)):
-            self.model.make_train_function(force=True)
+            backend.rebuild_train_function(self.model)
             self._guard_train_function()
 
     def _after_restore(self) -> None:
@@ -206,8 +209,7 @@ class RetuneCallback(keras.callbacks.Callback):
         """Wraps the train function so that an exception in a train step ends
         the run at once (``stopped`` for Ctrl-C). Any other way out of ``fit``
         without ``on_train_end`` is caught by the heartbeat (``watch_frame``)."""
-        from tensorflow.errors import OutOfRangeError
-
+        end_of_data = backend.end_of_data_errors()
         inner = self.model.train_function
         if inner is None or getattr(inner, "_retune_guard", False):
             return
@@ -216,7 +218,7 @@ class RetuneCallback(keras.callbacks.Callback):
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return inner(*args, **kwargs)
-            except (StopIteration, OutOfRangeError):
+            except end_of_data:
                 raise  # the end of the data: fit handles it
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
@@ -238,7 +240,7 @@ class RetuneCallback(keras.callbacks.Callback):
             self._look(FIRST_BATCH)  # once per epoch: what on_epoch_begin after us set
         branch = self.controller.branch
         if self.controller.before_step():
-            self.model.make_train_function(force=True)
+            backend.rebuild_train_function(self.model)
             self._guard_train_function()
         if self.controller.branch != branch:
             self._after_restore()

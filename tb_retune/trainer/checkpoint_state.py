@@ -79,7 +79,9 @@ def read_value(variable: Any) -> np.ndarray:
         value = getattr(variable, "value", None)
         if isinstance(value, tf.Variable):
             return np.asarray(tf.convert_to_tensor(value))
-    return np.asarray(variable.numpy())
+    from tb_retune.trainer import backend
+
+    return backend.to_numpy(variable)  # says what to do when a variable has no value (JAX mid-epoch)
 
 
 def assign_copies_arrays() -> bool:

@@ -30,6 +30,7 @@ from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
 )
+from tb_retune.trainer import backend as _backend
 from tb_retune.trainer import continuation, external, revisions, search_host, startup
 from tb_retune.trainer.changes import apply_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
@@ -123,6 +124,9 @@ class RetuneController:
         self.mailbox: RevisionMailbox[Incoming] = RevisionMailbox()
         self.stop_requested = False
         self.trace_version = 0
+        #: Changes when a due step may have assigned variables (JAX custom loops read the state back).
+        self.state_version = 0
+        self._state_sync: Callable[[], None] | None = None
         self._lock: _atomic.TrainerLock | None = None
         self._begun = False
         self._end_lock = threading.Lock()
@@ -158,9 +162,16 @@ class RetuneController:
         return self.session.initial_epoch if self.session is not None else 0
 
     # ------------------------------------------------------------ lifecycle
-    def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None) -> bool:
+    def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None, *,
+              state_sync: Callable[[], None] | None = None) -> bool:
         """Starts (or resumes) the experiment. Returns True if the caller
-        must retrace its train function (hyperparameters were set)."""
+        must retrace its train function (hyperparameters were set).
+
+        ``state_sync``: where the training state lives outside the Keras
+        variables (JAX), a function that assigns it to them; called only on
+        steps where something is due, before any variable is read. After
+        such a step ``state_version`` changes: read the state back from the
+        variables (see demo/custom_loop_jax.py)."""
         if self._begun:
             raise RuntimeError("RetuneController.begin() called twice without end()")
         optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
@@ -170,6 +181,7 @@ class RetuneController:
         self.stop_requested = False
         self._abandoned = False
         self.mailbox = RevisionMailbox()
+        self._state_sync = None  # the variables hold the state until begin() returns
         os.makedirs(self.logdir, exist_ok=True)
         self._lock = _atomic.TrainerLock(os.path.join(self.logdir, LOCK_FILENAME))
         self._lock.acquire()
@@ -179,6 +191,7 @@ class RetuneController:
             self._close_resources()
             raise
         self._begun = True
+        self._state_sync = state_sync
         self._crash.install()
         return retrace
 
@@ -264,6 +277,7 @@ class RetuneController:
                 s.end_hparams_session(state)
             search_host.close(s)
             if s is not None and state in ("finished", "stopped") and not s.resume_pending:
+                self._sync_state()
                 step = s.steps.sync()
                 s.checkpoints.final(s.state.branch, step, s.state.node)
             if s is not None:
@@ -299,6 +313,11 @@ class RetuneController:
         """Reads ``optimizer.iterations`` (a variable read: not per batch)."""
         return self.session.steps.sync() if self.session is not None else 0
 
+    def _sync_state(self) -> None:
+        """Brings the training state into the variables where it lives elsewhere (JAX)."""
+        if self._state_sync is not None:
+            self._state_sync()
+
     def before_step(self) -> bool:
         """Call before each train step. O(1) unless something is due.
 
@@ -319,6 +338,8 @@ class RetuneController:
         about to run is counted (``calls = 1``) once the step is re-read."""
         s = self.session
         assert s is not None
+        self._sync_state()
+        self.state_version += 1
         step = s.steps.sync()
         s.steps.calls = 1
         retrace = False
@@ -356,6 +377,7 @@ class RetuneController:
         s = self.session
         if s is None or s.resume_pending:
             return False
+        self._sync_state()
         retrace = external.record(s, set_by)
         if retrace:
             self.trace_version += 1
@@ -381,6 +403,7 @@ class RetuneController:
         if isinstance(self.update_freq, int) and logs:
             step = self.current_step()
             if step % self.update_freq == 0:
+                self._sync_state()
                 self.log_scalars(step, logs)
 
     def log_scalars(self, step: int, logs: Mapping[str, Any]) -> None:
@@ -398,6 +421,7 @@ class RetuneController:
         s = self.session
         if s is None:
             return
+        self._sync_state()
         step = s.steps.sync()
         if logs:
             self.log_scalars(step, logs)
@@ -414,14 +438,16 @@ class RetuneController:
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:
         """Wraps ``fn`` in a ``tf.function`` that is traced again whenever a
-        hyperparameter that is baked into the trace changes (custom loops)."""
-        import tensorflow as tf
+        hyperparameter that is baked into the trace changes (custom loops).
 
-        state: dict[str, Any] = {"version": -1, "compiled": None}
+        TensorFlow only: on JAX and PyTorch it raises a BackendError that says
+        what to do instead (``trace_version``, see demo/)."""
+        state: dict[str, Any] = {"version": self.trace_version,
+                                 "compiled": _backend.tf_function(fn, **tf_function_kwargs)}
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if state["version"] != self.trace_version:
-                state["compiled"] = tf.function(fn, **tf_function_kwargs)
+                state["compiled"] = _backend.tf_function(fn, **tf_function_kwargs)
                 state["version"] = self.trace_version
             return state["compiled"](*args, **kwargs)
 

@@ -24,17 +24,11 @@ logger = logging.getLogger("tb_retune")
 
 
 def _to_float(value: Any) -> float | None:
-    """``float(value)``, also for a variable that ``float()`` refuses: a
-    ``MirroredVariable`` under ``tf.distribute`` converts through numpy, as
-    Keras's own callbacks read the learning rate."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        pass
-    try:
-        import numpy as np
+    """``value`` as a float (variables and tensors of every backend), or None."""
+    from tb_retune.trainer.backend import to_float
 
-        return float(np.asarray(value))
+    try:
+        return to_float(value)
     except (TypeError, ValueError):
         return None
 
@@ -106,7 +100,9 @@ class OptimizerHandle:
         return True
 
     def learning_rate(self) -> float:
-        return float(_plain(self.optimizer.learning_rate))
+        from tb_retune.trainer.backend import to_float
+
+        return float(_plain(to_float(self.optimizer.learning_rate, "optimizer.learning_rate")))
 
     def _names(self) -> list[str]:
         if self._cached_names is None:
