@@ -94,8 +94,9 @@ class World:
     def __init__(self, root: str, kind: str, *, sweep: int = 0) -> None:
         self.folder = os.path.join(root, "exp")
         self.status = make_experiment(self.folder, branches=BRANCHES, nodes=12, seed=5)
+        make_experiment(os.path.join(root, "other"), branches=2, nodes=3, seed=6)  # another experiment beside it
         self.source = Source(root, kind)
-        self.source.loaded(lambda p: self.node_ids_in(p) >= 12, "the 12 nodes")
+        self.source.loaded(lambda p: self.node_ids_in(p) >= 15, "the 12 + 3 nodes")
         self.recorder = Recorder(self.source.provider)
         self.now = time.time()
         self.store = ExperimentStore(self.recorder, root, clock=lambda: self.now,
@@ -157,8 +158,13 @@ def world(tmp_path: Any, kind: str) -> Iterator[World]:
 
 
 def test_a_warm_request_lists_only_the_trainers_branch(world: World) -> None:
+    world.store.tree(world.source.ctx, "other")  # another experiment was shown first
     assert len(world.tree()["nodes"]) == 12
     assert world.recorder.listed[-1] == {f"exp/{b}" for b in ["main"] + [f"main-s{i}" for i in range(1, BRANCHES)]}
+    # Right after the first request (no hot window has passed) as well as later.
+    world.recorder.listed.clear()
+    world.tree()
+    assert world.recorder.listed == [frozenset({"exp/main-s5"})]
     world.settle()
     world.recorder.listed.clear()
     world.tree()

@@ -113,13 +113,14 @@ class ListingPlan:
     def listed(self, experiment_id: str, runs: Iterable[str], *, changed: Iterable[str], now: float) -> None:
         """Records that ``runs`` were listed at ``now``, and which of them had changed.
 
-        A run listed for the first time counts as changed only when others
-        of the experiment were known already (a new branch while the plugin
-        watches); the first listing of a whole experiment starts it cold.
+        A run listed for the first time counts as changed only when some of
+        ``runs`` were known already (a new branch while the plugin watches);
+        the first listing of a whole experiment starts it cold.
         """
         changed = set(changed)
+        runs = list(runs)
         with self._lock:
-            known = any(k[0] == experiment_id for k in self._seen)
+            known = any((experiment_id, run) in self._seen for run in runs)
             for run in runs:
                 key = (experiment_id, run)
                 seen = self._seen.get(key)
