@@ -321,6 +321,9 @@ class ExperimentStore:
         self._branch_runs: dict[str, set[str]] = {}
         self._trees: dict[tuple[str, str], _Tree] = {}
         self._listings = listing or ListingPlan()
+        from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+
+        self._in_process = isinstance(data_provider, MultiplexerDataProvider)
         self._statuses = StatusMemo()
 
     def _status_file(self, name: str) -> dict[str, Any] | None:
@@ -407,29 +410,7 @@ class ExperimentStore:
         :class:`~tb_retune.reader.cache.ListingPlan`; ``status`` names the
         trainer's branch), and only those whose listing changed are read.
         """
-        experiments, just_listed = self._index(ctx, experiment_id)
-        candidates = [run_prefix(name) + b for b in experiments.get(name, ())]
-        if not candidates:
-            raise UnknownExperimentError(
-                f"experiment {name!r}: not found in the logdir (no run {run_prefix(name)}<branch> "
-                "with retune tree nodes)"
-            )
-        from tensorboard.data import provider
-
-        live = status.get("branch") if isinstance(status, dict) else None
-        now = self._clock()
-        to_list = self._listings.plan(
-            experiment_id, candidates, now=now, everything=status is None,
-            live_run=run_prefix(name) + live if isinstance(live, str) and live else None,
-        )
-        listed_now = set(to_list)
-        node_index = {run: just_listed[run] for run in to_list if run in just_listed}
-        others = [run for run in to_list if run not in just_listed]
-        if others:
-            node_index.update(self._provider.list_tensors(
-                ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME,
-                run_tag_filter=provider.RunTagFilter(runs=others),
-            ))
+        candidates, listed_now, node_index, scalar_index = self._list_changed(ctx, experiment_id, name, status)
         node_index = {
             run: {t: ts for t, ts in tags.items() if t.startswith(NODE_TAG_PREFIX)}
             for run, tags in node_index.items()
@@ -440,10 +421,8 @@ class ExperimentStore:
         unlisted = {run for run in candidates if run not in listed_now and cached[run] is not None}
         if not node_index and not unlisted:
             raise UnknownExperimentError(f"experiment {name!r}: no retune tree nodes found in the logdir")
-        scalar_index = self._provider.list_scalars(
-            ctx, experiment_id=experiment_id, plugin_name=SCALARS_PLUGIN,
-            run_tag_filter=provider.RunTagFilter(runs=list(node_index)),
-        ) if node_index else {}
+        from tensorboard.data import provider
+
         keys = {
             run: (_series_key(tags), _series_key(scalar_index.get(run, {})))
             for run, tags in node_index.items()
@@ -493,7 +472,7 @@ class ExperimentStore:
             with self._lock:
                 for run, branch in fresh.items():
                     self._branches[(experiment_id, run)] = branch
-        self._listings.listed(experiment_id, to_list, changed=stale, now=now)
+        self._listings.listed(experiment_id, listed_now, changed=stale, now=self._clock())
         out: dict[str, _Branch] = {}
         for run in candidates:
             if run not in node_index and run not in unlisted:
@@ -503,6 +482,72 @@ class ExperimentStore:
             if found is not None and split is not None:
                 out[split[1]] = found
         return out
+
+    def _list_changed(
+        self, ctx: Any, experiment_id: str, name: str, status: dict[str, Any] | None
+    ) -> tuple[list[str], set[str], dict[str, Any], dict[str, Any]]:
+        """``(candidates, listed, node index, scalar index)``: the runs of ``name``,
+        the runs listed now (:class:`~tb_retune.reader.cache.ListingPlan`) and
+        their listings of node tensors and scalars; raises if ``name`` is unknown.
+
+        The runs planned from the last request's branches are listed while
+        ``list_runs`` looks for new ones, on two threads: over the Rust data
+        server each call waits about 40 ms on its connection whatever its size,
+        so three calls one after the other cost three times that (with the
+        in-process Python multiplexer they run one after the other). Runs
+        that are new (or a first request) are listed after.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tensorboard.data import provider
+
+        live = status.get("branch") if isinstance(status, dict) else None
+        live_run = run_prefix(name) + live if isinstance(live, str) and live else None
+        everything = status is None
+        now = self._clock()
+        with self._lock:
+            before = [r for r in self._branch_runs.get(experiment_id, ()) if (split_run(r) or ("",))[0] == name]
+        early = self._listings.plan(experiment_id, before, live_run=live_run, now=now,
+                                    everything=everything) if before else []
+
+        def lister(method: Any, plugin: str, runs: list[str]) -> Any:
+            return method(ctx, experiment_id=experiment_id, plugin_name=plugin,
+                          run_tag_filter=provider.RunTagFilter(runs=runs))
+
+        node_index: dict[str, Any] = {}
+        scalar_index: dict[str, Any] = {}
+        if early and not self._in_process:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tb-retune-list") as pool:
+                tensors = pool.submit(lister, self._provider.list_tensors, PLUGIN_NAME, early)
+                scalars = pool.submit(lister, self._provider.list_scalars, SCALARS_PLUGIN, early)
+                experiments, just_listed = self._index(ctx, experiment_id)
+                node_index, scalar_index = dict(tensors.result()), dict(scalars.result())
+        else:  # the Python multiplexer: no waiting to overlap, only the GIL to share
+            experiments, just_listed = self._index(ctx, experiment_id)
+            if early:
+                node_index = dict(lister(self._provider.list_tensors, PLUGIN_NAME, early))
+                scalar_index = dict(lister(self._provider.list_scalars, SCALARS_PLUGIN, early))
+        candidates = [run_prefix(name) + b for b in experiments.get(name, ())]
+        if not candidates:
+            raise UnknownExperimentError(
+                f"experiment {name!r}: not found in the logdir (no run {run_prefix(name)}<branch> "
+                "with retune tree nodes)"
+            )
+        listed = set(early) & set(candidates)
+        seen_before = set(before)
+        late = (
+            [run for run in candidates if run not in seen_before] if before
+            else self._listings.plan(experiment_id, candidates, live_run=live_run, now=now, everything=everything)
+        )
+        if late:
+            node_index.update({run: just_listed[run] for run in late if run in just_listed})
+            rest = [run for run in late if run not in just_listed]
+            if rest:
+                node_index.update(lister(self._provider.list_tensors, PLUGIN_NAME, rest))
+            scalar_index.update(lister(self._provider.list_scalars, SCALARS_PLUGIN, late))
+            listed |= set(late)
+        node_index = {run: tags for run, tags in node_index.items() if run in listed}
+        return candidates, listed, node_index, scalar_index
 
     def _built(
         self, ctx: Any, experiment_id: str, name: str
