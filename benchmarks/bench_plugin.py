@@ -18,9 +18,10 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from typing import Any
 
-from benchmarks._common import log, median, pair_ratios, profile_top, timed
+from benchmarks._common import log, median, pair_ratios, profile_top, spread, timed
 
 CHROMIUM = os.environ.get("TB_RETUNE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -73,6 +74,82 @@ class Served:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _cpu_timed(fn: Any) -> tuple[float, float, Any]:
+    """Milliseconds of wall time and of this process's CPU time that ``fn()`` took, and what it returned."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000, out
+
+
+def heartbeat(served_root: str, name: str) -> Any:
+    """A function that rewrites an experiment's status file as a live trainer's heartbeat does
+    (atomically, a new ``heartbeat`` only), so the next tree request reads and sends it again."""
+    from tb_retune.experiment import atomic
+
+    path = os.path.join(served_root, name, "retune-status.json")
+    with open(path, "rb") as f:
+        status = json.loads(f.read())
+
+    def beat() -> None:
+        status["heartbeat"] = time.time()
+        atomic.atomic_write_json(path, status, durable=False)
+
+    return beat
+
+
+def tree_rows(client: Any, root: str, name: str, nodes: int, *, reps: int) -> dict[str, Any]:
+    """Cold, warm, gzip and live-trainer timings of the tree route of one experiment (wall and CPU ms)."""
+
+    def tree(gzip: bool = False) -> Any:
+        # A browser sends Accept-Encoding: gzip; the plugin then answers from its compressed cache.
+        headers = {"Accept-Encoding": "gzip"} if gzip else {}
+        r = client.get(f"/data/plugin/retune/tree?experiment={name}", headers=headers)
+        assert r.status_code == 200, r.data[:300]
+        return r
+
+    cold, cold_cpu, first = _cpu_timed(tree)
+    doc = json.loads(first.data)
+    assert len(doc["nodes"]) == nodes, (name, len(doc["nodes"]))
+    cold_gzip, cold_gzip_cpu, packed = _cpu_timed(lambda: tree(gzip=True))  # compresses the cached JSON once
+    assert packed.headers.get("Content-Encoding") == "gzip"
+    beat = heartbeat(root, name)
+    samples: dict[str, list[tuple[float, float]]] = {"plain": [], "gzip": [], "live": []}
+    for i in range(reps):
+        kinds = ["plain", "gzip", "live"]
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            if kind == "live":
+                beat()  # not timed: the trainer's write
+            wall, cpu, _ = _cpu_timed(lambda kind=kind: tree(gzip=kind != "plain"))
+            samples[kind].append((wall, cpu))
+
+    def med(kind: str, which: int) -> float:
+        return round(median([s[which] for s in samples[kind]]), 2)
+
+    return {
+        "branches": len(doc["branches"]),
+        "runs": [b["run"] for b in doc["branches"]],
+        "tree_cold_ms": round(cold, 2), "tree_cold_cpu_ms": round(cold_cpu, 2),
+        "tree_cold_gzip_extra_ms": round(cold_gzip, 2), "tree_cold_gzip_extra_cpu_ms": round(cold_gzip_cpu, 2),
+        "tree_ms": med("plain", 0), "tree_cpu_ms": med("plain", 1),
+        "tree_ms_spread": spread([s[0] for s in samples["plain"]]),
+        "tree_gzip_ms": med("gzip", 0), "tree_gzip_cpu_ms": med("gzip", 1),
+        "tree_gzip_ms_spread": spread([s[0] for s in samples["gzip"]]),
+        "tree_live_gzip_ms": med("live", 0), "tree_live_gzip_cpu_ms": med("live", 1),
+        "tree_live_gzip_ms_spread": spread([s[0] for s in samples["live"]]),
+        "tree_bytes": len(first.data),
+        "tree_gzip_bytes": len(tree(gzip=True).data),
+        "t_tree": [s[0] for s in samples["plain"]],
+    }
+
+
+def _headline(out: dict[str, Any], entry: dict[str, Any], nodes: int, suffix: str = "") -> None:
+    out[f"tree_route_ms_{nodes}_nodes{suffix}"] = entry["tree_ms"]
+    out[f"tree_route_cold_ms_{nodes}_nodes{suffix}"] = entry["tree_cold_ms"]
+    out[f"tree_route_cold_cpu_ms_{nodes}_nodes{suffix}"] = entry["tree_cold_cpu_ms"]
+    out[f"tree_route_gzip_ms_{nodes}_nodes{suffix}"] = entry["tree_gzip_ms"]
+    out[f"tree_route_live_gzip_ms_{nodes}_nodes{suffix}"] = entry["tree_live_gzip_ms"]
+
+
 def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]:
     """Warm medians of the tree route and of the scalars routes over the same experiment."""
     from werkzeug.test import Client
@@ -81,19 +158,14 @@ def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]
     out: dict[str, Any] = {"sizes": {}}
     for nodes in served.sizes:
         name = name_of(nodes)
+        entry = tree_rows(client, served.root, name, nodes, reps=reps)
+        runs = entry.pop("runs")
+        t_tree = entry.pop("t_tree")
 
-        def tree(name: str = name, gzip: bool = False) -> Any:
-            # A browser sends Accept-Encoding: gzip, and TensorBoard's Respond then
-            # compresses the reply (level 3) on every request.
-            headers = {"Accept-Encoding": "gzip"} if gzip else {}
-            r = client.get(f"/data/plugin/retune/tree?experiment={name}", headers=headers)
+        def tree(name: str = name) -> Any:
+            r = client.get(f"/data/plugin/retune/tree?experiment={name}")
             assert r.status_code == 200, r.data[:300]
             return r
-
-        cold, first = timed(tree)
-        doc = json.loads(first.data)
-        assert len(doc["nodes"]) == nodes, (name, len(doc["nodes"]))
-        runs = [b["run"] for b in doc["branches"]]
 
         def multirun(runs: list[str] = runs) -> Any:
             # What the Scalars dashboard asks for to show the experiment's branches.
@@ -108,8 +180,7 @@ def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]
 
         multirun()
         single()
-        t_gzip = [timed(lambda: tree(gzip=True))[0] * 1000 for _ in range(max(3, reps // 3))]
-        t_tree: list[float] = []
+        t_tree = []
         t_multi: list[float] = []
         t_single: list[float] = []
         for i in range(reps):
@@ -119,23 +190,18 @@ def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]
             for fn, into in calls:
                 dt, _ = timed(fn)
                 into.append(dt * 1000)
-        entry = {
-            "branches": len(runs),
-            "tree_cold_ms": round(cold * 1000, 2),
-            "tree_ms": round(median(t_tree), 2),
-            "tree_bytes": len(first.data),
-            "tree_gzip_ms": round(median(t_gzip), 2),
-            "tree_gzip_bytes": len(tree(gzip=True).data),
+        entry.update({
             "scalars_multirun_ms": round(median(t_multi), 2),
             "scalars_multirun_bytes": len(multirun().data),
             "scalars_single_run_ms": round(median(t_single), 2),
             "tree_vs_scalars_multirun": round(median(pair_ratios(t_tree, t_multi)), 4),
             "tree_vs_scalars_single_run": round(median(pair_ratios(t_tree, t_single)), 4),
-        }
+        })
         out["sizes"][nodes] = entry
-        out[f"tree_route_ms_{nodes}_nodes"] = entry["tree_ms"]
-        log(f"  tree route {nodes} nodes: {entry['tree_ms']} ms warm, {entry['tree_cold_ms']} ms cold; "
-            f"scalars over its {len(runs)} runs {entry['scalars_multirun_ms']} ms")
+        _headline(out, entry, nodes)
+        log(f"  tree route {nodes} nodes: {entry['tree_ms']} ms warm ({entry['tree_gzip_ms']} gzip, "
+            f"{entry['tree_live_gzip_ms']} gzip with a live status), {entry['tree_cold_ms']} ms cold "
+            f"({entry['tree_cold_cpu_ms']} ms CPU); scalars over its {len(runs)} runs {entry['scalars_multirun_ms']} ms")
     head = out["sizes"].get(1000) or out["sizes"][max(out["sizes"])]
     out["scalars_route_ms_same_logdir"] = head["scalars_multirun_ms"]
     out["scalars_single_run_route_ms_same_logdir"] = head["scalars_single_run_ms"]
@@ -149,6 +215,54 @@ def routes(served: Served, *, reps: int, profile: bool = True) -> dict[str, Any]
         out["profile_tree_warm"] = profile_top(
             lambda: client.get(f"/data/plugin/retune/tree?experiment={big}"))
     return out
+
+
+def rust_routes(served: Served, *, reps: int) -> dict[str, Any]:
+    """The tree route of the largest experiment over TensorBoard's Rust data server
+    (``--load_fast=auto``, its default), in a WSGI app of its own over the same logdir."""
+    from tensorboard import context
+    from tensorboard.backend import application
+    from werkzeug.test import Client
+
+    from tb_retune.plugin.loader import RetuneLoader
+    from tb_retune.reader.experiments import ExperimentStore
+    from tb_retune.testing.data_server import RustDataServer, server_binary
+
+    if server_binary() is None:
+        log("  no Rust data server installed; skipping")
+        return {"sizes": {}}
+    nodes = max(served.sizes)
+    name = name_of(nodes)
+    out: dict[str, Any] = {"sizes": {}}
+    with RustDataServer(served.root, reload_s=0) as server:
+        # Wait until the server has loaded the experiment (a store of its own, so the app's starts cold).
+        probe = ExperimentStore(server.provider, served.root)
+        load_s, _ = timed(lambda: _wait_loaded(probe, context.RequestContext(), name, nodes))
+        flags = argparse.Namespace(logdir=served.root, path_prefix="", samples_per_plugin={}, window_title="")
+        app = application.TensorBoardWSGIApp(flags, [RetuneLoader()], server.provider)
+        entry = tree_rows(Client(app), served.root, name, nodes, reps=reps)
+        entry.pop("runs")
+        entry.pop("t_tree")
+        entry["server_load_s"] = round(load_s, 1)
+    out["sizes"][nodes] = entry
+    _headline(out, entry, nodes, "_rust")
+    log(f"  tree route over the Rust data server, {nodes} nodes: {entry['tree_ms']} ms warm "
+        f"({entry['tree_gzip_ms']} gzip, {entry['tree_live_gzip_ms']} live), {entry['tree_cold_ms']} ms cold "
+        f"({entry['tree_cold_cpu_ms']} ms CPU in this process)")
+    return out
+
+
+def _wait_loaded(store: Any, ctx: Any, name: str, nodes: int, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if len(store.tree(ctx, name)["nodes"]) == nodes:
+                return
+        except LookupError:
+            pass  # not listed yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Rust data server did not load {name} within {timeout} s")
+        time.sleep(0.5)
 
 
 _RENDERED = """(n) => {

@@ -27,6 +27,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab", "table", "backends")
+#: Sections that run as part of another (``plugin_rust`` with ``plugin``).
+_SUBSECTIONS = ("plugin_rust",)
 
 #: key -> (comparison, bound). ``<=``/``<``: the value must not exceed the bound.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -40,6 +42,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "restore_vs_load_weights": ("<=", 1.2),
     "tab_render_ms_1000_nodes": ("<", 300.0),
     "table_render_ms_1000_branches": ("<", 100.0),
+    "tree_route_ms_10000_nodes": ("<=", 100.0),
+    "tree_route_gzip_ms_10000_nodes": ("<=", 120.0),
+    "tree_route_cold_ms_10000_nodes": ("<=", 1500.0),
 }
 
 #: target key -> the profiles (by name prefix) that explain it when it is missed.
@@ -52,6 +57,9 @@ PROFILE_OF = {
     "restore_vs_load_weights": "checkpoint.profile_load",
     "tab_render_ms_1000_nodes": "plugin.",
     "table_render_ms_1000_branches": "table.",
+    "tree_route_ms_10000_nodes": "plugin.",
+    "tree_route_gzip_ms_10000_nodes": "plugin.",
+    "tree_route_cold_ms_10000_nodes": "plugin.",
 }
 
 #: The rows of the table: (key, what it is, unit).
@@ -86,6 +94,15 @@ ROWS: list[tuple[str, str, str]] = [
     ("tree_route_ms_100_nodes", "tree route, warm, 100 nodes / 10 branches", "ms"),
     ("tree_route_ms_1000_nodes", "tree route, warm, 1,000 nodes / 100 branches", "ms"),
     ("tree_route_ms_10000_nodes", "tree route, warm, 10,000 nodes / 1,000 branches", "ms"),
+    ("tree_route_gzip_ms_10000_nodes", "  as a browser asks for it (gzip), warm", "ms"),
+    ("tree_route_live_gzip_ms_10000_nodes", "  gzip, the status file rewritten before each request (a live trainer)", "ms"),
+    ("tree_route_cold_ms_10000_nodes", "  cold (the first request)", "ms"),
+    ("tree_route_cold_cpu_ms_10000_nodes", "  cold, CPU time of this process", "ms"),
+    ("tree_route_ms_10000_nodes_rust", "tree route over the Rust data server, warm, 10,000 nodes", "ms"),
+    ("tree_route_gzip_ms_10000_nodes_rust", "  gzip, warm", "ms"),
+    ("tree_route_live_gzip_ms_10000_nodes_rust", "  gzip, a live trainer", "ms"),
+    ("tree_route_cold_ms_10000_nodes_rust", "  cold (the server loaded)", "ms"),
+    ("tree_route_cold_cpu_ms_10000_nodes_rust", "  cold, CPU time of this process (not the server's)", "ms"),
     ("scalars_route_ms_same_logdir", "TensorBoard scalars_multirun, loss of the same 100 runs", "ms"),
     ("tree_vs_scalars_route", "tree route / scalars_multirun (1,000 nodes)", "x"),
     ("scalars_single_run_route_ms_same_logdir", "TensorBoard scalars route, one run, loss", "ms"),
@@ -135,16 +152,18 @@ def growth_table(result: dict[str, Any]) -> str:
     if not routes and not tab:
         return ""
     lines = [
-        "| nodes | branches | tree route warm ms | cold ms | JSON KiB | with gzip ms (KiB) | scalars_multirun ms | tab paint ms | tab JS ms | tree visible after navigation ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| nodes | branches | tree route warm ms | cold ms (CPU) | JSON KiB | with gzip ms (KiB) | gzip, live status ms | scalars_multirun ms | tab paint ms | tab JS ms | tree visible after navigation ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for nodes in sorted({int(n) for n in list(routes) + list(tab)}):
         r = routes.get(nodes) or routes.get(str(nodes)) or {}
         t = tab.get(nodes) or tab.get(str(nodes)) or {}
         lines.append(
-            f"| {nodes:,} | {r.get('branches', '-')} | {r.get('tree_ms', '-')} | {r.get('tree_cold_ms', '-')} | "
+            f"| {nodes:,} | {r.get('branches', '-')} | {r.get('tree_ms', '-')} | {r.get('tree_cold_ms', '-')} "
+            f"({r.get('tree_cold_cpu_ms', '-')}) | "
             f"{round(r['tree_bytes'] / 1024) if 'tree_bytes' in r else '-'} | "
             f"{r.get('tree_gzip_ms', '-')} ({round(r['tree_gzip_bytes'] / 1024) if 'tree_gzip_bytes' in r else '-'}) | "
+            f"{r.get('tree_live_gzip_ms', '-')} | "
             f"{r.get('scalars_multirun_ms', '-')} | "
             f"{t.get('paint_ms', '-')} | {t.get('render_js_ms', '-')} | {t.get('navigation_to_tree_ms', '-')} |"
         )
@@ -180,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile breakdowns")
+    parser.add_argument("--tree-sizes", metavar="N,N", help="node counts of the big trees (default: 100,1000; "
+                        "full mode adds 10000), e.g. --only plugin --tree-sizes 10000")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SECTIONS]
@@ -196,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
 
     def section(name: str, fn: Any) -> None:
-        if name not in only:
+        if name not in only and name not in _SUBSECTIONS:
             return
         log(f"[{time.perf_counter() - started:6.1f}s] {name} ...")
         t0 = time.perf_counter()
@@ -264,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import bench_plugin
 
         sizes = [100, 1000] if quick else [100, 1000, 10000]
+        if args.tree_sizes:
+            sizes = [int(n) for n in args.tree_sizes.split(",")]
         log(f"[{time.perf_counter() - started:6.1f}s] writing a logdir of {bench_plugin.EXPERIMENTS} experiments "
             f"({', '.join(f'{n:,}' for n in sizes)} nodes and small ones) ...")
         served = bench_plugin.Served(sizes)
@@ -271,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "multiplexer_load_s": round(served.load_s, 1)}
         try:
             section("plugin", lambda: bench_plugin.routes(served, reps=10 if quick else 30, profile=profile))
+            if "plugin" in only:
+                section("plugin_rust", lambda: bench_plugin.rust_routes(served, reps=10 if quick else 20))
             if "tab" in only:
                 if not os.path.exists(bench_plugin.CHROMIUM):
                     log(f"no Chromium at {bench_plugin.CHROMIUM} (`make chromium`); skipping the tab")

@@ -156,9 +156,10 @@ class RetunePlugin(base_plugin.TBPlugin):
     def experiments_impl(self, ctx: Any, experiment_id: str) -> dict[str, Any]:
         return {"experiments": self._store.experiments(ctx, experiment_id)}
 
-    def tree_json_impl(self, ctx: Any, experiment_id: str, name: str) -> bytes:
-        """The ``tree`` route's JSON (the large part serialised once per change)."""
-        return self._store.tree_json(ctx, name, experiment_id)
+    def tree_json_impl(self, ctx: Any, experiment_id: str, name: str, *, gzip: bool = False) -> bytes:
+        """The ``tree`` route's JSON (the large part serialised once per change);
+        with ``gzip``, compressed (the large part compressed once per change)."""
+        return self._store.tree_json(ctx, name, experiment_id, gzip=gzip)
 
     def node_impl(self, ctx: Any, experiment_id: str, name: str, node_id: str) -> dict[str, Any]:
         return self._store.node(ctx, name, node_id, experiment_id)
@@ -249,7 +250,10 @@ class RetunePlugin(base_plugin.TBPlugin):
 
     @_route
     def tree_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.tree_json_impl(ctx, eid, _arg(request, "experiment")))
+        gzip = _accepts_gzip(request)
+        return _serve(request, lambda ctx, eid: _Encoded(
+            self.tree_json_impl(ctx, eid, _arg(request, "experiment"), gzip=gzip), "gzip" if gzip else None,
+        ))
 
     @_route
     def node_route(self, request: _Request) -> _Response:
@@ -391,6 +395,19 @@ def _json_body(request: _Request) -> dict[str, Any]:
     return body
 
 
+class _Encoded:
+    """A reply's JSON bytes, already compressed when ``encoding`` says so."""
+
+    def __init__(self, data: bytes, encoding: str | None) -> None:
+        self.data = data
+        self.encoding = encoding
+
+
+def _accepts_gzip(request: _Request) -> bool:
+    """Whether the client takes a gzip-compressed reply (a browser always does)."""
+    return bool(request.accept_encodings["gzip"])
+
+
 def _serve(
     request: _Request,
     impl: Callable[[Any, str], Any],
@@ -420,6 +437,9 @@ def _serve(
             body = impl(ctx, experiment_id)
         except Exception as e:  # typed errors become 4xx; others re-raise
             raise _error_for(e) from None
+        if isinstance(body, _Encoded):  # compressed by the cache: Respond passes it on as it is
+            return http_util.Respond(request, body.data, "application/json", content_encoding=body.encoding,
+                                     headers=[("Vary", "Accept-Encoding")])
         if not isinstance(body, bytes):
             body = dumps_json(body)
         return http_util.Respond(request, body, "application/json")

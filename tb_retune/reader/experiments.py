@@ -7,8 +7,9 @@ Rust data server as well as the Python multiplexer); only the small status and
 control files are read directly, next to the event files.
 
 :class:`ExperimentStore` holds a per-experiment cache keyed by what the data
-provider says changed (the last step and wall time of each time series), so a
-refresh of a large, idle tree costs three cheap listing calls. Use
+provider says changed (the last step and wall time of each time series), and
+lists again only the runs that can have changed (:mod:`tb_retune.reader.cache`),
+so a refresh of a large, idle tree lists one branch and a few others. Use
 :func:`open_logdir` to read a logdir without a TensorBoard server.
 
 Example:
@@ -27,19 +28,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tb_retune.experiment import control_file, metadata, requests
+from tb_retune.experiment.control import STATUS_FILENAME
 from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
+from tb_retune.reader.cache import ListingPlan, Reply, StatusMemo, reply_status, reply_tree
 from tb_retune.reader.folders import (
     UnknownExperimentError,
     UnknownNodeError,
     check_name,
     experiment_folder,
     folder_writable,
+    is_local,
     read_control,
     read_status,
     run_prefix,
@@ -99,17 +104,21 @@ class _Tree:
     key: dict[str, Any]
     status_key: dict[str, Any]
     tree: dict[str, Any]
-    json: bytes | None = None
+    reply: Reply | None = None
 
 
-def dumps_json(obj: Any) -> bytes:
-    """JSON bytes; non-finite floats become ``"NaN"``/``"Infinity"`` as in TensorBoard."""
+def dumps_json(obj: Any, *, compact: bool = False) -> bytes:
+    """JSON bytes; non-finite floats become ``"NaN"``/``"Infinity"`` as in TensorBoard.
+
+    ``compact``: no spaces after ``,`` and ``:`` (a tenth smaller for a large tree).
+    """
+    separators = (",", ":") if compact else None
     try:
-        text = json.dumps(obj, allow_nan=False)
+        text = json.dumps(obj, allow_nan=False, separators=separators)
     except ValueError:
         from tensorboard.backend import json_util
 
-        text = json.dumps(json_util.Cleanse(obj))
+        text = json.dumps(json_util.Cleanse(obj), separators=separators)
     return text.encode("utf-8")
 
 
@@ -125,6 +134,8 @@ class ExperimentStore:
         logdir: The logdir, to find the status and control files (``""`` when
             TensorBoard serves no local logdir).
         clock: Returns the current time; for the trainer's liveness.
+        listing: Which runs a request lists again; by default a
+            :class:`~tb_retune.reader.cache.ListingPlan` with its defaults.
     """
 
     def __init__(
@@ -133,6 +144,7 @@ class ExperimentStore:
         logdir: str,
         *,
         clock: Callable[[], float] = time.time,
+        listing: ListingPlan | None = None,
     ) -> None:
         self._provider = data_provider
         self.logdir = logdir or ""
@@ -141,6 +153,11 @@ class ExperimentStore:
         self._branches: dict[tuple[str, str], _Branch] = {}
         self._branch_runs: dict[str, set[str]] = {}
         self._trees: dict[tuple[str, str], _Tree] = {}
+        self._listings = listing or ListingPlan()
+        from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+
+        self._in_process = isinstance(data_provider, MultiplexerDataProvider)
+        self._statuses = StatusMemo()
 
     def _status_file(self, name: str) -> dict[str, Any] | None:
         """The experiment's status file; None without a local logdir."""
@@ -158,6 +175,10 @@ class ExperimentStore:
         as branches are asked about (listing every node of a large logdir at
         each refresh would cost more than the tree itself).
         """
+        return self._index(ctx, experiment_id)[0]
+
+    def _index(self, ctx: Any, experiment_id: str) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+        """:meth:`index`, and the node listing of the branches it found just now."""
         runs = {r.run_name for r in self._provider.list_runs(ctx, experiment_id=experiment_id)}
         with self._lock:
             known = self._branch_runs.get(experiment_id, set()) & runs
@@ -165,6 +186,8 @@ class ExperimentStore:
             for key in [k for k in self._branches if k[0] == experiment_id and k[1] not in runs]:
                 del self._branches[key]  # a run that is gone (folder deleted)
             unknown = [r for r in runs if r not in known and split_run(r) is not None]
+        self._listings.forget(experiment_id, runs)
+        listing: dict[str, dict[str, Any]] = {}
         if unknown:
             from tensorboard.data import provider
 
@@ -172,11 +195,11 @@ class ExperimentStore:
                 ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME,
                 run_tag_filter=provider.RunTagFilter(runs=unknown),
             )
-            found = {
-                run for run, tags in mapping.items() if any(t.startswith(NODE_TAG_PREFIX) for t in tags)
+            listing = {
+                run: tags for run, tags in mapping.items() if any(t.startswith(NODE_TAG_PREFIX) for t in tags)
             }
             with self._lock:
-                known = self._branch_runs[experiment_id] = known | found
+                known = self._branch_runs[experiment_id] = known | set(listing)
         out: dict[str, list[str]] = {}
         for run in known:
             split = split_run(run)
@@ -184,7 +207,7 @@ class ExperimentStore:
                 out.setdefault(split[0], []).append(split[1])
         for branches in out.values():
             branches.sort()
-        return out
+        return out, listing
 
     def experiments(self, ctx: Any, experiment_id: str = "") -> list[dict[str, Any]]:
         """The ``experiments`` route's list, sorted by name."""
@@ -211,38 +234,33 @@ class ExperimentStore:
 
     # -- the tree -------------------------------------------------------
 
-    def _read_branches(self, ctx: Any, experiment_id: str, name: str) -> dict[str, _Branch]:
-        """The branches of ``name`` (branch -> what it holds); raises if unknown."""
-        candidates = [run_prefix(name) + b for b in self.index(ctx, experiment_id).get(name, ())]
-        if not candidates:
-            raise UnknownExperimentError(
-                f"experiment {name!r}: not found in the logdir (no run {run_prefix(name)}<branch> "
-                "with retune tree nodes)"
-            )
-        from tensorboard.data import provider
+    def _read_branches(
+        self, ctx: Any, experiment_id: str, name: str, status: dict[str, Any] | None = None
+    ) -> dict[str, _Branch]:
+        """The branches of ``name`` (branch -> what it holds); raises if unknown.
 
-        run_filter = provider.RunTagFilter(runs=candidates)
-        node_index = self._provider.list_tensors(
-            ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME, run_tag_filter=run_filter
-        )
+        Only the runs that can have changed are listed (see
+        :class:`~tb_retune.reader.cache.ListingPlan`; ``status`` names the
+        trainer's branch), and only those whose listing changed are read.
+        """
+        candidates, listed_now, node_index, scalar_index = self._list_changed(ctx, experiment_id, name, status)
         node_index = {
             run: {t: ts for t, ts in tags.items() if t.startswith(NODE_TAG_PREFIX)}
             for run, tags in node_index.items()
         }
         node_index = {run: tags for run, tags in node_index.items() if tags}
-        if not node_index:
+        with self._lock:
+            cached = {run: self._branches.get((experiment_id, run)) for run in candidates}
+        unlisted = {run for run in candidates if run not in listed_now and cached[run] is not None}
+        if not node_index and not unlisted:
             raise UnknownExperimentError(f"experiment {name!r}: no retune tree nodes found in the logdir")
-        scalar_index = self._provider.list_scalars(
-            ctx, experiment_id=experiment_id, plugin_name=SCALARS_PLUGIN,
-            run_tag_filter=provider.RunTagFilter(runs=list(node_index)),
-        )
+        from tensorboard.data import provider
+
         keys = {
             run: (_series_key(tags), _series_key(scalar_index.get(run, {})))
             for run, tags in node_index.items()
         }
-        with self._lock:
-            cached = {run: self._branches.get((experiment_id, run)) for run in node_index}
-        stale = [run for run, c in cached.items() if c is None or c.key != keys[run]]
+        stale = [run for run in node_index if (c := cached[run]) is None or c.key != keys[run]]
         fresh: dict[str, _Branch] = {}
         if stale:
             tensors = self._provider.read_tensors(
@@ -291,22 +309,91 @@ class ExperimentStore:
             with self._lock:
                 for run, branch in fresh.items():
                     self._branches[(experiment_id, run)] = branch
+        self._listings.listed(experiment_id, listed_now, changed=stale, now=self._clock())
         out: dict[str, _Branch] = {}
-        for run in node_index:
+        for run in candidates:
+            if run not in node_index and run not in unlisted:
+                continue  # listed just now, and holds no node
             found = fresh.get(run) or cached[run]
             split = split_run(run)
             if found is not None and split is not None:
                 out[split[1]] = found
         return out
 
+    def _list_changed(
+        self, ctx: Any, experiment_id: str, name: str, status: dict[str, Any] | None
+    ) -> tuple[list[str], set[str], dict[str, Any], dict[str, Any]]:
+        """``(candidates, listed, node index, scalar index)``: the runs of ``name``,
+        the runs listed now (:class:`~tb_retune.reader.cache.ListingPlan`) and
+        their listings of node tensors and scalars; raises if ``name`` is unknown.
+
+        The runs planned from the last request's branches are listed while
+        ``list_runs`` looks for new ones, on two threads: over the Rust data
+        server each call waits about 40 ms on its connection whatever its size,
+        so three calls one after the other cost three times that (with the
+        in-process Python multiplexer they run one after the other). Runs
+        that are new (or a first request) are listed after.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tensorboard.data import provider
+
+        live = status.get("branch") if isinstance(status, dict) else None
+        live_run = run_prefix(name) + live if isinstance(live, str) and live else None
+        everything = status is None
+        now = self._clock()
+        with self._lock:
+            before = [r for r in self._branch_runs.get(experiment_id, ()) if (split_run(r) or ("",))[0] == name]
+        early = self._listings.plan(experiment_id, before, live_run=live_run, now=now,
+                                    everything=everything) if before else []
+
+        def lister(method: Any, plugin: str, runs: list[str]) -> Any:
+            return method(ctx, experiment_id=experiment_id, plugin_name=plugin,
+                          run_tag_filter=provider.RunTagFilter(runs=runs))
+
+        node_index: dict[str, Any] = {}
+        scalar_index: dict[str, Any] = {}
+        if early and not self._in_process:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tb-retune-list") as pool:
+                tensors = pool.submit(lister, self._provider.list_tensors, PLUGIN_NAME, early)
+                scalars = pool.submit(lister, self._provider.list_scalars, SCALARS_PLUGIN, early)
+                experiments, just_listed = self._index(ctx, experiment_id)
+                node_index, scalar_index = dict(tensors.result()), dict(scalars.result())
+        else:  # the Python multiplexer: no waiting to overlap, only the GIL to share
+            experiments, just_listed = self._index(ctx, experiment_id)
+            if early:
+                node_index = dict(lister(self._provider.list_tensors, PLUGIN_NAME, early))
+                scalar_index = dict(lister(self._provider.list_scalars, SCALARS_PLUGIN, early))
+        candidates = [run_prefix(name) + b for b in experiments.get(name, ())]
+        if not candidates:
+            raise UnknownExperimentError(
+                f"experiment {name!r}: not found in the logdir (no run {run_prefix(name)}<branch> "
+                "with retune tree nodes)"
+            )
+        listed = set(early) & set(candidates)
+        seen_before = set(before)
+        late = (
+            [run for run in candidates if run not in seen_before] if before
+            else self._listings.plan(experiment_id, candidates, live_run=live_run, now=now, everything=everything)
+        )
+        if late:
+            node_index.update({run: just_listed[run] for run in late if run in just_listed})
+            rest = [run for run in late if run not in just_listed]
+            if rest:
+                node_index.update(lister(self._provider.list_tensors, PLUGIN_NAME, rest))
+            scalar_index.update(lister(self._provider.list_scalars, SCALARS_PLUGIN, late))
+            listed |= set(late)
+        node_index = {run: tags for run, tags in node_index.items() if run in listed}
+        return candidates, listed, node_index, scalar_index
+
     def _built(
         self, ctx: Any, experiment_id: str, name: str
     ) -> tuple[_Tree, dict[str, _Branch], dict[str, Any] | None]:
         """The (cached) tree of ``name``, its branches and its status file."""
         name = check_name(name)
-        branches = self._read_branches(ctx, experiment_id, name)
+        status = self._status_memo(name)
+        branches = self._read_branches(ctx, experiment_id, name, status)
         key = {b: br.key for b, br in branches.items()}
-        status = self._status_file(name)
         # Only these keys of the status shape the nodes; the heartbeat does not.
         status_key = {k: (status or {}).get(k) for k in ("node", "checkpoints", "checkpoint_nodes")}
         with self._lock:
@@ -326,6 +413,13 @@ class ExperimentStore:
                 self._trees[(experiment_id, name)] = cached
         return cached, branches, status
 
+    def _status_memo(self, name: str) -> dict[str, Any] | None:
+        """:meth:`_status_file`, decoded again only when the file changed."""
+        path = None
+        if self.logdir and is_local(self.logdir):
+            path = os.path.join(experiment_folder(self.logdir, name), STATUS_FILENAME)
+        return self._statuses.read(path, lambda: self._status_file(name))
+
     def _volatile(self, name: str, status: dict[str, Any] | None) -> dict[str, Any]:
         """The parts of a tree that change with every heartbeat."""
         return dict(live_parts(status, self._clock()), writable=self._writable(name))
@@ -337,16 +431,20 @@ class ExperimentStore:
         tree.update(self._volatile(name, status))
         return tree
 
-    def tree_json(self, ctx: Any, name: str, experiment_id: str = "") -> bytes:
-        """:meth:`tree` serialised as JSON; the nodes' part is serialised once."""
+    def tree_json(self, ctx: Any, name: str, experiment_id: str = "", *, gzip: bool = False) -> bytes:
+        """The ``tree`` route's reply: :meth:`tree` without what the tab does not
+        read (:func:`~tb_retune.reader.cache.reply_tree`), as compact JSON; with
+        ``gzip``, gzip-compressed. The nodes' part is serialised and compressed
+        once per change of the tree, the rest at each call."""
         cached, _, status = self._built(ctx, experiment_id, name)
-        if cached.json is None:
-            cached.json = dumps_json(cached.tree)
-        assert cached.json.endswith(b"}")
-        volatile = dumps_json(self._volatile(name, status))
-        if cached.json == b"{}":
-            return volatile
-        return cached.json[:-1] + b", " + volatile[1:]
+        reply = cached.reply
+        if reply is None:
+            reply = cached.reply = Reply(dumps_json(reply_tree(cached.tree), compact=True))
+        live = self._volatile(name, status)
+        if "status" in live:
+            live["status"] = reply_status(live["status"])
+        tail = dumps_json(live, compact=True)
+        return reply.gzip_body(tail) if gzip else reply.body(tail)
 
     def node(self, ctx: Any, name: str, node_id: str, experiment_id: str = "") -> dict[str, Any]:
         """One node of the tree with its ``config`` and loss ``series``."""

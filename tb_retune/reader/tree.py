@@ -7,6 +7,7 @@ step and latest metrics of each branch, and the trainer's status file.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -143,6 +144,7 @@ def build_tree(
     for branch, nodes in per_branch.items():
         last = branch_last_step.get(branch)
         series = list(metrics.get(branch, ()))
+        series_steps = [step for step, _ in series]  # sorted: each node reads only its own range
         for i, node in enumerate(nodes):
             start = int(node["step"])
             if i + 1 < len(nodes):
@@ -157,9 +159,8 @@ def build_tree(
                     node.get("learning_rate_schedule") == parent.get("learning_rate_schedule")):
                 changes.pop("learning_rate", None)  # the schedule's own decay is no change
             latest: dict[str, dict[str, float]] = {}
-            for step, values in series:
-                if step < start or step > end:
-                    continue
+            lo, hi = bisect.bisect_left(series_steps, start), bisect.bisect_right(series_steps, end)
+            for step, values in series[lo:hi]:
                 for tag, value in values.items():
                     if tag.startswith(HYPERPARAMETER_TAG_PREFIX):
                         continue
