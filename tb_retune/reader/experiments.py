@@ -33,7 +33,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tb_retune.experiment import control_file, metadata, requests
-from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
+from tb_retune.experiment.metadata import (
+    HYPERPARAMETER_TAG_PREFIX,
+    NODE_TAG_PREFIX,
+    NOTE_TAG_PREFIX,
+    PLUGIN_NAME,
+)
 from tb_retune.reader.folders import (
     UnknownExperimentError,
     UnknownNodeError,
@@ -83,15 +88,37 @@ def decode_record_checked(datum: Any) -> tuple[dict[str, Any] | None, str | None
         return None, str(e)[:200] or type(e).__name__
 
 
+def decode_note_checked(datum: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)``, or ``(None, why)`` for a tensor that holds no usable note record."""
+    try:
+        value = datum.numpy
+        raw = value.item() if hasattr(value, "item") else value
+        return metadata.decode_note_bytes(raw), None
+    except (AttributeError, ValueError, TypeError, RecursionError) as e:
+        return None, str(e)[:200] or type(e).__name__
+
+
+def latest_notes(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Node id -> its latest note record (greatest ``time``; ``""`` ones included)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        node = str(r["node"])
+        if node not in out or float(r["time"]) >= float(out[node]["time"]):
+            out[node] = dict(r)
+    return out
+
+
 @dataclasses.dataclass
 class _Branch:
     """What the event files of one branch hold, with the key it was read at."""
 
-    key: tuple[Any, Any]
+    key: tuple[Any, ...]
     records: list[dict[str, Any]]
     last_step: int | None
     series: list[tuple[int, dict[str, float]]]
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: The note records in this run (``retune/note/<node id>``), the latest per tag.
+    notes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -225,6 +252,10 @@ class ExperimentStore:
         node_index = self._provider.list_tensors(
             ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME, run_tag_filter=run_filter
         )
+        note_index = {
+            run: {t: ts for t, ts in tags.items() if t.startswith(NOTE_TAG_PREFIX)}
+            for run, tags in node_index.items()
+        }
         node_index = {
             run: {t: ts for t, ts in tags.items() if t.startswith(NODE_TAG_PREFIX)}
             for run, tags in node_index.items()
@@ -237,7 +268,7 @@ class ExperimentStore:
             run_tag_filter=provider.RunTagFilter(runs=list(node_index)),
         )
         keys = {
-            run: (_series_key(tags), _series_key(scalar_index.get(run, {})))
+            run: (_series_key(tags), _series_key(scalar_index.get(run, {})), _series_key(note_index.get(run, {})))
             for run, tags in node_index.items()
         }
         with self._lock:
@@ -248,7 +279,8 @@ class ExperimentStore:
             tensors = self._provider.read_tensors(
                 ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME, downsample=NODE_DOWNSAMPLE,
                 run_tag_filter=provider.RunTagFilter(
-                    runs=stale, tags={t for run in stale for t in node_index[run]}
+                    runs=stale,
+                    tags={t for run in stale for t in (*node_index[run], *note_index.get(run, {}))},
                 ),
             )
             metric_tags = {
@@ -275,6 +307,15 @@ class ExperimentStore:
                             records.append(record)
                         else:
                             warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a node record: {problem}")
+                notes = []
+                for tag in sorted(note_index.get(run, {})):
+                    data = tensors.get(run, {}).get(tag) or []
+                    if data:
+                        note, problem = decode_note_checked(data[-1])
+                        if note is not None:
+                            notes.append(note)
+                        else:
+                            warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a note record: {problem}")
                 by_step: dict[int, dict[str, float]] = {}
                 for tag, points in scalars.get(run, {}).items():
                     for p in points:
@@ -287,6 +328,7 @@ class ExperimentStore:
                     last_step=max(steps) if steps else None,
                     series=sorted(by_step.items()),
                     warnings=warnings,
+                    notes=notes,
                 )
             with self._lock:
                 for run, branch in fresh.items():
@@ -320,6 +362,7 @@ class ExperimentStore:
                 status=status,
                 run_prefix=run_prefix(name),
                 warnings=[w for b in branches.values() for w in b.warnings],
+                note_records=latest_notes(n for b in branches.values() for n in b.notes),
             )
             cached = _Tree(key=key, status_key=status_key, tree=tree)
             with self._lock:
