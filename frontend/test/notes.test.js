@@ -25,3 +25,12 @@ test('characters are counted as Python counts them (code points)', () => {
   assert.equal(noteProblem(astral), null);
   assert.equal(noteCount('ab\u{1F600}'), '3 / 500');
 });
+
+test('the tree answer gives every node its note (or null), as the Python side writes it', async () => {
+  const { fixture } = await import('./helpers.js');
+  const tree = fixture('tree_small');
+  const notes = Object.fromEntries(tree.nodes.filter((n) => n.note !== null).map((n) => [n.id, n.note]));
+  assert.deepEqual(notes, { 'main-2': 'lr 0.002 diverged <b>fast</b>', 'main-s1-1': 'try momentum 0.8' });
+  assert.ok(tree.nodes.every((n) => 'note' in n));
+  assert.equal(fixture('tree_small.node-main-s1-1').note, 'try momentum 0.8');
+});

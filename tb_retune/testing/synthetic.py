@@ -108,7 +108,7 @@ def make_experiment(
             parent = record["id"]
             step += steps_per_node
         mine = {n: t for n, t in (notes or {}).items() if n.startswith(f"{name}-") and n[len(name) + 1:].isdigit()}
-        _notes.record_notes(writer, mine, None, step)
+        _notes.record_notes(writer, mine, None, step, now=now)
         # A branch's session is written when training leaves it (the live one: at the end of fit).
         if recorder is not None and not (alive and b == live_branch):
             recorder.branch_ends(writer, name, hps, start)
