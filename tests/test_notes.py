@@ -205,6 +205,11 @@ def test_cli_note_writes_and_refuses_an_unknown_node(tmp_path: Any, capsys: pyte
     assert "no node 'main-9'" in capsys.readouterr().err
     assert cli_main(["note", folder, "main-2", "x" * 501]) == 1
     assert "notes.main-2" in capsys.readouterr().err
+    from tb_retune.cli._views import node_line
+
+    line = node_line({"id": "main-2", "branch": "main", "start_step": 0, "end_step": 9, "label": "x",
+                      "note": "two\nlines"}, {"arrow": "->"})
+    assert line.endswith("note: two lines")
     assert cli_main(["note", folder, "main-2", "", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["written"] == {"notes": {"main-2": ""}}
 
