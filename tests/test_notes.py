@@ -235,3 +235,13 @@ def test_a_note_from_the_cli_is_recorded_by_a_real_fit_and_survives_a_restart(tm
         wait_for(lambda: read_status(folder).get("state") == "training", what="resumed")
     assert [r["text"] for _, r in _note_events(os.path.join(folder, "main"))] == ["from the cli"] * 2
     assert {n["id"]: n for n in _tree(str(tmp_path))["nodes"]}[node]["note"] == "from the cli"
+
+
+def test_write_control_refuses_a_file_the_trainer_would_not_read(tmp_path: Any) -> None:
+    folder = str(tmp_path)
+    many = {f"main-{i}": "x" * MAX_NOTE_CHARS for i in range(600)}
+    with pytest.raises(ControlError, match="larger than the limit of 262144 bytes; delete from its notes"):
+        control_file.write_control(folder, {"notes": many})
+    assert not os.path.exists(os.path.join(folder, "retune.json"))
+    control_file.write_control(folder, {"notes": dict(list(many.items())[:100])})
+    assert len(control_file.read_control(folder)["notes"]) == 100
