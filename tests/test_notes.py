@@ -245,3 +245,15 @@ def test_write_control_refuses_a_file_the_trainer_would_not_read(tmp_path: Any) 
     assert not os.path.exists(os.path.join(folder, "retune.json"))
     control_file.write_control(folder, {"notes": dict(list(many.items())[:100])})
     assert len(control_file.read_control(folder)["notes"]) == 100
+
+
+def test_a_bad_note_record_is_a_warning_and_hides_nothing(tmp_path: Any) -> None:
+    logdir = str(tmp_path)
+    folder = os.path.join(logdir, "exp")
+    make_experiment(folder, branches=1, nodes=2, seed=3, notes={"main-1": "good"})
+    writer = BranchWriter(os.path.join(folder, "main"), start_step=10_000)
+    writer.summary(metadata.note_pb({"version": 1, "kind": "note", "node": "main-2", "text": 5, "time": 1.0}), 10_000)
+    writer.close()
+    tree = _tree(logdir)
+    assert {n["id"]: n["note"] for n in tree["nodes"]} == {"main-1": "good", "main-2": None}
+    assert any("retune/note/main-2" in w and "not a note record" in w for w in tree["warnings"])

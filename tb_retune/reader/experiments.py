@@ -78,24 +78,34 @@ def decode_record(datum: Any) -> dict[str, Any] | None:
     return decode_record_checked(datum)[0]
 
 
-def decode_record_checked(datum: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """``(record, None)``, or ``(None, why)`` for a tensor that holds no usable node record."""
+def decode_record_checked(
+    datum: Any, decode: Callable[[Any], dict[str, Any]] = metadata.decode_node_bytes
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)``, or ``(None, why)`` for a tensor that holds no usable
+    record (a node record; a note record with ``decode=metadata.decode_note_bytes``)."""
     try:
         value = datum.numpy
         raw = value.item() if hasattr(value, "item") else value
-        return metadata.decode_node_bytes(raw), None
+        return decode(raw), None
     except (AttributeError, ValueError, TypeError, RecursionError) as e:
         return None, str(e)[:200] or type(e).__name__
 
 
-def decode_note_checked(datum: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """``(record, None)``, or ``(None, why)`` for a tensor that holds no usable note record."""
-    try:
-        value = datum.numpy
-        raw = value.item() if hasattr(value, "item") else value
-        return metadata.decode_note_bytes(raw), None
-    except (AttributeError, ValueError, TypeError, RecursionError) as e:
-        return None, str(e)[:200] or type(e).__name__
+def _latest_records(
+    data_by_tag: Mapping[str, Any], tags: Iterable[str], run: str, what: str,
+    decode: Callable[[Any], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The last record of each tag, and a warning for each that is not one."""
+    records, warnings = [], []
+    for tag in sorted(tags):
+        data = data_by_tag.get(tag) or []
+        if data:
+            record, problem = decode_record_checked(data[-1], decode)
+            if record is not None:
+                records.append(record)
+            else:
+                warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a {what} record: {problem}")
+    return records, warnings
 
 
 def latest_notes(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -297,25 +307,11 @@ class ExperimentStore:
                 else {}
             )
             for run in stale:
-                records = []
-                warnings = []
-                for tag in sorted(node_index[run]):
-                    data = tensors.get(run, {}).get(tag) or []
-                    if data:
-                        record, problem = decode_record_checked(data[-1])
-                        if record is not None:
-                            records.append(record)
-                        else:
-                            warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a node record: {problem}")
-                notes = []
-                for tag in sorted(note_index.get(run, {})):
-                    data = tensors.get(run, {}).get(tag) or []
-                    if data:
-                        note, problem = decode_note_checked(data[-1])
-                        if note is not None:
-                            notes.append(note)
-                        else:
-                            warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a note record: {problem}")
+                run_data = tensors.get(run, {})
+                records, warnings = _latest_records(run_data, node_index[run], run, "node", metadata.decode_node_bytes)
+                notes, note_warnings = _latest_records(
+                    run_data, note_index.get(run, {}), run, "note", metadata.decode_note_bytes)
+                warnings += note_warnings
                 by_step: dict[int, dict[str, float]] = {}
                 for tag, points in scalars.get(run, {}).items():
                     for p in points:
