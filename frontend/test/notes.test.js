@@ -34,3 +34,16 @@ test('the tree answer gives every node its note (or null), as the Python side wr
   assert.ok(tree.nodes.every((n) => 'note' in n));
   assert.equal(fixture('tree_small.node-main-s1-1').note, 'try momentum 0.8');
 });
+
+test('a node with a note is never folded into a group of changes', async () => {
+  const { fixture } = await import('./helpers.js');
+  const { collapseRuns } = await import('../src/groups.js');
+  const tree = fixture('tree_long');
+  const before = collapseRuns(tree);
+  const member = [...before.groupOf.keys()][3];
+  assert.ok(member, 'tree_long has grouped nodes');
+  const noted = { ...tree, nodes: tree.nodes.map((n) => (n.id === member ? { ...n, note: 'look here' } : n)) };
+  const after = collapseRuns(noted);
+  assert.ok(!after.groupOf.has(member));
+  assert.ok(after.tree.nodes.some((n) => n.id === member && n.note === 'look here'));
+});

@@ -585,7 +585,7 @@ function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GRO
   const lastOf = /* @__PURE__ */ new Map();
   for (const b of tree2 && tree2.branches || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
   const groupable = (n) => {
-    if (!n || !n.parent || n.current || n.reason === "restore" || n.reason === "root" || n.restore) return false;
+    if (!n || !n.parent || n.current || n.note || n.reason === "restore" || n.reason === "root" || n.restore) return false;
     const parent = byId.get(n.parent);
     if (!parent || parent.branch !== n.branch) return false;
     if (lastOf.get(n.branch) === n.id) return false;
