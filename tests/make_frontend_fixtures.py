@@ -40,9 +40,11 @@ class _FixedClock:
         return FIXED_TIME
 
 
-def _read_back(folder: str) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, list[tuple[int, dict[str, float]]]]]:
-    """Node records, last steps and scalar series of an experiment folder,
-    read with TensorBoard's own loader (one run per branch)."""
+def _read_back(
+    folder: str,
+) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, list[tuple[int, dict[str, float]]]], list[dict[str, Any]]]:
+    """Node records, last steps, scalar series and note records of an
+    experiment folder, read with TensorBoard's own loader (one run per branch)."""
     from tensorboard.backend.event_processing import event_multiplexer
     from tensorboard.util import tensor_util
 
@@ -54,6 +56,7 @@ def _read_back(folder: str) -> tuple[list[dict[str, Any]], dict[str, int], dict[
     mux.AddRunsFromDirectory(folder)
     mux.Reload()
     records: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     last_step: dict[str, int] = {}
     series: dict[str, list[tuple[int, dict[str, float]]]] = {}
     for run in sorted(mux.Runs()):
@@ -64,13 +67,16 @@ def _read_back(folder: str) -> tuple[list[dict[str, Any]], dict[str, int], dict[
             if tag.startswith(metadata.NODE_TAG_PREFIX):
                 records.append(metadata.decode_node(events[-1].tensor_proto))
                 continue
+            if tag.startswith(metadata.NOTE_TAG_PREFIX):
+                notes.append(metadata.decode_note_bytes(events[-1].tensor_proto.string_val[0]))
+                continue
             for ev in events:
                 value = float(tensor_util.make_ndarray(ev.tensor_proto))
                 points.setdefault(int(ev.step), {})[tag] = value
         series[run] = sorted(points.items())
         if points:
             last_step[run] = max(points)
-    return records, last_step, series
+    return records, last_step, series, notes
 
 
 def _node_answer(tree: Mapping[str, Any], node_id: str, records: list[dict[str, Any]],
@@ -106,12 +112,15 @@ def _experiment_entry(name: str, tree: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_fixtures(out_dir: str) -> list[str]:
     """Writes every fixture into ``out_dir``; returns the file names."""
+    from tb_retune.reader.experiments import latest_notes
     from tb_retune.reader.tree import build_tree, live_parts
     from tb_retune.testing import synthetic as _synthetic
 
     specs: list[tuple[str, str, dict[str, Any], bool]] = [
         # fixture name, experiment name, make_experiment arguments, alive
-        ("tree_small", "digits", {"branches": 3, "nodes": 9, "steps_per_node": 100, "seed": 1}, True),
+        ("tree_small", "digits", {"branches": 3, "nodes": 9, "steps_per_node": 100, "seed": 1,
+                                  "notes": {"main-2": "lr 0.002 diverged <b>fast</b>", "main-s1-1": "try momentum 0.8"}},
+         True),
         ("tree_branchy", "sweeps/a", {"branches": 12, "nodes": 60, "steps_per_node": 200, "seed": 7}, False),
         ("tree_root", ".", {"branches": 1, "nodes": 1, "steps_per_node": 100, "seed": 3}, True),
         # Long runs of changes on each branch: the groups and the step layout.
@@ -135,7 +144,7 @@ def make_fixtures(out_dir: str) -> list[str]:
                 status["errors"] = [
                     {"time": FIXED_TIME - 20, "message": "hyperparameters.learning_rate: must be > 0, got -1"}
                 ]
-            records, last_step, series = _read_back(folder)
+            records, last_step, series, notes = _read_back(folder)
             tree = build_tree(
                 name,
                 records,
@@ -143,6 +152,7 @@ def make_fixtures(out_dir: str) -> list[str]:
                 metrics=series,
                 status=status,
                 run_prefix="" if name == "." else name + "/",
+                note_records=latest_notes(notes),
             )
             tree.update(live_parts(status, FIXED_TIME + 0.8), writable=True)
             files = {f"{fixture}.json": tree}

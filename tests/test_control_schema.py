@@ -43,7 +43,7 @@ def test_valid_revision() -> None:
         (b'"text"', "must be a JSON object"),
         (b'{"hyperparameters": {"learning_rate": NaN}}', "hyperparameters.learning_rate: NaN is not valid JSON"),
         (b'{"hyperparameters": {"learning_rate": Infinity}}', "Infinity is not valid JSON"),
-        (b'{"hyperparamters": {}}', "hyperparamters: unknown key; allowed keys are hyperparameters, restore, schedule, stop, revision"),
+        (b'{"hyperparamters": {}}', "hyperparamters: unknown key; allowed keys are hyperparameters, restore, schedule, stop, notes, revision"),
         (b'{"hyperparameters": {"learning_rat": 0.1}}', "hyperparameters.learning_rat: unknown hyperparameter \"learning_rat\"; this optimizer has:"),
         (b'{"hyperparameters": {"learning_rate": "0.1"}}', 'hyperparameters.learning_rate: must be a number, got "0.1"'),
         (b'{"hyperparameters": {"learning_rate": -1}}', "hyperparameters.learning_rate: must be >= 0, got -1"),

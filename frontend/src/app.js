@@ -17,6 +17,7 @@ import { BranchTableView } from './views/branch_table.js';
 import { FormView } from './views/form.js';
 import { renderLog } from './views/log.js';
 import { NodeCardView } from './views/node_card.js';
+import { saveNote } from './notes.js';
 import { buildShell, renderBanners, renderPicker, renderTrainerPill } from './views/shell.js';
 import { TreeView, ensureTooltip, placeHalo, renderLegend } from './views/tree.js';
 import { PanZoom, initialTransform, legibleFit } from './zoom.js';
@@ -449,6 +450,7 @@ export class RetuneApp {
       branchHref: scalarsUrl(this.tbRoot, [item.node.run || item.node.branch]),
       writable: tree.writable !== false,
       onRestore: (step) => actions.restore(this, step),
+      onSaveNote: () => saveNote(this),
       onSelect: (id) => this.selectNode(id, { reveal: true }),
       configOpen: this.state.configOpen,
       onConfigToggle: (open) => {

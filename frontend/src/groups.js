@@ -37,7 +37,7 @@ function overall(before, after) {
 
 /**
  * Collapses runs of changes. A node can be in a run when it is a change on
- * its branch (not the branch's first node, not the current node, not the
+ * its branch (not the branch's first node, not the current node, not a noted node, not the
  * branch's last node) and nothing branches off it (no restore from it), and
  * its only child continues the same branch. Runs of `min` or more become one
  * node `group:<first id>`, whose children are the run's last node's.
@@ -61,7 +61,8 @@ export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP) {
   const lastOf = new Map();
   for (const b of (tree && tree.branches) || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
   const groupable = (n) => {
-    if (!n || !n.parent || n.current || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
+    // A node with a note stays in sight (with its marker): a person marked it.
+    if (!n || !n.parent || n.current || n.note || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
     const parent = byId.get(n.parent);
     if (!parent || parent.branch !== n.branch) return false;
     if (lastOf.get(n.branch) === n.id) return false;

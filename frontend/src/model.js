@@ -117,6 +117,11 @@ export class Api {
     return this._post('restore', payload);
   }
 
+  /** Writes the note of `node` (`""` removes it); resolves to `{written, revision, control}`. */
+  async note(experiment, node, text) {
+    return this._post('note', { experiment, node, text });
+  }
+
   /** Writes `stop: true`; resolves to `{written, control}`. */
   async stop(experiment) {
     return this._post('stop', { experiment });

@@ -50,6 +50,7 @@ def schema() -> dict[str, Any]:
         "booleans": sorted(values.BOOL_HYPERPARAMETERS),
         "clip_keys": list(control.CLIP_KEYS),
         "ranges": ranges,
+        "max_note_chars": control.MAX_NOTE_CHARS,
     }
 
 

@@ -130,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_request_options(p)
     p.set_defaults(func=_cmd_stop)
 
+    p = add("note", "attach a short note to a node of the tree",
+            "Writes the note into retune.json's `notes`; the trainer records it in the event files with "
+            "the tree, and the Retune tab shows it on the node. An empty TEXT removes the note.",
+            "examples:\n  tb-retune note runs/digits main-2 \"lr too high: diverged at 1500\"\n"
+            "  tb-retune note runs/digits main-2 \"\"")
+    p.add_argument("node", metavar="NODE", help="the node id, e.g. main-2 (see `tree`)")
+    p.add_argument("text", metavar="TEXT", help="the note, at most 500 characters; \"\" removes it")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_note)
+
     p = add("status", "show the trainer's state, step and hyperparameters",
             "Reads retune-status.json: whether the trainer is training, finished or not responding, "
             "its step, branch and node, the hyperparameters in force and the last errors.",
@@ -280,6 +290,19 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     else:
         _emit(f"wrote {os.path.join(args.experiment, 'retune.json')}: stop; the trainer ends fit after its "
               "current batch (add --wait to wait for it)")
+    return 0
+
+
+def _cmd_note(args: argparse.Namespace) -> int:
+    from tb_retune.cli._requests import set_note
+
+    result = set_note(Experiment(args.experiment), args.node, args.text)
+    if args.json:
+        _emit(_dump(result))
+    else:
+        what = f"note on {args.node}" if args.text else f"removal of the note on {args.node}"
+        _emit(f"wrote {os.path.join(args.experiment, 'retune.json')}: {what}; the trainer records it "
+              "in the tree when it takes the revision")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``set`` and ``restore``: write the control file, optionally wait for the trainer.
+"""``set``, ``restore``, ``stop`` and ``note``: write the control file, optionally wait for the trainer.
 
 A write goes through :func:`tb_retune.experiment.control_file.write_control`, the same
 validated, locked and atomic merge that the Retune tab uses, which stamps the
@@ -211,3 +211,17 @@ def request_stop(experiment: Experiment, *, wait: bool, timeout: float) -> dict[
     result["state"] = status.get("state")
     result["step"] = status.get("step")
     return result
+
+
+def set_note(experiment: Experiment, node: str, text: str) -> dict[str, Any]:
+    """Writes the note of ``node`` (``""`` removes it) into ``notes``.
+
+    The node must be in the tree. Returns ``{"written": {"notes": {...}},
+    "revision": id, "control": {...}}``; the trainer records the note in the
+    event files when it takes the revision.
+    """
+    folder = experiment.require_writable()
+    experiment.node(node)  # names the node ids when there is no such node
+    update = {"notes": {node: text}}
+    control = control_file.write_control(folder, update)
+    return {"written": update, "revision": control["revision"]["id"], "control": control}

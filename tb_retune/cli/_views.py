@@ -118,6 +118,8 @@ def node_line(node: Mapping[str, Any], glyphs: Mapping[str, str]) -> str:
     metric = _metric_text(node)
     if metric:
         parts.append(metric)
+    if node.get("note"):
+        parts.append("note: " + " ".join(str(node["note"]).split()))  # one line, however it was typed
     return "  ".join(parts)
 
 

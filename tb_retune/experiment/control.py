@@ -34,12 +34,14 @@ CHECKPOINTS_DIRNAME = "checkpoints"
 #: Largest control file that is read at all; larger ones are refused unread.
 MAX_CONTROL_BYTES = 256 * 1024
 
-TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop", "revision", "search")
+TOP_LEVEL_KEYS = ("hyperparameters", "restore", "schedule", "stop", "notes", "revision", "search")
 RESTORE_KEYS = ("id", "branch", "step", "hyperparameters")
 SCHEDULE_KEYS = ("at_step", "hyperparameters")
 REVISION_KEYS = ("id", "keys")
-#: Longest id of a restore or of a revision.
+#: Longest id of a restore, of a revision or of a node named in ``notes``.
 MAX_ID_CHARS = 200
+#: Longest note on a node, in characters.
+MAX_NOTE_CHARS = 500
 
 #: Short names used in edge labels (``lr 1e-3 → 3e-4 @ 1200``).
 SHORT_NAMES = {
@@ -90,6 +92,8 @@ class ControlRevision:
     revision_keys: tuple[str, ...] = ()
     #: The ``search`` request (``tb_retune.experiment.search.SearchRequest``), or None.
     search: Any = None
+    #: ``notes``: node id -> the note wanted on it (``""`` removes it).
+    notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _check_int_step(where: str, value: Any) -> int:
@@ -149,6 +153,27 @@ def parse_restore(
     return RestoreRequest(id=rid, branch=branch, step=step, hyperparameters=hps)
 
 
+def parse_notes(value: Any) -> dict[str, str]:
+    """The ``notes`` object: node id -> note text (``""`` removes the note)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ControlError(f"notes: must be an object {{\"<node id>\": \"text\"}}, got {describe(value)}")
+    out = {}
+    for node, text in value.items():
+        if not isinstance(node, str) or not node or len(node) > MAX_ID_CHARS:
+            raise ControlError(f"notes: {key_text(str(node))} is not a node id (a non-empty string of at most "
+                               f"{MAX_ID_CHARS} characters)")
+        where = f"notes.{key_text(node)}"
+        if not isinstance(text, str):
+            raise ControlError(f"{where}: must be a string (\"\" removes the note), got {describe(text)}")
+        if len(text) > MAX_NOTE_CHARS:
+            raise ControlError(f"{where}: the note has {len(text)} characters, more than the limit of "
+                               f"{MAX_NOTE_CHARS}; shorten it")
+        out[node] = text
+    return out
+
+
 def parse_revision(value: Any, hyperparameters: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     """``(id, keys)`` of a ``revision`` object (``(None, ())`` when absent)."""
     if value is None:
@@ -204,6 +229,7 @@ def parse_control_object(
     stop = doc.get("stop", False)
     if not isinstance(stop, bool):
         raise ControlError(f"stop: must be true or false, got {describe(stop)}")
+    notes = parse_notes(doc.get("notes"))
     revision_id, revision_keys = parse_revision(doc.get("revision"), hps)
     search = None
     if doc.get("search") is not None:
@@ -212,7 +238,7 @@ def parse_control_object(
         search = parse_search(doc["search"], known, checkpoints)
     return ControlRevision(
         hyperparameters=hps, restore=restore, schedule=tuple(schedule), stop=stop, raw=doc,
-        revision_id=revision_id, revision_keys=revision_keys, search=search,
+        revision_id=revision_id, revision_keys=revision_keys, search=search, notes=notes,
     )
 
 
@@ -229,7 +255,7 @@ def decode_control(data: bytes) -> Any:
     if len(data) > MAX_CONTROL_BYTES:
         raise ControlError(
             f"retune.json: file is {len(data)} bytes, larger than the limit of "
-            f"{MAX_CONTROL_BYTES} bytes; keep only hyperparameters, restore, schedule and stop"
+            f"{MAX_CONTROL_BYTES} bytes; keep only hyperparameters, restore, schedule, stop and notes"
         )
     if not data.strip():
         raise ControlError("retune.json: the file is empty; write a JSON object such as {\"hyperparameters\": {\"learning_rate\": 0.001}}")
@@ -272,12 +298,13 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 def merge_control(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """Merges a write into the control file's object.
 
-    ``hyperparameters`` are merged key by key; ``restore``, ``schedule`` and
-    ``stop`` replace what was there.
+    ``hyperparameters`` and ``notes`` are merged key by key (a note set to
+    ``""`` stays, so the trainer records its removal); ``restore``,
+    ``schedule`` and ``stop`` replace what was there.
     """
     merged = dict(current)
     for key, value in update.items():
-        if key == "hyperparameters" and isinstance(merged.get(key), dict):
+        if key in ("hyperparameters", "notes") and isinstance(merged.get(key), dict) and isinstance(value, dict):
             hp = dict(merged[key])
             hp.update(value)
             merged[key] = hp

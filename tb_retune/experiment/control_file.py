@@ -155,5 +155,13 @@ def write_control(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
         hps = update.get("hyperparameters")
         merged["revision"] = {"id": new_revision_id(),
                               "keys": sorted(hps) if isinstance(hps, Mapping) else []}
-        _atomic.atomic_write_json(os.path.join(folder, CONTROL_FILENAME), merged)
+        data_out = _atomic.dumps(merged)
+        if len(data_out) > MAX_CONTROL_BYTES:
+            # The trainer would refuse the whole file unread (notes are what grows).
+            raise ControlError(
+                f"retune.json: this write would make the file {len(data_out)} bytes, larger than the limit of "
+                f"{MAX_CONTROL_BYTES} bytes; delete from its notes those the tree shows already (the event files "
+                "keep them) or shorten the schedule"
+            )
+        _atomic.atomic_write_bytes(os.path.join(folder, CONTROL_FILENAME), data_out)
     return merged

@@ -128,6 +128,7 @@ class RetunePlugin(base_plugin.TBPlugin):
             "/hyperparameters": self.hyperparameters_route,
             "/stop": self.stop_route,
             "/search": self.search_route,
+            "/note": self.note_route,
             "/static/*": self.static_route,
         }
 
@@ -242,6 +243,17 @@ class RetunePlugin(base_plugin.TBPlugin):
         request, control = _write_with(lambda: write_search(folder, body["search"]), folder)
         return {"written": {"search": request}, "id": request["id"], "control": control}
 
+    def note_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Sets (``""``: removes) the note of a node of the tree; returns ``{written, revision, control}``."""
+        _check_keys(body, required=("experiment", "node", "text"), optional=())
+        folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
+        node = body["node"]
+        if self._data_provider is not None and isinstance(node, str):
+            self._store.node(ctx, body["experiment"], node, experiment_id)  # 404 for a node not in the tree
+        update = {"notes": {node: body["text"]}}
+        control = _write(folder, update)
+        return {"written": update, "revision": control["revision"]["id"], "control": control}
+
     # -- routes -----------------------------------------------------------
 
     @_route
@@ -275,6 +287,11 @@ class RetunePlugin(base_plugin.TBPlugin):
     @_route
     def stop_route(self, request: _Request) -> _Response:
         return _serve(request, lambda ctx, eid: self.stop_impl(ctx, eid, _json_body(request)), post=True)
+
+    @_route
+    def note_route(self, request: _Request) -> _Response:
+        return _serve(request, lambda ctx, eid: self.note_impl(ctx, eid, _json_body(request)),
+                      post=True, hosts=self._hosts)
 
     @_route
     def hyperparameters_route(self, request: _Request) -> _Response:

@@ -36,7 +36,12 @@ from typing import Any
 
 from tb_retune.experiment import control_file, metadata, requests
 from tb_retune.experiment.control import STATUS_FILENAME
-from tb_retune.experiment.metadata import HYPERPARAMETER_TAG_PREFIX, NODE_TAG_PREFIX, PLUGIN_NAME
+from tb_retune.experiment.metadata import (
+    HYPERPARAMETER_TAG_PREFIX,
+    NODE_TAG_PREFIX,
+    NOTE_TAG_PREFIX,
+    PLUGIN_NAME,
+)
 from tb_retune.reader.cache import ListingPlan, Reply, StatusMemo, reply_status, reply_tree
 from tb_retune.reader.folders import (
     UnknownExperimentError,
@@ -78,25 +83,57 @@ def decode_record(datum: Any) -> dict[str, Any] | None:
     return decode_record_checked(datum)[0]
 
 
-def decode_record_checked(datum: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """``(record, None)``, or ``(None, why)`` for a tensor that holds no usable node record."""
+def decode_record_checked(
+    datum: Any, decode: Callable[[Any], dict[str, Any]] = metadata.decode_node_bytes
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)``, or ``(None, why)`` for a tensor that holds no usable
+    record (a node record; a note record with ``decode=metadata.decode_note_bytes``)."""
     try:
         value = datum.numpy
         raw = value.item() if hasattr(value, "item") else value
-        return metadata.decode_node_bytes(raw), None
+        return decode(raw), None
     except (AttributeError, ValueError, TypeError, RecursionError) as e:
         return None, str(e)[:200] or type(e).__name__
+
+
+def _latest_records(
+    data_by_tag: Mapping[str, Any], tags: Iterable[str], run: str, what: str,
+    decode: Callable[[Any], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The last record of each tag, and a warning for each that is not one."""
+    records, warnings = [], []
+    for tag in sorted(tags):
+        data = data_by_tag.get(tag) or []
+        if data:
+            record, problem = decode_record_checked(data[-1], decode)
+            if record is not None:
+                records.append(record)
+            else:
+                warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a {what} record: {problem}")
+    return records, warnings
+
+
+def latest_notes(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Node id -> its latest note record (greatest ``time``; ``""`` ones included)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        node = str(r["node"])
+        if node not in out or float(r["time"]) >= float(out[node]["time"]):
+            out[node] = dict(r)
+    return out
 
 
 @dataclasses.dataclass
 class _Branch:
     """What the event files of one branch hold, with the key it was read at."""
 
-    key: tuple[Any, Any]
+    key: tuple[Any, ...]
     records: list[dict[str, Any]]
     last_step: int | None
     series: list[tuple[int, dict[str, float]]]
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: The note records in this run (``retune/note/<node id>``), the latest per tag.
+    notes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -244,6 +281,10 @@ class ExperimentStore:
         trainer's branch), and only those whose listing changed are read.
         """
         candidates, listed_now, node_index, scalar_index = self._list_changed(ctx, experiment_id, name, status)
+        note_index = {
+            run: {t: ts for t, ts in tags.items() if t.startswith(NOTE_TAG_PREFIX)}
+            for run, tags in node_index.items()
+        }
         node_index = {
             run: {t: ts for t, ts in tags.items() if t.startswith(NODE_TAG_PREFIX)}
             for run, tags in node_index.items()
@@ -257,7 +298,7 @@ class ExperimentStore:
         from tensorboard.data import provider
 
         keys = {
-            run: (_series_key(tags), _series_key(scalar_index.get(run, {})))
+            run: (_series_key(tags), _series_key(scalar_index.get(run, {})), _series_key(note_index.get(run, {})))
             for run, tags in node_index.items()
         }
         stale = [run for run in node_index if (c := cached[run]) is None or c.key != keys[run]]
@@ -266,7 +307,8 @@ class ExperimentStore:
             tensors = self._provider.read_tensors(
                 ctx, experiment_id=experiment_id, plugin_name=PLUGIN_NAME, downsample=NODE_DOWNSAMPLE,
                 run_tag_filter=provider.RunTagFilter(
-                    runs=stale, tags={t for run in stale for t in node_index[run]}
+                    runs=stale,
+                    tags={t for run in stale for t in (*node_index[run], *note_index.get(run, {}))},
                 ),
             )
             metric_tags = {
@@ -283,16 +325,11 @@ class ExperimentStore:
                 else {}
             )
             for run in stale:
-                records = []
-                warnings = []
-                for tag in sorted(node_index[run]):
-                    data = tensors.get(run, {}).get(tag) or []
-                    if data:
-                        record, problem = decode_record_checked(data[-1])
-                        if record is not None:
-                            records.append(record)
-                        else:
-                            warnings.append(f"run {run!r}, tag {tag[:100]!r}: skipped, not a node record: {problem}")
+                run_data = tensors.get(run, {})
+                records, warnings = _latest_records(run_data, node_index[run], run, "node", metadata.decode_node_bytes)
+                notes, note_warnings = _latest_records(
+                    run_data, note_index.get(run, {}), run, "note", metadata.decode_note_bytes)
+                warnings += note_warnings
                 by_step: dict[int, dict[str, float]] = {}
                 for tag, points in scalars.get(run, {}).items():
                     for p in points:
@@ -305,6 +342,7 @@ class ExperimentStore:
                     last_step=max(steps) if steps else None,
                     series=sorted(by_step.items()),
                     warnings=warnings,
+                    notes=notes,
                 )
             with self._lock:
                 for run, branch in fresh.items():
@@ -407,6 +445,7 @@ class ExperimentStore:
                 status=status,
                 run_prefix=run_prefix(name),
                 warnings=[w for b in branches.values() for w in b.warnings],
+                note_records=latest_notes(n for b in branches.values() for n in b.notes),
             )
             cached = _Tree(key=key, status_key=status_key, tree=tree)
             with self._lock:

@@ -98,6 +98,7 @@ def build_tree(
     status: Mapping[str, Any] | None = None,
     run_prefix: str = "",
     warnings: Iterable[str] = (),
+    note_records: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Builds the tree that the ``tree`` route returns (see docs/http_api.md).
 
@@ -114,7 +115,10 @@ def build_tree(
         warnings: Problems found while reading the records (e.g. one that
             is not JSON); the reply's ``warnings`` adds those found here: a
             malformed record is skipped, a parent cycle is cut.
+        note_records: Node id -> its latest note record; a node's ``note`` is its
+            text, or None when it has none (or it was removed).
     """
+    note_of = {str(k): v.get("text") or None for k, v in (note_records or {}).items()}
     notes = list(warnings)
     by_id: dict[str, dict[str, Any]] = {}
     for rec in records:
@@ -193,6 +197,7 @@ def build_tree(
                     "checkpoints": checkpoints,
                     "has_config": bool(node.get("config")),
                     "time": node.get("time"),
+                    "note": note_of.get(str(node["id"])),
                 }
             )
     index = {n["id"]: n for n in out_nodes}

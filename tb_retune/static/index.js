@@ -2,7 +2,7 @@
 // change the sources and run `cd frontend && npm run build`.
 
 // src/style.css
-var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;--card: #ffffff;--canvas: #fafafa;--control-line: #c7c7c7;--line-soft: #eeeeee;--bg-warn: #fff8e1;--bg-ok: #e8f5e9;--bg-error: #ffebee;--bg-accent: #fff3e0;--card-translucent: rgba(255, 255, 255, .92);--hover: rgba(0, 0, 0, .04);color-scheme:light}:root[data-theme=dark]{--text: #e3e3e3;--muted: #a8a8a8;--faint: #7a7a7a;--line: #3c3c3c;--bg: #202124;--pane: #2a2b2e;--link: #8ab4f8;--ok: #81c995;--warn: #fcad70;--error: #f28b82;--card: #2d2e31;--canvas: #1b1c1e;--control-line: #55575b;--line-soft: #333437;--bg-warn: #3a3222;--bg-ok: #1f3326;--bg-error: #3d2424;--bg-accent: #3e2f1e;--card-translucent: rgba(45, 46, 49, .92);--hover: rgba(255, 255, 255, .06);color-scheme:dark}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card)}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:var(--faint)}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:var(--bg-warn)}.banner-ok{background:var(--bg-ok)}.banner-error{background:var(--bg-error);color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:var(--canvas);overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:var(--card);stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:var(--text)}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:var(--pane)}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:var(--card-translucent);font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:var(--card);border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:var(--bg-ok);color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:var(--line-soft)}.chart .axis{stroke:var(--control-line)}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:var(--muted)}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:var(--canvas)}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid var(--muted)}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid var(--line-soft);text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:var(--bg-accent)}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid var(--pane)}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.restore:hover,.actions button:hover{background:var(--bg-accent);border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:var(--pane);color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:var(--canvas);border:1px solid var(--line-soft);border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line);background:var(--tool-bg);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover)}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}.node.group .stack{fill:var(--card);stroke-width:1;stroke-opacity:.6}.node.group .card{stroke-dasharray:4 2}.node.group .label{font-style:italic}.step-tick{font-size:11px;fill:var(--muted)}.step-grid{stroke:var(--line);stroke-width:1}.lane-name{font-size:11.5px;fill:var(--muted)}.lod-low .step-tick,.lod-low .lane-name{display:none}.stop-button{height:26px;padding:0 12px;border:1px solid var(--error);border-radius:13px;background:transparent;color:var(--error);cursor:pointer}.stop-button[data-armed="1"]{background:var(--error);color:#fff}\n';
+var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;--card: #ffffff;--canvas: #fafafa;--control-line: #c7c7c7;--line-soft: #eeeeee;--bg-warn: #fff8e1;--bg-ok: #e8f5e9;--bg-error: #ffebee;--bg-accent: #fff3e0;--card-translucent: rgba(255, 255, 255, .92);--hover: rgba(0, 0, 0, .04);color-scheme:light}:root[data-theme=dark]{--text: #e3e3e3;--muted: #a8a8a8;--faint: #7a7a7a;--line: #3c3c3c;--bg: #202124;--pane: #2a2b2e;--link: #8ab4f8;--ok: #81c995;--warn: #fcad70;--error: #f28b82;--card: #2d2e31;--canvas: #1b1c1e;--control-line: #55575b;--line-soft: #333437;--bg-warn: #3a3222;--bg-ok: #1f3326;--bg-error: #3d2424;--bg-accent: #3e2f1e;--card-translucent: rgba(45, 46, 49, .92);--hover: rgba(255, 255, 255, .06);color-scheme:dark}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card)}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:var(--faint)}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:var(--bg-warn)}.banner-ok{background:var(--bg-ok)}.banner-error{background:var(--bg-error);color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:var(--canvas);overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:var(--card);stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:var(--text)}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:var(--pane)}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:var(--card-translucent);font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:var(--card);border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:var(--bg-ok);color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:var(--line-soft)}.chart .axis{stroke:var(--control-line)}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:var(--muted)}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:var(--canvas)}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid var(--muted)}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid var(--line-soft);text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:var(--bg-accent)}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid var(--pane)}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.restore:hover,.actions button:hover{background:var(--bg-accent);border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:var(--pane);color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:var(--canvas);border:1px solid var(--line-soft);border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line);background:var(--tool-bg);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover)}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}.node.group .stack{fill:var(--card);stroke-width:1;stroke-opacity:.6}.node.group .card{stroke-dasharray:4 2}.node.group .label{font-style:italic}.step-tick{font-size:11px;fill:var(--muted)}.step-grid{stroke:var(--line);stroke-width:1}.lane-name{font-size:11.5px;fill:var(--muted)}.lod-low .step-tick,.lod-low .lane-name{display:none}.stop-button{height:26px;padding:0 12px;border:1px solid var(--error);border-radius:13px;background:transparent;color:var(--error);cursor:pointer}.stop-button[data-armed="1"]{background:var(--error);color:#fff}.note-text{width:100%;box-sizing:border-box;resize:vertical;padding:4px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);color:inherit;font:inherit;font-size:12px}.note-text:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}.note-row{display:flex;align-items:center;gap:8px;margin-top:4px}.note-count{font-size:11px;color:var(--muted)}.note-count.over{color:var(--error, #c62828)}.note-message{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.note-message:empty{display:none}.node .note-mark{fill:var(--accent);pointer-events:none}button.note-save{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.note-save:hover{background:var(--bg-accent);border-color:var(--accent)}\n';
 
 // src/control_schema.json
 var control_schema_default = {
@@ -12,6 +12,7 @@ var control_schema_default = {
     "restore",
     "schedule",
     "stop",
+    "notes",
     "revision",
     "search"
   ],
@@ -193,7 +194,8 @@ var control_schema_default = {
       max_inclusive: false,
       nullable: true
     }
-  }
+  },
+  max_note_chars: 500
 };
 
 // src/format.js
@@ -584,7 +586,7 @@ function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GRO
   const lastOf = /* @__PURE__ */ new Map();
   for (const b of tree2 && tree2.branches || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
   const groupable = (n) => {
-    if (!n || !n.parent || n.current || n.reason === "restore" || n.reason === "root" || n.restore) return false;
+    if (!n || !n.parent || n.current || n.note || n.reason === "restore" || n.reason === "root" || n.restore) return false;
     const parent = byId.get(n.parent);
     if (!parent || parent.branch !== n.branch) return false;
     if (lastOf.get(n.branch) === n.id) return false;
@@ -1321,6 +1323,10 @@ var Api = class {
     const payload = { experiment, branch, step };
     if (hyperparameters && Object.keys(hyperparameters).length) payload.hyperparameters = hyperparameters;
     return this._post("restore", payload);
+  }
+  /** Writes the note of `node` (`""` removes it); resolves to `{written, revision, control}`. */
+  async note(experiment, node, text) {
+    return this._post("note", { experiment, node, text });
   }
   /** Writes `stop: true`; resolves to `{written, control}`. */
   async stop(experiment) {
@@ -2394,6 +2400,98 @@ function renderChart(series, { start, end, checkpoints, color, width = 340, heig
   return svg;
 }
 
+// src/notes.js
+var MAX_NOTE_CHARS = control_schema_default.max_note_chars;
+function noteProblem(text) {
+  if (typeof text !== "string") return "a note is text";
+  const length = [...text].length;
+  if (length > MAX_NOTE_CHARS) return `the note has ${length} characters, more than the limit of ${MAX_NOTE_CHARS}; shorten it`;
+  return null;
+}
+function noteCount(text) {
+  return `${[...text].length} / ${MAX_NOTE_CHARS}`;
+}
+async function saveNote(app2) {
+  const experiment = app2.state.experiment;
+  const item = app2.selectedItem();
+  if (!item) return;
+  const editor = app2.nodeCard.note;
+  const node = item.node.id;
+  const text = editor.text();
+  const problem = noteProblem(text);
+  if (problem) {
+    app2.setMessage(editor.message, "error", `Not written: ${problem}`);
+    return;
+  }
+  app2.setMessage(editor.message, "info", `Writing the note on ${node}…`);
+  try {
+    await app2.api.note(experiment, node, text);
+  } catch (e) {
+    if (experiment === app2.state.experiment) app2.setMessage(editor.message, "error", `Not written: ${e.message}`);
+    return;
+  }
+  if (experiment === app2.state.experiment) {
+    const what = text ? `the note on ${node}` : `the removal of the note on ${node}`;
+    app2.setMessage(editor.message, "ok", `Wrote ${what} to retune.json; the trainer records it in the tree when it takes the file.`);
+  }
+  app2.poller.now();
+}
+
+// src/views/note.js
+var NoteEditor = class {
+  constructor() {
+    this.nodeId = null;
+    this.shown = "";
+    this.input = h("textarea", {
+      class: "note-text",
+      rows: 2,
+      placeholder: 'A note on this node (e.g. "diverged: lr too high")',
+      spellcheck: "true",
+      "aria-label": `Note on this node, at most ${MAX_NOTE_CHARS} characters`,
+      oninput: () => this._count()
+    });
+    this.count = h("span", { class: "note-count" });
+    this.save = h("button", { type: "button", class: "note-save" }, "Save note");
+    this.message = h("div", { class: "note-message", role: "status" });
+    this.el = h("div", { class: "note-editor" }, this.input, h("div", { class: "note-row" }, this.save, this.count), this.message);
+  }
+  text() {
+    return this.input.value;
+  }
+  /** Follows the selected node: a new node shows its note; the same one keeps an edit in progress. */
+  show(node, { writable, onSave }) {
+    const note = node.note || "";
+    if (node.id !== this.nodeId) {
+      this.nodeId = node.id;
+      this.input.value = note;
+      this.message.textContent = "";
+    } else if (this.input.value === this.shown) {
+      this.input.value = note;
+    }
+    this.shown = note;
+    this.input.disabled = !writable;
+    this.save.disabled = !writable;
+    this.save.title = writable ? "Write this note into retune.json" : "The logdir is not writable";
+    this.save.onclick = onSave;
+    this._count();
+    return this.el;
+  }
+  /** Runs `draw()` (which may move this editor in the page) and gives the field its focus back. */
+  keepFocus(draw) {
+    const focused = typeof document !== "undefined" && document.activeElement === this.input;
+    const { selectionStart, selectionEnd } = this.input;
+    draw();
+    if (focused) {
+      this.input.focus();
+      this.input.setSelectionRange(selectionStart, selectionEnd);
+    }
+  }
+  _count() {
+    this.count.textContent = noteCount(this.input.value);
+    this.count.classList.toggle("over", noteProblem(this.input.value) !== null);
+  }
+};
+
 // src/views/node_card.js
 function headPart(n, p) {
   const header = h(
@@ -2524,6 +2622,7 @@ function renderNodeCard(el, p) {
   replaceChildren(
     el,
     ...headPart(n, p),
+    p.note ? section("Note", p.note.show(n, { writable: p.writable, onSave: p.onSaveNote })) : null,
     chartPart(n, p),
     section("Latest metrics", metricsPart(n)),
     section("Hyperparameters", hyperparametersPart(n)),
@@ -2545,6 +2644,7 @@ var NodeCardView = class {
       "aria-label": "Hyperparameters to set after the restore (optional)"
     });
     this.restoreMessage = h("div", { class: "restore-message", role: "status" });
+    this.note = new NoteEditor();
   }
   /** Shows only `text` (nothing selected, loading). */
   empty(text) {
@@ -2553,7 +2653,7 @@ var NodeCardView = class {
   /** Draws the card of `p.node` (see renderNodeCard) when what it shows changed. */
   render(p) {
     const deps = [p.node, p.branch, p.color, p.details, p.detailsError, p.writable, p.branchHref];
-    this.redraw.ifChanged("node-card", deps, () => renderNodeCard(this.el, { ...p, restoreInput: this.restoreInput, restoreMessage: this.restoreMessage }));
+    this.redraw.ifChanged("node-card", deps, () => this.note.keepFocus(() => renderNodeCard(this.el, { ...p, restoreInput: this.restoreInput, restoreMessage: this.restoreMessage, note: this.note })));
   }
 };
 
@@ -2578,8 +2678,10 @@ function tooltipText(node) {
 ${node.branch} · ${steps} · ${node.group.members.length} nodes (${node.group.members[0]} … ${node.group.last})
 Click to expand`;
   }
+  const note = node.note ? `
+Note: ${node.note}` : "";
   return `${node.label}
-${node.branch} · ${steps}${node.current ? " · current" : ""}`;
+${node.branch} · ${steps}${node.current ? " · current" : ""}${note}`;
 }
 function ensureTooltip(g, node) {
   if (!g || g.querySelector("title")) return;
@@ -2602,7 +2704,7 @@ function makeHalo() {
 }
 function nodeKey(item) {
   const n = item.node;
-  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}`;
+  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}\0${n.note || ""}`;
 }
 function nodeElement(item, selectedId) {
   const n = item.node;
@@ -2627,6 +2729,10 @@ function nodeElement(item, selectedId) {
     g.setAttribute("class", "node current");
     card.setAttribute("fill", item.color);
     g.appendChild(s("circle", { class: "current-dot", cx: w - 10, cy: 10, r: 4, fill: item.color }));
+  }
+  if (n.note && !n.group) {
+    g.appendChild(s("path", { class: "note-mark", d: `M${w - 9},${NODE_H} L${w},${NODE_H - 9} L${w},${NODE_H} Z` }));
+    g.setAttribute("aria-label", `${g.getAttribute("aria-label")}, has a note`);
   }
   if (n.id === selectedId) g.classList.add("selected");
   return g;
@@ -3438,6 +3544,7 @@ var RetuneApp = class {
       branchHref: scalarsUrl(this.tbRoot, [item.node.run || item.node.branch]),
       writable: tree2.writable !== false,
       onRestore: (step) => restore(this, step),
+      onSaveNote: () => saveNote(this),
       onSelect: (id) => this.selectNode(id, { reveal: true }),
       configOpen: this.state.configOpen,
       onConfigToggle: (open) => {

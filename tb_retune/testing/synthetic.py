@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from tb_retune.experiment import atomic as _atomic
 from tb_retune.experiment.control import STATUS_FILENAME
+from tb_retune.trainer import notes as _notes
 from tb_retune.trainer.hparams import HParamsRecorder
 from tb_retune.trainer.summaries import BranchWriter
 
@@ -28,11 +30,14 @@ def make_experiment(
     branch_names: list[str] | None = None,
     alive: bool = True,
     hparams: bool = False,
+    notes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Writes an experiment of ``nodes`` nodes over ``branches`` branches.
 
     ``hparams=True`` also writes each branch's HParams session, as the
     trainer does when a branch ends (tb_retune.trainer.hparams).
+    ``notes`` (node id -> text) are recorded as the trainer records them
+    (tb_retune.trainer.notes), each in the run of its node's branch.
     Returns the status dict that was written.
     """
     recorder = HParamsRecorder(folder) if hparams else None
@@ -102,6 +107,8 @@ def make_experiment(
             checkpoint_nodes[name].append({"step": step + steps_per_node, "node": record["id"]})
             parent = record["id"]
             step += steps_per_node
+        mine = {n: t for n, t in (notes or {}).items() if n.startswith(f"{name}-") and n[len(name) + 1:].isdigit()}
+        _notes.record_notes(writer, mine, None, step, now=now)
         # A branch's session is written when training leaves it (the live one: at the end of fit).
         if recorder is not None and not (alive and b == live_branch):
             recorder.branch_ends(writer, name, hps, start)

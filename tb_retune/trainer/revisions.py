@@ -29,7 +29,7 @@ from tb_retune.experiment.control import (
     parse_control_object,
     validate_hyperparameters,
 )
-from tb_retune.trainer import search_revisions
+from tb_retune.trainer import notes, search_revisions
 from tb_retune.trainer.changes import apply_change, apply_restore
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.session import Session
@@ -167,6 +167,16 @@ def commit(s: Session, p: RevisionPlan) -> bool:
     return retrace
 
 
+def _record_notes(s: Session, wanted: Mapping[str, str]) -> bool:
+    """Writes the notes of a revision that changed into the event files; True if any."""
+    with s.state.lock:
+        recorded = dict(s.state.notes_recorded)
+    after = notes.record_notes(s.records.writer, wanted, recorded, s.steps.known)
+    with s.state.lock:
+        s.state.notes_recorded = after
+    return after != recorded
+
+
 def take(s: Session, incoming: Incoming) -> tuple[bool, bool]:
     """Takes one revision on the training thread; returns (retrace, stop).
 
@@ -181,7 +191,8 @@ def take(s: Session, incoming: Incoming) -> tuple[bool, bool]:
         validate(s, p)
         retrace = commit(s, p)
         stop, restored = p.stop, p.restore is not None
-        result = "unchanged" if p.empty() else "applied"
+        noted = _record_notes(s, incoming.revision.notes)
+        result = "unchanged" if p.empty() and not noted else "applied"
     except (ControlError, CheckpointError, OSError) as e:
         # An OSError (a checkpoint gone, a full disk) is this revision's
         # failure, never the end of fit.

@@ -16,6 +16,7 @@ from typing import Any
 
 from tb_retune._errors import CheckpointError, ExperimentExistsError
 from tb_retune.experiment.control import CHECKPOINTS_DIRNAME
+from tb_retune.trainer import notes
 from tb_retune.trainer.changes import put_in_force
 from tb_retune.trainer.checkpoints import CheckpointInfo
 from tb_retune.trainer.session import Session
@@ -154,6 +155,9 @@ def finish_resume(s: Session) -> bool:
     step = s.steps.sync()
     dropped = truncate_run(os.path.join(s.logdir, branch), step)
     s.records.open(branch, step, keep_start_step=True)  # the points at `step` stay: nothing logs them again
+    with st.lock:
+        recorded = dict(st.notes_recorded)
+    notes.rewrite_notes(s.records.writer, recorded, step)  # the resume cut the events after `step`
     # Re-emit the node in force when it started at the resume step: its
     # record was dropped with the points from there on.
     if record is not None and int(record.get("step", -1)) >= step:

@@ -30,7 +30,7 @@ MAX_RECORDS = 16
 
 _PERSISTED = ("branch", "node", "node_start", "epoch", "node_seq", "restores_done", "schedule_fired",
               "control_seen", "control_sha256", "control", "stop_seen", "branches", "applied", "errors",
-              "hyperparameters", "lr_schedule", "node_records", "epochs_planned")
+              "hyperparameters", "lr_schedule", "node_records", "epochs_planned", "notes_recorded")
 
 
 def bound_message(message: str) -> str:
@@ -58,6 +58,8 @@ class TrainerState:
         self.control_sha256: str | None = None
         self.control: dict[str, Any] | None = None
         self.stop_seen = False
+        #: Node id -> the note record last written to the event files (``trainer/notes.py``).
+        self.notes_recorded: dict[str, dict[str, Any]] = {}
         self.branches: dict[str, dict[str, Any]] = {}
         self.applied: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
@@ -168,5 +170,6 @@ class TrainerState:
                 "control_sha256": self.control_sha256,
                 "schedule_fired": sorted(self.schedule_fired),
                 "node_seq": dict(self.node_seq),
+                "notes_recorded": {k: dict(v) for k, v in self.notes_recorded.items()},
                 "node_record": self.node_records.get(self.node),
             }

@@ -1,4 +1,4 @@
-"""Event-file writing for one branch: scalars and tree nodes.
+"""Event-file writing for one branch: scalars, tree nodes and notes.
 
 Uses TensorBoard's own pure-Python event writer, so writing summaries does
 not touch the TensorFlow graph and costs microseconds per value.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -140,6 +140,13 @@ class BranchWriter:
         """Writes a node record and flushes, so the tree survives a crash."""
         self._add(event_pb2.Event(summary=metadata.node_pb(record)), int(record["step"]))
         self._writer.flush()
+
+    def notes(self, records: Sequence[Mapping[str, Any]], step: int) -> None:
+        """Writes note records (``metadata.note_record``) at ``step`` and flushes."""
+        for record in records:
+            self._add(event_pb2.Event(summary=metadata.note_pb(record)), step)
+        if records:
+            self._writer.flush()
 
     def flush(self) -> None:
         self._writer.flush()

@@ -1,11 +1,12 @@
 // The selected node's card: what it is, its branch's loss, its metrics and
 // hyperparameters, what changed from its parent, and the checkpoints that a
-// restore can go back to. Built in parts, one function each.
+// restore can go back to, and its note. Built in parts, one function each.
 
 import { h, replaceChildren } from '../dom.js';
 import { diffRows, formatMetric, formatSteps, formatValue, metricRows } from '../format.js';
 import { renderNoNode, section } from './common.js';
 import { renderChart } from './loss_chart.js';
+import { NoteEditor } from './note.js';
 
 function headPart(n, p) {
   const header = h(
@@ -150,6 +151,8 @@ function configPart(n, p) {
  * @param {boolean} p.writable
  * @param {HTMLElement} p.restoreInput the persistent "then set" input
  * @param {HTMLElement} p.restoreMessage the persistent message line
+ * @param {NoteEditor} [p.note] the persistent note editor
+ * @param {() => void} [p.onSaveNote]
  * @param {(step: number) => void} p.onRestore
  * @param {(id: string) => void} p.onSelect
  * @param {boolean} p.configOpen
@@ -160,6 +163,7 @@ export function renderNodeCard(el, p) {
   replaceChildren(
     el,
     ...headPart(n, p),
+    p.note ? section('Note', p.note.show(n, { writable: p.writable, onSave: p.onSaveNote })) : null,
     chartPart(n, p),
     section('Latest metrics', metricsPart(n)),
     section('Hyperparameters', hyperparametersPart(n)),
@@ -186,6 +190,7 @@ export class NodeCardView {
       'aria-label': 'Hyperparameters to set after the restore (optional)',
     });
     this.restoreMessage = h('div', { class: 'restore-message', role: 'status' });
+    this.note = new NoteEditor();
   }
 
   /** Shows only `text` (nothing selected, loading). */
@@ -196,7 +201,7 @@ export class NodeCardView {
   /** Draws the card of `p.node` (see renderNodeCard) when what it shows changed. */
   render(p) {
     const deps = [p.node, p.branch, p.color, p.details, p.detailsError, p.writable, p.branchHref];
-    this.redraw.ifChanged('node-card', deps, () =>
-      renderNodeCard(this.el, { ...p, restoreInput: this.restoreInput, restoreMessage: this.restoreMessage }));
+    this.redraw.ifChanged('node-card', deps, () => this.note.keepFocus(() =>
+      renderNodeCard(this.el, { ...p, restoreInput: this.restoreInput, restoreMessage: this.restoreMessage, note: this.note })));
   }
 }

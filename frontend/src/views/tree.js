@@ -29,7 +29,8 @@ export function tooltipText(node) {
   if (node.group) {
     return `${node.label}\n${node.branch} · ${steps} · ${node.group.members.length} nodes (${node.group.members[0]} … ${node.group.last})\nClick to expand`;
   }
-  return `${node.label}\n${node.branch} · ${steps}${node.current ? ' · current' : ''}`;
+  const note = node.note ? `\nNote: ${node.note}` : '';
+  return `${node.label}\n${node.branch} · ${steps}${node.current ? ' · current' : ''}${note}`;
 }
 
 /** The tooltip of a node's <g>, made when the pointer first rests on it. */
@@ -61,7 +62,7 @@ export function makeHalo() {
 /** What a node's element shows; an element whose key is unchanged is kept. */
 function nodeKey(item) {
   const n = item.node;
-  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\u0000${n.label}`;
+  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\u0000${n.label}\u0000${n.note || ''}`;
 }
 
 /** A node's <g>, cloned from the template and filled in with setAttribute/textContent. */
@@ -90,6 +91,11 @@ function nodeElement(item, selectedId) {
     g.setAttribute('class', 'node current');
     card.setAttribute('fill', item.color);
     g.appendChild(s('circle', { class: 'current-dot', cx: w - 10, cy: 10, r: 4, fill: item.color }));
+  }
+  if (n.note && !n.group) {
+    // A small folded corner: this node has a note (the tooltip and the node card show it).
+    g.appendChild(s('path', { class: 'note-mark', d: `M${w - 9},${NODE_H} L${w},${NODE_H - 9} L${w},${NODE_H} Z` }));
+    g.setAttribute('aria-label', `${g.getAttribute('aria-label')}, has a note`);
   }
   if (n.id === selectedId) g.classList.add('selected');
   return g;
