@@ -162,7 +162,8 @@ def live_fit(logdir: str, *, samples: int = 128, batch_size: int = 8, sleep: flo
                     callbacks=[callback, SlowBatches(sleep)])
     fit.start()
     try:
-        wait_for(lambda: read_status(logdir).get("watcher") or not fit.is_alive(), what="trainer start")
+        # This fit's trainer, not a status file left by an earlier run in the folder.
+        wait_for(lambda: callback.controller.watcher is not None or not fit.is_alive(), what="trainer start")
         yield fit
     finally:
         model.stop_training = True

@@ -243,10 +243,15 @@ def test_stop_button_writes_stop_and_follows_it(tensorboard: str, logdir: str, p
     button.click()
     frame.wait_for_selector(".banner:has-text('Written: stop')")
     with open(os.path.join(folder, "retune.json"), encoding="utf-8") as f:
-        assert json.load(f)["stop"] is True
-    # The trainer stops: the banner says so and the button goes.
-    _status(folder, state="stopped")
-    frame.wait_for_selector(".banner:has-text('The trainer stopped')", timeout=30000)
+        control = json.load(f)
+    assert control["stop"] is True and "stop" in control["revision"]["keys"]
+    # The trainer takes the revision (its `control` record, as the trainer writes it), then stops:
+    # the banner says so and the button goes.
+    taken = {"revision": control["revision"]["id"], "sha256": None, "result": "applied", "error": None,
+             "time": 0.0}
+    _status(folder, control=taken)
+    _status(folder, state="stopped", control=taken)
+    frame.wait_for_selector(".banner:has-text('The trainer took the stop')", timeout=30000)
     button.wait_for(state="hidden")
 
 

@@ -20,7 +20,7 @@ def test_values_float32_cannot_hold_are_refused_and_zero_freezes(tmp_path: Any) 
     with live_fit(logdir) as fit:
         for doc, needle in [
             ({"hyperparameters": {"learning_rate": 1e39}}, "hyperparameters.learning_rate: 1e+39 is too large"),
-            ({"hyperparameters": {"learning_rate": 1e-46}}, "hyperparameters.learning_rate: 1e-46 is smaller"),
+            ({"hyperparameters": {"learning_rate": 1e-46}}, "hyperparameters.learning_rate: 1e-46 is too small"),
             ({"hyperparameters": {"weight_decay": 1e39}}, "hyperparameters.weight_decay: 1e+39 is too large"),
         ]:
             atomic_save(control, doc)

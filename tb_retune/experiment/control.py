@@ -188,6 +188,8 @@ def parse_revision(value: Any, hyperparameters: Mapping[str, Any]) -> tuple[str 
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ControlError(f"revision.keys: must be a list of hyperparameter names, got {describe(keys)}")
     for k in keys:
+        if k == "stop":  # this write asked for a stop (obeyed even if the file said true already)
+            continue
         if k not in hyperparameters:
             raise ControlError(
                 f"revision.keys: names {key_text(k)}, which hyperparameters does not set; "

@@ -153,8 +153,10 @@ def write_control(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
             merged = merge_control({k: v for k, v in current.items() if k == "hyperparameters"}, update)
             parse_control_object(merged, known, None)
         hps = update.get("hyperparameters")
-        merged["revision"] = {"id": new_revision_id(),
-                              "keys": sorted(hps) if isinstance(hps, Mapping) else []}
+        keys = sorted(hps) if isinstance(hps, Mapping) else []
+        if update.get("stop") is True:
+            keys.append("stop")  # a new stop is obeyed even when the file said true already
+        merged["revision"] = {"id": new_revision_id(), "keys": keys}
         data_out = _atomic.dumps(merged)
         if len(data_out) > MAX_CONTROL_BYTES:
             # The trainer would refuse the whole file unread (notes are what grows).

@@ -37,35 +37,22 @@ from tb_retune.trainer.session import Session
 _MISSING = object()
 
 
-def check_revision_stamp(stamp: Any) -> None:
-    """The control-file writer's ``revision`` stamp: ``{"id": str, "keys": [str, ...]}``."""
-    if stamp is None:
-        return
-    if not isinstance(stamp, dict) or not isinstance(stamp.get("id"), str) or not isinstance(
-            stamp.get("keys", []), list) or not all(isinstance(k, str) for k in stamp.get("keys", [])):
-        raise ControlError(
-            f"revision: must be an object like {{\"id\": \"w-1a2b3c4d5e6f\", \"keys\": [\"learning_rate\"]}}, "
-            f"got {str(stamp)[:80]}; it is written by tb-retune's control-file writer, remove it from a hand edit"
-        )
-
-
 @dataclasses.dataclass(frozen=True)
 class Incoming:
-    """What the watcher thread hands over: a parsed revision and the writer's stamp."""
+    """What the watcher thread hands over: a parsed revision and its bytes' hash."""
 
     sha256: str
     revision: ControlRevision
-    stamp: Mapping[str, Any] | None = None
 
     @property
     def revision_id(self) -> str | None:
-        rid = self.stamp.get("id") if self.stamp else None
-        return rid if isinstance(rid, str) else None
+        """The writer's ``revision.id`` (None for a hand edit)."""
+        return self.revision.revision_id
 
     @property
     def requested_keys(self) -> frozenset[str]:
-        keys = self.stamp.get("keys") if self.stamp else None
-        return frozenset(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else frozenset()
+        """What this write asked for even if the file's value did not change (``revision.keys``)."""
+        return frozenset(self.revision.revision_keys)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +91,7 @@ def plan(s: Session, incoming: Incoming) -> RevisionPlan:
         restore = None
     schedule = revision.schedule if revision.schedule != s.schedule.entries else None
     p = RevisionPlan(hyperparameters=wanted, restore=restore, schedule=schedule,
-                     stop=revision.stop and not stop_was, stop_seen=revision.stop,
+                     stop=revision.stop and (not stop_was or "stop" in keys), stop_seen=revision.stop,
                      control_seen=dict(revision.hyperparameters))
     return search_revisions.during_search(s, p, seen, revision.search)
 
@@ -219,16 +206,15 @@ def receive(s: Session, mailbox: RevisionMailbox[Incoming], data: bytes) -> None
     and posts it for the training thread; a bad one is reported at once."""
     sha = hashlib.sha256(data).hexdigest()
     known, _ = s.known
-    stamp = None
+    doc: Any = None
     try:
         doc = decode_control(data)
-        stamp = doc.pop("revision", None) if isinstance(doc, dict) else None
-        check_revision_stamp(stamp)
         # Whether a restore's checkpoint exists is checked by the training
         # thread (validate), which also sees pending writes.
         revision = parse_control_object(doc, known, None)
     except ControlError as e:
         s.report_error(str(e))
+        stamp = doc.get("revision") if isinstance(doc, dict) else None
         rid = stamp.get("id") if isinstance(stamp, dict) else None
         with s.state.lock:
             s.state.control_sha256 = sha
@@ -236,4 +222,4 @@ def receive(s: Session, mailbox: RevisionMailbox[Incoming], data: bytes) -> None
                                "result": "rejected", "error": str(e), "time": time.time()}
         s.status.poke()
         return
-    mailbox.post(Incoming(sha, revision, stamp=stamp))
+    mailbox.post(Incoming(sha, revision))
