@@ -3026,7 +3026,7 @@ var SearchPanelView = class {
     const i = this.inputs;
     replaceChildren(this.formBox, h(
       "form",
-      { class: "search-form", onsubmit: (ev) => {
+      { class: "search-form", novalidate: true, onsubmit: (ev) => {
         ev.preventDefault();
         this.onSubmit();
       } },

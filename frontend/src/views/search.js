@@ -134,7 +134,7 @@ export class SearchPanelView {
       then: select('then', THEN, 'best', 'then'),
     };
     const i = this.inputs;
-    replaceChildren(this.formBox, h('form', { class: 'search-form', onsubmit: (ev) => { ev.preventDefault(); this.onSubmit(); } },
+    replaceChildren(this.formBox, h('form', { class: 'search-form', novalidate: true, onsubmit: (ev) => { ev.preventDefault(); this.onSubmit(); } },
       h('p', { class: 'muted' }, `From ${node.branch}, node ${node.id}. Trial 0 runs the source's own settings (the baseline).`),
       field('from step', i.from),
       h('table', { class: 'kv space' }, h('thead', {}, h('tr', {}, h('th', {}, 'vary'), h('th', {}, 'kind'), h('th', {}, 'values'))), h('tbody', {}, rows)),
