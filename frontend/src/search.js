@@ -264,9 +264,9 @@ export function rankedTrials(entry) {
   return trials.map((t) => ({ ...t, rank: t.state === 'complete' && t.value !== null ? ++rank : null }));
 }
 
-/** A trial's settings as text: `learning_rate=0.01, nesterov=true`. */
-export function settingsText(hyperparameters) {
-  return Object.entries(hyperparameters || {}).map(([k, v]) => `${k}=${formatValue(v)}`).join(', ');
+/** A trial's settings as text: `learning_rate=0.01, nesterov=true` (`name` shortens the names). */
+export function settingsText(hyperparameters, name = (k) => k) {
+  return Object.entries(hyperparameters || {}).map(([k, v]) => `${name(k)}=${formatValue(v)}`).join(', ');
 }
 
 /**

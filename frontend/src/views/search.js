@@ -5,7 +5,7 @@
 // person typed.
 
 import { h, replaceChildren } from '../dom.js';
-import { formatValue } from '../format.js';
+import { formatMetric, shortName } from '../format.js';
 import {
   MODES, PRUNERS, SAMPLERS, THEN, defaultDimension, loggedMetrics, progressText, rankedTrials, searchList,
   searchable, settingsText,
@@ -79,9 +79,9 @@ export class SearchPanelView {
     const rows = trials.map((t) => h('tr', { class: ['trial-row', `trial-${t.state}`, t.best ? 'best' : null], 'data-trial': t.number },
       h('td', { class: 'num' }, t.rank === null ? '–' : String(t.rank)),
       h('td', { class: 'num' }, String(t.number)),
-      h('td', { class: 'num' }, t.value === null ? '–' : formatValue(t.value)),
-      h('td', { class: `state state-${t.state}` }, `${t.state}${t.best ? ' ★' : ''}${t.baseline ? ' (baseline)' : ''}`),
-      h('td', { class: 'settings', title: settingsText(t.hyperparameters) }, settingsText(t.hyperparameters) || '–'),
+      h('td', { class: 'num', title: t.value === null ? null : String(t.value) }, t.value === null ? '–' : formatMetric(t.value)),
+      h('td', { class: `state state-${t.state}` }, `${t.state}${t.best ? ' ★' : ''}${t.baseline ? ' (base)' : ''}`),
+      h('td', { class: 'settings', title: settingsText(t.hyperparameters) }, settingsText(t.hyperparameters, shortName) || '–'),
       h('td', {}, t.branch
         ? h('button', { type: 'button', class: 'link-button trial-link', onclick: () => this.onOpenBranch(t.branch) }, t.branch)
         : '–')));
@@ -89,9 +89,9 @@ export class SearchPanelView {
       h('h3', {}, `${e.id} · ${e.state || 'running'}${source}${objective}`),
       h('p', { class: 'search-progress' }, progressText(e)),
       e.outcome ? h('p', { class: 'muted' }, String(typeof e.outcome === 'string' ? e.outcome : JSON.stringify(e.outcome))) : null,
-      h('table', { class: 'kv trials' },
+      h('div', { class: 'trials-box' }, h('table', { class: 'kv trials' },
         h('thead', {}, h('tr', {}, ['#', 'trial', 'value', 'state', 'settings', 'branch'].map((c) => h('th', {}, c)))),
-        h('tbody', {}, rows)));
+        h('tbody', {}, rows))));
   }
 
   /** Builds the form for the selected node. */
@@ -110,17 +110,27 @@ export class SearchPanelView {
       const inputs = {
         on: h('input', { type: 'checkbox', name: `vary-${name}`, 'aria-label': `vary ${name}`, checked: d.on }),
         kind: bool ? null : select(`kind-${name}`, ['range', 'choices'], d.kind, `${name}: range or choices`),
-        low: h('input', { type: 'text', name: `low-${name}`, value: d.low ?? '', size: 7, 'aria-label': `${name} low` }),
-        high: h('input', { type: 'text', name: `high-${name}`, value: d.high ?? '', size: 7, 'aria-label': `${name} high` }),
+        low: h('input', { type: 'text', name: `low-${name}`, value: d.low ?? '', size: 5, 'aria-label': `${name} low` }),
+        high: h('input', { type: 'text', name: `high-${name}`, value: d.high ?? '', size: 5, 'aria-label': `${name} high` }),
         log: h('input', { type: 'checkbox', name: `log-${name}`, checked: Boolean(d.log), 'aria-label': `${name} log scale` }),
-        step: h('input', { type: 'text', name: `step-${name}`, value: d.step ?? '', size: 5, placeholder: 'step', 'aria-label': `${name} step` }),
+        step: h('input', { type: 'text', name: `step-${name}`, value: d.step ?? '', size: 3, placeholder: 'step', 'aria-label': `${name} step` }),
         choices: h('input', { type: 'text', name: `choices-${name}`, value: d.choices ?? '', size: 12, placeholder: 'a, b, c', 'aria-label': `${name} choices` }),
         bool,
       };
       space[name] = inputs;
       const rangeBox = bool ? null : h('span', { class: 'range-inputs' }, inputs.low, '–', inputs.high, h('label', {}, inputs.log, 'log'), inputs.step);
-      return h('tr', { 'data-name': name }, h('td', {}, h('label', {}, inputs.on, name)), h('td', {}, inputs.kind || 'choices'),
-        h('td', {}, rangeBox, h('span', { class: 'choice-inputs' }, inputs.choices)));
+      const choiceBox = h('span', { class: 'choice-inputs' }, inputs.choices);
+      if (inputs.kind) {
+        // Only the inputs of the kind chosen are shown.
+        const sync = () => {
+          rangeBox.hidden = inputs.kind.value !== 'range';
+          choiceBox.hidden = inputs.kind.value === 'range';
+        };
+        inputs.kind.addEventListener('change', sync);
+        sync();
+      }
+      return h('tr', { 'data-name': name }, h('td', { class: 'space-name' }, h('label', {}, inputs.on, name)),
+        h('td', {}, inputs.kind || 'choices ', rangeBox, choiceBox));
     });
     this.inputs = {
       space,
@@ -137,7 +147,7 @@ export class SearchPanelView {
     replaceChildren(this.formBox, h('form', { class: 'search-form', novalidate: true, onsubmit: (ev) => { ev.preventDefault(); this.onSubmit(); } },
       h('p', { class: 'muted' }, `From ${node.branch}, node ${node.id}. Trial 0 runs the source's own settings (the baseline).`),
       field('from step', i.from),
-      h('table', { class: 'kv space' }, h('thead', {}, h('tr', {}, h('th', {}, 'vary'), h('th', {}, 'kind'), h('th', {}, 'values'))), h('tbody', {}, rows)),
+      h('table', { class: 'kv space' }, h('thead', {}, h('tr', {}, h('th', {}, 'vary'), h('th', {}, 'values'))), h('tbody', {}, rows)),
       h('div', { class: 'search-row' }, field('trials', i.trials), field('steps per trial', i.steps)),
       h('div', { class: 'search-row' }, field('objective', i.metric), field('mode', i.mode)),
       h('div', { class: 'search-row' }, field('sampler', i.sampler), field('pruner', i.pruner), field('then', i.then)),
