@@ -107,3 +107,15 @@ test('a tree without searches has no search groups', () => {
   assert.deepEqual(searchList(small), []);
   assert.equal(collapseTree(small).tree.nodes.filter((n) => n.group && n.group.search).length, 0);
 });
+
+test('a search request without a revision is done once its id is in the status', async () => {
+  const { requestProgress } = await import('../src/model.js');
+  const t = structuredClone(tree);
+  const sentAt = t.status.heartbeat + 10;
+  assert.equal(requestProgress({ kind: 'search', id: 's-new', sentAt }, t).state, 'waiting');
+  assert.equal(requestProgress({ kind: 'search', id: 's-1', sentAt }, t).state, 'done');
+  t.status.errors = [{ time: sentAt + 1, message: 'search.objective.metric: search s-new: its first trial logged no "val_auc"' }];
+  const failed = requestProgress({ kind: 'search', id: 's-new', sentAt }, t);
+  assert.equal(failed.state, 'failed');
+  assert.match(failed.message, /s-new/);
+});
