@@ -4,7 +4,7 @@
 // `searches[id]` entries of the status read back as progress, a ranked list
 // of trials and the trial branches of each search.
 
-import { FIXED_AT_BUILD, RANGES, formatValue, inputKind, parseNumberInput, rangeError } from './format.js';
+import { FIXED_AT_BUILD, formatValue, inputKind, parseNumberInput, rangeError } from './format.js';
 
 export const SAMPLERS = Object.freeze(['tpe', 'random', 'grid', 'qmc']);
 export const PRUNERS = Object.freeze(['none', 'median', 'successive_halving', 'hyperband']);
@@ -115,10 +115,8 @@ export function dimensionRequest(name, dim, current) {
     if (dim.log) return { error: `${where}.step: a range is either on a log scale or in steps, not both; drop log or step` };
     spec.step = step;
   }
-  const integer = typeof current === 'number' && Number.isInteger(current) && !Object.prototype.hasOwnProperty.call(RANGES, name);
-  if (integer && ![spec.low, spec.high, spec.step ?? 1].every(Number.isInteger)) {
-    return { error: `${where}: ${name} is an integer, so low, high and step must be integers` };
-  }
+  // An integer hyperparameter's bounds are the server's check: JSON gives the tab no int/float
+  // difference (1.0 arrives as 1), so the tab cannot tell an integer from a float that is whole.
   return { value: spec };
 }
 

@@ -554,10 +554,6 @@ function dimensionRequest(name, dim, current) {
     if (dim.log) return { error: `${where}.step: a range is either on a log scale or in steps, not both; drop log or step` };
     spec.step = step;
   }
-  const integer = typeof current === "number" && Number.isInteger(current) && !Object.prototype.hasOwnProperty.call(RANGES, name);
-  if (integer && ![spec.low, spec.high, spec.step ?? 1].every(Number.isInteger)) {
-    return { error: `${where}: ${name} is an integer, so low, high and step must be integers` };
-  }
   return { value: spec };
 }
 function gridPoints(spec) {
