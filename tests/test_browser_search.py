@@ -174,3 +174,14 @@ def test_search_form_posts_a_valid_request_and_shows_an_error(tensorboard: str, 
     assert written["id"].startswith("s-")
     frame.wait_for_selector(".search-message.msg-ok")
     assert written["id"] in frame.text_content(".search-message")
+    # A request that only the server can refuse: the status says fit logs no val_loss (yet). Its error shows; nothing is written.
+    from tb_retune.experiment import atomic as _atomic
+
+    status = _status(logdir)
+    status["metrics"] = ["accuracy", "loss"]
+    _atomic.atomic_write_json(os.path.join(folder, "retune-status.json"), status, durable=False)
+    frame.click("button.search-open")
+    frame.locator("form.search-form button.search-submit").click()
+    frame.wait_for_selector(".search-message.msg-error", timeout=30000)
+    assert "search.objective.metric" in frame.text_content(".search-message")
+    assert _control(folder)["search"] == written
