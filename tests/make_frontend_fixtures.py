@@ -125,6 +125,8 @@ def make_fixtures(out_dir: str) -> list[str]:
         ("tree_root", ".", {"branches": 1, "nodes": 1, "steps_per_node": 100, "seed": 3}, True),
         # Long runs of changes on each branch: the groups and the step layout.
         ("tree_long", "long", {"branches": 3, "nodes": 50, "steps_per_node": 40, "seed": 5}, True),
+        # A running search of 6 trials from main's first node (issue 17): the search card and groups.
+        ("tree_search", "search", {"branches": 2, "nodes": 4, "steps_per_node": 100, "seed": 11, "search": 6}, True),
     ]
     written: list[str] = []
     experiments = []
@@ -173,6 +175,8 @@ def make_fixtures(out_dir: str) -> list[str]:
     written.append("experiments.json")
     _write(os.path.join(out_dir, "request_cases.json"), {"cases": request_cases()})
     written.append("request_cases.json")
+    _write(os.path.join(out_dir, "search_cases.json"), search_cases())
+    written.append("search_cases.json")
     return sorted(written)
 
 
@@ -217,6 +221,71 @@ def request_cases() -> list[dict[str, Any]]:
     ]
     return [{"name": name, "status": status, "revision": revision, "later": later, "now": now,
              "expected": expected} for name, status, revision, later, expected in rows]
+
+
+def search_cases() -> dict[str, Any]:
+    """Cases of a search request: the search form's fields, the request they
+    mean, and the key of the error (None: valid).
+
+    The tab's checks (``frontend/src/search.js``, ``buildSearchRequest``) are
+    tested on the fields; ``tests/test_search_cases.py`` holds each request
+    against the schema's ``parse_search`` (on the branch that has it).
+    """
+    known = {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": None}
+    metrics = ["accuracy", "loss", "val_accuracy", "val_loss"]
+    checkpoints = {"main": [100, 200]}
+    source = {"branch": "main", "step": 100}
+
+    def dim(on: bool = True, kind: str = "range", low: str = "", high: str = "", log: bool = False,
+            step: str = "", choices: str = "") -> dict[str, Any]:
+        return {"on": on, "kind": kind, "low": low, "high": high, "log": log, "step": step, "choices": choices}
+
+    base_fields = {"space": {"learning_rate": dim(low="0.0001", high="0.3", log=True)}, "trials": "8",
+                   "steps_per_trial": "200", "metric": "val_loss", "mode": None, "sampler": "tpe",
+                   "pruner": "hyperband", "then": "best"}
+    base_request = {"from": source, "space": {"learning_rate": {"low": 0.0001, "high": 0.3, "log": True}},
+                    "trials": 8, "steps_per_trial": 200, "objective": {"metric": "val_loss", "mode": "min"},
+                    "sampler": "tpe", "pruner": "hyperband", "then": "best"}
+
+    def case(name: str, fields: dict[str, Any], request: dict[str, Any], error: str | None) -> dict[str, Any]:
+        return {"name": name, "fields": dict(base_fields, **fields), "request": dict(base_request, **request),
+                "error": error}
+
+    cases = [
+        case("the issue's example", {}, {}, None),
+        case("a boolean as choices and momentum as a range", {"space": {
+            "learning_rate": dim(low="0.0001", high="0.3", log=True), "momentum": dim(low="0", high="0.99"),
+            "nesterov": dim(kind="choices", choices="true, false")}}, {"space": {
+                "learning_rate": {"low": 0.0001, "high": 0.3, "log": True}, "momentum": {"low": 0, "high": 0.99},
+                "nesterov": {"choices": [True, False]}}}, None),
+        case("grid with steps", {"sampler": "grid", "trials": "5", "space": {"momentum": dim(low="0", high="0.9", step="0.3")}},
+             {"sampler": "grid", "trials": 5, "space": {"momentum": {"low": 0, "high": 0.9, "step": 0.3}}}, None),
+        case("grid: too many trials", {"sampler": "grid", "trials": "6", "space": {"momentum": dim(low="0", high="0.9", step="0.3")}},
+             {"sampler": "grid", "trials": 6, "space": {"momentum": {"low": 0, "high": 0.9, "step": 0.3}}}, "search.trials"),
+        case("grid needs a step", {"sampler": "grid"}, {"sampler": "grid"}, "search.space.learning_rate"),
+        case("low > high", {"space": {"learning_rate": dim(low="0.3", high="0.001")}},
+             {"space": {"learning_rate": {"low": 0.3, "high": 0.001}}}, "search.space.learning_rate"),
+        case("log scale from 0", {"space": {"learning_rate": dim(low="0", high="0.1", log=True)}},
+             {"space": {"learning_rate": {"low": 0, "high": 0.1, "log": True}}}, "search.space.learning_rate.low"),
+        case("log and step", {"space": {"learning_rate": dim(low="0.001", high="0.1", log=True, step="0.01")}},
+             {"space": {"learning_rate": {"low": 0.001, "high": 0.1, "log": True, "step": 0.01}}},
+             "search.space.learning_rate.step"),
+        case("momentum above 1", {"space": {"momentum": dim(low="0.5", high="1.5")}},
+             {"space": {"momentum": {"low": 0.5, "high": 1.5}}}, "search.space.momentum.high"),
+        case("a boolean as a range", {"space": {"nesterov": dim(low="0", high="1")}},
+             {"space": {"nesterov": {"low": 0, "high": 1}}}, "search.space.nesterov"),
+        case("zero trials", {"trials": "0"}, {"trials": 0}, "search.trials"),
+        case("zero steps", {"steps_per_trial": "0"}, {"steps_per_trial": 0}, "search.steps_per_trial"),
+        case("a metric fit does not log", {"metric": "val_auc"},
+             {"objective": {"metric": "val_auc", "mode": "max"}}, "search.objective.metric"),
+        case("maximise accuracy", {"metric": "val_accuracy", "mode": "max"},
+             {"objective": {"metric": "val_accuracy", "mode": "max"}}, None),
+        case("random sampler, median pruner, back to the source", {"sampler": "random", "pruner": "median", "then": "source"},
+             {"sampler": "random", "pruner": "median", "then": "source"}, None),
+        case("an unknown sampler", {"sampler": "bayes"}, {"sampler": "bayes"}, "search.sampler"),
+        case("an unknown pruner", {"pruner": "asha"}, {"pruner": "asha"}, "search.pruner"),
+    ]
+    return {"known": known, "metrics": metrics, "checkpoints": checkpoints, "from": source, "cases": cases}
 
 
 def _write(path: str, obj: Any) -> None:

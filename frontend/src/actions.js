@@ -3,6 +3,7 @@
 // the tab can follow it, and asks for fresh data.
 
 import { formatValue, parseAssignments, validateForm } from './format.js';
+import { buildSearchRequest, loggedMetrics } from './search.js';
 
 function inForce(app) {
   const status = app.state.tree && app.state.tree.status;
@@ -69,6 +70,42 @@ export async function submitForm(app) {
   if (experiment === app.state.experiment) {
     app.setMessage(form.message, 'ok', `Wrote to retune.json: ${what}.`);
     form.dirty.clear();
+  }
+  app.poller.now();
+}
+
+/**
+ * Writes the search form's request ("Search from here": from the selected
+ * node's checkpoint). Errors of the form or of the server show in the form.
+ */
+export async function search(app) {
+  const experiment = app.state.experiment;
+  const ui = app.searchPanel;
+  const fields = ui.values();
+  const { request, errors } = buildSearchRequest(fields, {
+    from: fields.from,
+    hyperparameters: inForce(app) || {},
+    metrics: loggedMetrics(app.state.tree),
+  });
+  if (errors.length) {
+    app.setMessage(ui.message, 'error', `Not written: ${errors.join('; ')}`);
+    return;
+  }
+  app.setMessage(ui.message, 'info', 'Writing the search…');
+  let answer;
+  try {
+    answer = await app.api.search(experiment, request);
+  } catch (e) {
+    if (experiment === app.state.experiment) app.setMessage(ui.message, 'error', `Not written: ${e.message}`);
+    return;
+  }
+  const id = answer.id || (answer.written && answer.written.search && answer.written.search.id) || null;
+  const from = request.from ? ` from ${request.from.branch}@${request.from.step}` : '';
+  const what = `search ${id || ''}${from}: ${request.trials} trials of ${request.steps_per_trial} steps`;
+  app.addRequest({ kind: 'search', id, experiment, what }, answer);
+  if (experiment === app.state.experiment) {
+    app.setMessage(ui.message, 'ok', `Wrote to retune.json: ${what}. The trials appear in the tree as they start.`);
+    ui.close();
   }
   app.poller.now();
 }

@@ -4,7 +4,7 @@
 
 import * as actions from './actions.js';
 import { scalarsUrl, tensorboardRoot, trainerSummary } from './format.js';
-import { GROUP_PREFIX, collapseRuns } from './groups.js';
+import { GROUP_PREFIX, collapseTree } from './groups.js';
 import { NODE_H, branchColor, layoutTree } from './layout.js';
 import { experimentRuns } from './model.js';
 import { Poller } from './poll.js';
@@ -18,6 +18,7 @@ import { FormView } from './views/form.js';
 import { renderLog } from './views/log.js';
 import { NodeCardView } from './views/node_card.js';
 import { saveNote } from './notes.js';
+import { SearchPanelView } from './views/search.js';
 import { buildShell, renderBanners, renderPicker, renderTrainerPill } from './views/shell.js';
 import { TreeView, ensureTooltip, placeHalo, renderLegend } from './views/tree.js';
 import { PanZoom, initialTransform, legibleFit } from './zoom.js';
@@ -52,6 +53,10 @@ export class RetuneApp {
     this.form = new FormView(this.ui.formCard, this.redraw, {
       onSubmit: () => actions.submitForm(this),
       onReset: () => this.renderForm(),
+    });
+    this.searchPanel = new SearchPanelView(this.ui.searchCard, this.redraw, {
+      onSubmit: () => actions.search(this),
+      onOpenBranch: (name) => this.openBranch(name),
     });
     this.table = new BranchTableView(this.ui.tableBox, {
       redraw: this.redraw,
@@ -105,6 +110,9 @@ export class RetuneApp {
     this.ui.tools.collapse.addEventListener('click', () => {
       this.state.expanded = new Set();
       this.relayout();
+      // A selection inside a group that is closed now moves to the group's parent, so the group stays closed.
+      const group = this.state.layout && this.state.layout.index.get(this.state.groupOf.get(this.state.selected));
+      if (group && group.node.parent) this.selectNode(group.node.parent);
     });
     this.ui.tools.zoomIn.addEventListener('click', () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener('click', () => this.zoom.zoomBy(1 / 1.4));
@@ -171,6 +179,7 @@ export class RetuneApp {
       const nodes = tree.nodes || [];
       const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
       this.state.selected = first ? first.id : null;
+      if (first) this.reveal(first.id); // the current node may be a trial of a closed search
       this.markSelected();
     }
     this.renderChrome();
@@ -233,7 +242,7 @@ export class RetuneApp {
       if (!group) return;
       this.state.expanded.add(id);
       this.relayout();
-      this.selectNode(group.node.group.first);
+      this.selectNode(group.node.group.select || group.node.group.first);
       return;
     }
     this.selectNode(id);
@@ -270,6 +279,8 @@ export class RetuneApp {
     });
     this.redraw.forget();
     this.form.clear();
+    this.searchPanel.close();
+    this.searchPanel.message.textContent = '';
     this.nodeCard.restoreMessage.textContent = '';
     this.requests.statusReply = null;
     this.seq.cancel('tree');
@@ -308,6 +319,12 @@ export class RetuneApp {
       this.zoom.center(item.x + item.w / 2, item.y + NODE_H / 2);
     }
     this.loadNode();
+  }
+
+  /** Selects the first node of branch `name` (a trial's node: its search group opens). */
+  openBranch(name) {
+    const branch = ((this.state.tree && this.state.tree.branches) || []).find((b) => b.name === name);
+    if (branch && branch.nodes && branch.nodes.length) this.selectNode(branch.nodes[0], { reveal: true });
   }
 
   showCurrent() {
@@ -373,7 +390,7 @@ export class RetuneApp {
   renderTreeView() {
     const t0 = performance.now();
     const tree = this.state.tree;
-    const grouped = collapseRuns(tree, this.state.expanded);
+    const grouped = collapseTree(tree, this.state.expanded);
     this.state.groupOf = grouped.groupOf;
     const layout = this.state.mode === 'steps' ? layoutSteps(grouped.tree) : layoutTree(grouped.tree);
     this.state.layout = layout;
@@ -425,6 +442,7 @@ export class RetuneApp {
   renderSide() {
     this.renderTable();
     this.renderNode();
+    this.renderSearch();
     this.renderForm();
     const tree = this.state.tree;
     renderLog(this.ui.logCard, tree, trainerSummary(tree && tree.trainer, tree && tree.status));
@@ -457,6 +475,14 @@ export class RetuneApp {
         this.state.configOpen = open;
       },
     });
+  }
+
+  renderSearch() {
+    const tree = this.state.tree;
+    const item = this.selectedItem();
+    const node = item && tree ? (tree.nodes || []).find((n) => n.id === item.id) || null : null;
+    const branch = node ? (tree.branches || []).find((b) => b.name === node.branch) || null : null;
+    this.searchPanel.render(tree, node, branch, Boolean(tree) && tree.writable !== false);
   }
 
   renderForm() {

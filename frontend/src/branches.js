@@ -3,6 +3,7 @@
 // the latest and best value of each metric. Pure: no DOM.
 
 import { sameValue } from './format.js';
+import { trialBranches } from './search.js';
 
 /** Metrics where a larger value is better (the rest: smaller is better, like loss). */
 const HIGHER_IS_BETTER = /(acc|accuracy|auc|precision|recall|f1|iou|r2|score|top_\d+)$/i;
@@ -52,6 +53,7 @@ export function branchRows(tree) {
   const nodes = new Map();
   for (const n of (tree && tree.nodes) || []) nodes.set(n.id, n);
   const trainerState = (tree && tree.trainer && tree.trainer.state) || null;
+  const trials = trialBranches(tree);
   const rows = [];
   for (const b of (tree && tree.branches) || []) {
     const own = (b.nodes || []).map((id) => nodes.get(id)).filter(Boolean);
@@ -77,7 +79,9 @@ export function branchRows(tree) {
       branch: b.name,
       run: b.run || latest.run || b.name,
       color: b.color,
-      trial: typeof b.trial === 'number' ? b.trial : null,
+      trial: typeof b.trial === 'number' ? b.trial : trials.has(b.name) ? trials.get(b.name).number : null,
+      search: trials.has(b.name) ? trials.get(b.name).search : null,
+      trialBest: trials.has(b.name) && trials.get(b.name).best,
       start: typeof b.start_step === 'number' ? b.start_step : first.start_step,
       last: typeof b.last_step === 'number' ? b.last_step : latest.end_step ?? latest.start_step,
       parent: parent ? parent.id : null,

@@ -2,12 +2,16 @@
 // so that a long chain of small edits reads as one step of the story
 // ("lr 1e-3 → 2e-3 in 7 changes @ 910–1720"). Pure: tree in, tree out.
 
-import { diffRows, shortNumber } from './format.js';
+import { diffRows, formatValue, shortNumber } from './format.js';
+import { searchList, trialBranches } from './search.js';
 
 /** A run shorter than this stays as it is. */
 export const MIN_GROUP = 3;
 
 export const GROUP_PREFIX = 'group:';
+
+/** A search's group: `group:search:<search id>`. */
+export const SEARCH_GROUP_PREFIX = `${GROUP_PREFIX}search:`;
 
 /** A run's label in two parts: what changed overall, and how many changes at which steps. */
 export function groupParts(diff, count, firstStep, lastStep) {
@@ -49,7 +53,7 @@ function overall(before, after) {
  *   `tree` has the same shape as the answer (groups are nodes with `group: {members}`);
  *   `groupOf` maps a member's id to its group's id (closed and open groups).
  */
-export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP) {
+export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP, skip = new Set()) {
   const nodes = (tree && tree.nodes) || [];
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const kids = new Map();
@@ -62,7 +66,7 @@ export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP) {
   for (const b of (tree && tree.branches) || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
   const groupable = (n) => {
     // A node with a note stays in sight (with its marker): a person marked it.
-    if (!n || !n.parent || n.current || n.note || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
+    if (!n || skip.has(n.id) || !n.parent || n.current || n.note || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
     const parent = byId.get(n.parent);
     if (!parent || parent.branch !== n.branch) return false;
     if (lastOf.get(n.branch) === n.id) return false;
@@ -70,6 +74,11 @@ export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP) {
     return children.length === 1 && children[0].branch === n.branch;
   };
 
+  const { groupOf, groups } = findRuns(nodes, byId, kids, groupable, min);
+  return closeGroups(tree, groups, groupOf, expanded);
+}
+
+function findRuns(nodes, byId, kids, groupable, min) {
   const groupOf = new Map();
   const groups = new Map();
   const seen = new Set();
@@ -111,8 +120,17 @@ export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP) {
     groups.set(id, group);
     for (const m of run) groupOf.set(m.id, id);
   }
-  if (!groups.size) return { tree, groupOf, groups };
+  return { groupOf, groups };
+}
 
+/**
+ * Draws the closed ones of `groups` (id -> group node with `group: {members, first}`)
+ * as one node each: a member's child outside the group hangs from the group.
+ * Shared by the runs of changes and the searches' trials.
+ */
+export function closeGroups(tree, groups, groupOf, expanded) {
+  if (!groups.size) return { tree, groupOf, groups };
+  const nodes = (tree && tree.nodes) || [];
   const closed = new Set([...groups.keys()].filter((g) => !expanded.has(g)));
   const out = [];
   for (const n of nodes) {
@@ -134,4 +152,85 @@ export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP) {
     return { ...b, nodes: ids };
   });
   return { tree: { ...tree, nodes: out, branches }, groupOf, groups };
+}
+
+/**
+ * The trials of each search as one group node `group:search:<id>` hanging
+ * from the search's source node: its members are every node of the trial
+ * branches; the best trial's nodes are marked (`searchBest`) when open.
+ *
+ * @returns {{groups: Map<string, object>, groupOf: Map<string, string>, best: Set<string>}}
+ */
+export function searchGroups(tree) {
+  const trials = trialBranches(tree);
+  const groups = new Map();
+  const groupOf = new Map();
+  const best = new Set();
+  if (!trials.size) return { groups, groupOf, best };
+  const nodes = (tree && tree.nodes) || [];
+  const entries = new Map(searchList(tree).map((e) => [e.id, e]));
+  const members = new Map(); // search id -> its trials' nodes, in the tree's order
+  for (const n of nodes) {
+    const t = trials.get(n.branch);
+    if (!t) continue;
+    if (!members.has(t.search)) members.set(t.search, []);
+    members.get(t.search).push(n);
+    if (t.best) best.add(n.id);
+  }
+  for (const [sid, run] of members) {
+    const inRun = new Set(run.map((m) => m.id));
+    const first = run[0];
+    // The source: the parent of the first trial's first node (outside the trials).
+    const source = run.find((m) => m.parent && !inRun.has(m.parent));
+    const entry = entries.get(sid) || { trials: [] };
+    const bestEntry = entry.best || null;
+    const bestNode = run.find((m) => best.has(m.id)) || null;
+    const branches = new Set(run.map((m) => m.branch));
+    const count = typeof entry.total === 'number' ? `${branches.size} / ${entry.total}` : `${branches.size}`;
+    const metric = entry.objective && entry.objective.metric;
+    const what = `search ${sid}: ${count} trials`;
+    const where = bestEntry && typeof bestEntry.value === 'number'
+      ? `★ trial ${bestEntry.number}: ${metric ? `${metric} ` : ''}${formatValue(bestEntry.value)}`
+      : `${entry.state || 'running'}, no best yet`;
+    const id = `${SEARCH_GROUP_PREFIX}${sid}`;
+    const children = [];
+    for (const n of nodes) if (n.parent && inRun.has(n.parent) && !inRun.has(n.id)) children.push(n.id);
+    const shown = bestNode || first;
+    groups.set(id, {
+      id,
+      branch: first.branch,
+      run: first.run,
+      parent: source ? source.parent : first.parent,
+      children,
+      start_step: Math.min(...run.map((m) => m.start_step)),
+      end_step: Math.max(...run.map((m) => m.end_step ?? m.start_step)),
+      current: false,
+      reason: 'group',
+      restore: null,
+      hyperparameters: shown.hyperparameters,
+      diff: {},
+      metrics: shown.metrics,
+      checkpoints: [],
+      label: `${what} · ${where}`,
+      group: { members: run.map((m) => m.id), first: first.id, last: run[run.length - 1].id, select: shown.id, search: sid, what, where },
+    });
+    for (const m of run) groupOf.set(m.id, id);
+  }
+  return { groups, groupOf, best };
+}
+
+/**
+ * The tree as drawn: each search's trials in one group, runs of changes in
+ * groups (outside the trials), the closed ones shown as one node each, the
+ * best trial's nodes marked `searchBest`.
+ */
+export function collapseTree(tree, expanded = new Set(), min = MIN_GROUP) {
+  const search = searchGroups(tree);
+  const runs = collapseRuns(tree, new Set(), min, new Set(search.groupOf.keys()));
+  const groups = new Map([...runs.groups, ...search.groups]);
+  const groupOf = new Map([...runs.groupOf, ...search.groupOf]);
+  const marked = search.best.size
+    ? { ...tree, nodes: tree.nodes.map((n) => (search.best.has(n.id) ? { ...n, searchBest: true } : n)) }
+    : tree;
+  return closeGroups(marked, groups, groupOf, expanded);
 }

@@ -131,6 +131,11 @@ export class Api {
   async setHyperparameters(experiment, hyperparameters) {
     return this._post('hyperparameters', { experiment, hyperparameters });
   }
+
+  /** Writes a search request (docs/http_api.md, `POST search`); resolves to `{written, id, control}`. */
+  async search(experiment, search) {
+    return this._post('search', { experiment, search });
+  }
 }
 
 /**
@@ -147,6 +152,9 @@ export function requestProgress(request, tree) {
   if (request.kind === 'stop') {
     const state = tree && tree.trainer && tree.trainer.state;
     if (state === 'stopped' || state === 'finished' || state === 'failed') return { state: 'done', message: state };
+  }
+  if (request.kind === 'search' && status && status.searches && request.id && status.searches[request.id]) {
+    return { state: 'done' };
   }
   if (request.kind === 'restore') {
     const nodes = (tree && tree.nodes) || [];

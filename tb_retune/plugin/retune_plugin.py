@@ -241,7 +241,8 @@ class RetunePlugin(base_plugin.TBPlugin):
             raise RequestError(400, f"search: must be an object (docs/search.md), got {json.dumps(body['search'])[:80]}")
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
         request, control = _write_with(lambda: write_search(folder, body["search"]), folder)
-        return {"written": {"search": request}, "id": request["id"], "control": control}
+        return {"written": {"search": request}, "id": request["id"], "revision": control["revision"]["id"],
+                "control": control}
 
     def note_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Sets (``""``: removes) the note of a node of the tree; returns ``{written, revision, control}``."""

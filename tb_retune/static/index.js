@@ -2,7 +2,7 @@
 // change the sources and run `cd frontend && npm run build`.
 
 // src/style.css
-var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;--card: #ffffff;--canvas: #fafafa;--control-line: #c7c7c7;--line-soft: #eeeeee;--bg-warn: #fff8e1;--bg-ok: #e8f5e9;--bg-error: #ffebee;--bg-accent: #fff3e0;--card-translucent: rgba(255, 255, 255, .92);--hover: rgba(0, 0, 0, .04);color-scheme:light}:root[data-theme=dark]{--text: #e3e3e3;--muted: #a8a8a8;--faint: #7a7a7a;--line: #3c3c3c;--bg: #202124;--pane: #2a2b2e;--link: #8ab4f8;--ok: #81c995;--warn: #fcad70;--error: #f28b82;--card: #2d2e31;--canvas: #1b1c1e;--control-line: #55575b;--line-soft: #333437;--bg-warn: #3a3222;--bg-ok: #1f3326;--bg-error: #3d2424;--bg-accent: #3e2f1e;--card-translucent: rgba(45, 46, 49, .92);--hover: rgba(255, 255, 255, .06);color-scheme:dark}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card)}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:var(--faint)}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:var(--bg-warn)}.banner-ok{background:var(--bg-ok)}.banner-error{background:var(--bg-error);color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:var(--canvas);overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:var(--card);stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:var(--text)}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:var(--pane)}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:var(--card-translucent);font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:var(--card);border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:var(--bg-ok);color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:var(--line-soft)}.chart .axis{stroke:var(--control-line)}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:var(--muted)}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:var(--canvas)}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid var(--muted)}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid var(--line-soft);text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:var(--bg-accent)}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid var(--pane)}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.restore:hover,.actions button:hover{background:var(--bg-accent);border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:var(--pane);color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:var(--canvas);border:1px solid var(--line-soft);border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line);background:var(--tool-bg);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover)}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}.node.group .stack{fill:var(--card);stroke-width:1;stroke-opacity:.6}.node.group .card{stroke-dasharray:4 2}.node.group .label{font-style:italic}.step-tick{font-size:11px;fill:var(--muted)}.step-grid{stroke:var(--line);stroke-width:1}.lane-name{font-size:11.5px;fill:var(--muted)}.lod-low .step-tick,.lod-low .lane-name{display:none}.stop-button{height:26px;padding:0 12px;border:1px solid var(--error);border-radius:13px;background:transparent;color:var(--error);cursor:pointer}.stop-button[data-armed="1"]{background:var(--error);color:#fff}.note-text{width:100%;box-sizing:border-box;resize:vertical;padding:4px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);color:inherit;font:inherit;font-size:12px}.note-text:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}.note-row{display:flex;align-items:center;gap:8px;margin-top:4px}.note-count{font-size:11px;color:var(--muted)}.note-count.over{color:var(--error, #c62828)}.note-message{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.note-message:empty{display:none}.node .note-mark{fill:var(--accent);pointer-events:none}button.note-save{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.note-save:hover{background:var(--bg-accent);border-color:var(--accent)}\n';
+var style_default = '@font-face{font-family:Roboto;font-style:normal;font-weight:400;src:local("Roboto"),local("Roboto-Regular"),url(../../../font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2) format("woff2")}@font-face{font-family:Roboto;font-style:normal;font-weight:500;src:local("Roboto Medium"),local("Roboto-Medium"),url(../../../font-roboto/RxZJdnzeo3R5zSexge8UUZBw1xU1rKptJj_0jans920.woff2) format("woff2")}@font-face{font-family:Roboto Mono;font-style:normal;font-weight:400;src:local("Roboto Mono"),local("RobotoMono-Regular"),url(../../../font-roboto/hMqPNLsu_dywMa4C_DEpY4gp9Q8gbYrhqGlRav_IXfk.woff2) format("woff2")}:root{--text: #212121;--muted: #616161;--faint: #9e9e9e;--line: #e0e0e0;--bg: #ffffff;--pane: #f5f5f5;--accent: #f57c00;--accent-dark: #e65100;--link: #1565c0;--ok: #2e7d32;--warn: #ef6c00;--error: #c62828;--mono: "Roboto Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;--card: #ffffff;--canvas: #fafafa;--control-line: #c7c7c7;--line-soft: #eeeeee;--bg-warn: #fff8e1;--bg-ok: #e8f5e9;--bg-error: #ffebee;--bg-accent: #fff3e0;--card-translucent: rgba(255, 255, 255, .92);--hover: rgba(0, 0, 0, .04);color-scheme:light}:root[data-theme=dark]{--text: #e3e3e3;--muted: #a8a8a8;--faint: #7a7a7a;--line: #3c3c3c;--bg: #202124;--pane: #2a2b2e;--link: #8ab4f8;--ok: #81c995;--warn: #fcad70;--error: #f28b82;--card: #2d2e31;--canvas: #1b1c1e;--control-line: #55575b;--line-soft: #333437;--bg-warn: #3a3222;--bg-ok: #1f3326;--bg-error: #3d2424;--bg-accent: #3e2f1e;--card-translucent: rgba(45, 46, 49, .92);--hover: rgba(255, 255, 255, .06);color-scheme:dark}html,body{margin:0;height:100%;background:var(--bg);color:var(--text);font:13px/1.4 Roboto,system-ui,-apple-system,Segoe UI,Helvetica Neue,Arial,sans-serif}.retune-root,.retune-app{height:100%}.retune-app{display:flex;flex-direction:column;min-height:0}button,input,select{font:inherit;color:inherit}[hidden]{display:none!important}.toolbar{display:flex;align-items:center;gap:10px;padding:6px 12px;border-bottom:1px solid var(--line);background:var(--bg);min-height:36px;flex:none}.toolbar .title{font-weight:500;font-size:14px;margin-right:6px}.picker-label{color:var(--muted)}.picker{max-width:320px;padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card)}.spacer{flex:1}.trainer-pill,.trainer-line{display:inline-flex;align-items:center;gap:6px;color:var(--muted)}.trainer-pill{padding:2px 10px;border-radius:12px;background:var(--pane)}.dot{width:8px;height:8px;border-radius:50%;background:var(--faint);flex:none}.level-ok .dot{background:#43a047;box-shadow:0 0 0 3px #43a0472e}.level-done .dot{background:var(--faint)}.level-warn .dot{background:var(--warn)}.level-warn{color:var(--warn)}.level-error .dot{background:var(--error)}.level-error{color:var(--error)}a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}.scalars-link{font-weight:500}.banners{flex:none}.banner{display:flex;align-items:center;gap:8px;padding:6px 12px;border-bottom:1px solid var(--line)}.banner-info{background:var(--bg-warn)}.banner-ok{background:var(--bg-ok)}.banner-error{background:var(--bg-error);color:var(--error)}.banner-text{flex:1}.spinner{width:10px;height:10px;border:2px solid var(--accent);border-right-color:transparent;border-radius:50%;animation:spin .9s linear infinite;flex:none}@keyframes spin{to{transform:rotate(360deg)}}.close{border:0;background:none;font-size:16px;line-height:1;cursor:pointer;color:var(--muted)}.link-button{border:0;background:none;padding:0;color:var(--link);cursor:pointer}.link-button:hover{text-decoration:underline}.body{flex:1;display:flex;min-height:0}.tree-pane{position:relative;flex:1;min-width:0;background:var(--canvas);overflow:hidden}svg.tree{display:block;width:100%;height:100%;cursor:grab;touch-action:none;user-select:none;font-family:inherit}svg.tree.panning{cursor:grabbing}.link{fill:none;stroke-width:1.6;stroke-opacity:.75}.link.restore{stroke-dasharray:5 4}.node{cursor:pointer;outline:none}.node .card{fill:var(--card);stroke-width:1.2}.node.current .card{fill-opacity:.1;stroke-width:2}.node:hover .card{stroke-width:2}.node:focus-visible .card{stroke:var(--link);stroke-width:2.5}.halo{stroke:var(--accent);stroke-width:2.5;fill:#f57c0014}.node .label{font-size:12px;font-weight:500;fill:var(--text)}.node .sub{font-size:11px;fill:var(--muted)}.lod-low .node text{display:none}.lod-low .node .stripe{width:200px}.lod-low .halo,.lod-low .node.current .card{vector-effect:non-scaling-stroke;stroke-width:3}.lod-low .node.current .card{stroke:var(--text)}.lod-low .link{vector-effect:non-scaling-stroke;stroke-width:1}.tree-tools{position:absolute;top:10px;right:10px;display:flex;gap:4px}.tool{min-width:30px;height:28px;padding:0 8px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer;box-shadow:0 1px 2px #0000000f}.tool:hover{background:var(--pane)}.legend{position:absolute;left:10px;bottom:10px;right:10px;display:flex;flex-wrap:wrap;gap:4px 6px;pointer-events:none}.legend-item{pointer-events:auto;display:inline-flex;align-items:center;gap:5px;padding:1px 8px 1px 6px;border:1px solid var(--line);border-radius:10px;background:var(--card-translucent);font-size:11.5px;cursor:pointer}.legend-more{font-size:11.5px;color:var(--muted);align-self:center}.chip{display:inline-block;width:10px;height:10px;border-radius:2px;flex:none}.tree-message{position:absolute;top:40%;left:0;right:0;text-align:center;color:var(--muted);padding:0 24px}.side{width:380px;flex:none;overflow-y:auto;border-left:1px solid var(--line);background:var(--pane);padding:8px;box-sizing:border-box}.card{background:var(--card);border:1px solid var(--line);border-radius:4px;padding:10px 12px;margin-bottom:8px}h2{font-size:14px;font-weight:500;margin:0 0 6px}h3{font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:12px 0 4px}.muted{color:var(--muted);margin:2px 0}.small{font-size:12px}.node-head{display:flex;align-items:center;gap:8px}.node-head h2{margin:0;overflow-wrap:anywhere}.badge{font-size:11px;padding:0 7px;border-radius:8px;background:var(--bg-ok);color:var(--ok);font-weight:500}.node-label{margin:4px 0 2px;font-weight:500;overflow-wrap:anywhere}.meta{color:var(--muted);font-size:12px;overflow-wrap:anywhere}.branch-link{display:inline-block;margin-top:4px;font-size:12px;overflow-wrap:anywhere}.chart-box{margin-top:8px}svg.chart{display:block;max-width:100%;font-family:inherit}.chart .grid{stroke:var(--line-soft)}.chart .axis{stroke:var(--control-line)}.chart .tick{font-size:10px;fill:var(--muted)}.chart .series{fill:none;stroke-width:1.6}.chart .series.val{stroke-dasharray:4 3;stroke-width:1.4}.chart .band{fill:#f57c0014}.chart .ckpt{fill:var(--muted)}.chart-empty{fill:var(--faint);font-size:12px}.chart-placeholder{height:130px;display:flex;align-items:center;justify-content:center;color:var(--faint);background:var(--canvas)}.chart-legend{font-size:11px;color:var(--muted);display:flex;align-items:center;gap:4px;flex-wrap:wrap}.key{display:inline-block;width:14px;height:0;margin-left:6px}.key-loss{border-top:2px solid}.key-val{border-top:2px dashed}.key-ckpt{width:0;border-left:4px solid transparent;border-right:4px solid transparent;border-bottom:6px solid var(--muted)}.key-band{height:9px;width:12px;background:#f57c002e}table.kv{border-collapse:collapse;width:100%}table.kv td,table.kv th{padding:2px 4px;border-bottom:1px solid var(--line-soft);text-align:left;overflow-wrap:anywhere}table.kv th{font-weight:500;color:var(--muted);font-size:12px}table.kv td.num,table.kv th:not(:first-child){text-align:right;font-family:var(--mono);font-size:12px}tr.changed td{background:var(--bg-accent)}tr.changed td:first-child{font-weight:500}ul.diff,ul.checkpoints,ul.log{list-style:none;margin:0;padding:0}ul.diff li{padding:1px 0}.hp-name{font-weight:500}.old{font-family:var(--mono);color:var(--muted);text-decoration:line-through}.new{font-family:var(--mono);color:var(--accent-dark)}ul.checkpoints{max-height:180px;overflow-y:auto}ul.checkpoints li{display:flex;align-items:center;justify-content:space-between;padding:2px 0;border-bottom:1px solid var(--pane)}.ckpt-step{font-family:var(--mono);font-size:12px}button.restore,.actions button{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.restore:hover,.actions button:hover{background:var(--bg-accent);border-color:var(--accent)}button:disabled{opacity:.5;cursor:default}.actions button.primary{background:var(--accent);border-color:var(--accent);color:#fff;font-weight:500}.actions button.primary:hover{background:var(--accent-dark)}.then-set input{width:100%;box-sizing:border-box}.then-set{display:flex;flex-direction:column;gap:2px;font-size:12px;color:var(--muted);margin-bottom:6px}input[type=text]{padding:3px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);min-width:0;font-family:var(--mono);font-size:12px}input[type=text]:focus,select:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}input.fixed{background:var(--pane);color:var(--muted)}.restore-message,.form-message,.form-error{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.restore-message:empty,.form-message:empty,.form-error:empty{display:none}.msg-ok{color:var(--ok)}.msg-error,.form-error{color:var(--error)}.msg-info,.msg-info-static{color:var(--muted)}.hint{color:var(--muted);font-size:12px;margin:0 0 8px}.fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 10px}.field{display:flex;flex-direction:column;gap:2px}.field input[type=text]{width:100%;box-sizing:border-box}.field label{font-size:12px;color:var(--muted);overflow-wrap:anywhere}.field-bool{flex-direction:row-reverse;justify-content:flex-end;align-items:center;gap:6px;align-self:end}.field-bool input{accent-color:var(--accent);margin:0}.actions{display:flex;gap:6px;margin-top:10px}details.config-details{margin-top:10px}details.config-details summary{cursor:pointer;font-size:11px;font-weight:500;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}pre.config{font-family:var(--mono);font-size:11px;background:var(--canvas);border:1px solid var(--line-soft);border-radius:4px;padding:6px 8px;max-height:320px;overflow:auto;white-space:pre;margin:6px 0 0}ul.log li{padding:2px 0;font-size:12px;overflow-wrap:anywhere}ul.log .time,ul.log .step{font-family:var(--mono);color:var(--muted)}ul.errors .msg{color:var(--error)}.view-switch{position:absolute;top:10px;left:10px;display:flex;border:1px solid var(--tool-line);border-radius:4px;overflow:hidden;box-shadow:0 1px 2px #0000000f;z-index:2}.view-button{height:28px;padding:0 10px;border:none;border-right:1px solid var(--tool-line);background:var(--tool-bg);cursor:pointer}.view-button:last-child{border-right:none}.view-button[aria-pressed=true]{background:var(--accent);color:#fff}.table-box{position:absolute;inset:48px 0 0;overflow:auto;padding:0 10px 10px}.table-tools{display:flex;gap:12px;align-items:center;padding:4px 0 8px;color:var(--muted)}.branch-table{border-collapse:collapse;table-layout:fixed;font-size:12px;white-space:nowrap}.branch-table col.col-branch{width:170px}.branch-table col.col-num{width:78px}.branch-table col.col-parent{width:110px}.branch-table col.col-changed{width:220px}.branch-table col.col-state{width:96px}.branch-table tr.spacer td{padding:0;border:none}.branch-table th{position:sticky;top:0;background:var(--pane);color:var(--text);font-weight:500;text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);cursor:pointer;user-select:none}.branch-table th .sub{display:block;font-weight:400;font-size:10.5px;color:var(--muted)}.branch-table th.num,.branch-table td.num{text-align:right;font-family:var(--mono)}.branch-table td{height:24px;box-sizing:border-box;padding:0 8px;border-bottom:1px solid var(--line);overflow:hidden;text-overflow:ellipsis}.branch-table td.changed{max-width:22em;overflow:hidden;text-overflow:ellipsis}.branch-row{cursor:pointer}.branch-row:hover{background:var(--hover)}.branch-row.selected{outline:2px solid var(--accent);outline-offset:-2px}.branch-row.best{background:#43a0471f}.branch-cell>*{margin-right:5px;vertical-align:middle}.best-badge{font-size:10.5px;padding:0 5px;border-radius:8px;background:var(--ok);color:#fff}.row-scalars{color:var(--link);text-decoration:none}.state-training{color:var(--ok)}.state-failed{color:var(--error)}.node.group .stack{fill:var(--card);stroke-width:1;stroke-opacity:.6}.node.group .card{stroke-dasharray:4 2}.node.group .label{font-style:italic}.step-tick{font-size:11px;fill:var(--muted)}.step-grid{stroke:var(--line);stroke-width:1}.lane-name{font-size:11.5px;fill:var(--muted)}.lod-low .step-tick,.lod-low .lane-name{display:none}.stop-button{height:26px;padding:0 12px;border:1px solid var(--error);border-radius:13px;background:transparent;color:var(--error);cursor:pointer}.stop-button[data-armed="1"]{background:var(--error);color:#fff}.note-text{width:100%;box-sizing:border-box;resize:vertical;padding:4px 6px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);color:inherit;font:inherit;font-size:12px}.note-text:focus{outline:2px solid rgba(245,124,0,.35);border-color:var(--accent)}.note-row{display:flex;align-items:center;gap:8px;margin-top:4px}.note-count{font-size:11px;color:var(--muted)}.note-count.over{color:var(--error, #c62828)}.note-message{margin-top:6px;font-size:12px;overflow-wrap:anywhere}.note-message:empty{display:none}.node .note-mark{fill:var(--accent);pointer-events:none}button.note-save{padding:3px 10px;border:1px solid var(--control-line);border-radius:4px;background:var(--card);cursor:pointer}button.note-save:hover{background:var(--bg-accent);border-color:var(--accent)}.search-actions{display:flex;flex-direction:column;gap:4px}.search-hint{margin:0;font-size:12px}.search-form{display:flex;flex-direction:column;gap:6px;margin-top:8px}.search-form .kv.space td{padding:2px 4px}.search-form .range-inputs,.search-form .choice-inputs{display:inline-block;white-space:nowrap;margin:1px 0}.trials-box{overflow-x:auto}.search-form .kv.space td.space-name{white-space:nowrap}.search-form [hidden]{display:none!important}.search-form input[type=text],.search-form input[type=number]{font-family:var(--mono);font-size:12px}.search-row{display:flex;flex-wrap:wrap;gap:8px}.search-field{display:flex;flex-direction:column;font-size:12px;color:var(--muted);gap:2px}.search-message{margin:6px 0 0;font-size:12px}.search-message.msg-error{color:var(--error)}.search-message.msg-ok{color:var(--ok)}.search-entry{margin-top:10px;border-top:1px solid var(--line-soft);padding-top:6px}.search-entry h3{margin:0 0 2px;font-size:13px}.search-progress{margin:0 0 4px;font-size:12px;font-family:var(--mono)}.kv.trials{width:100%;font-size:12px;table-layout:auto}.kv.trials th,.kv.trials td{white-space:nowrap;padding:2px 4px}.kv.trials td.settings{max-width:90px;overflow:hidden;text-overflow:ellipsis}.search-entry h3{text-transform:none}.search-form .range-inputs input[type=text]{width:4.5em}.search-form .range-inputs label{margin:0 2px}.kv.trials tr.best td{background:var(--bg-ok)}.kv.trials tr.trial-pruned td,.kv.trials tr.trial-failed td{color:var(--muted)}.node.search-best .card{stroke-width:2.5px}.node.search-group .stack{stroke-dasharray:3 2}.trial-best{margin-left:4px;color:var(--ok);font-size:11px}\n';
 
 // src/control_schema.json
 var control_schema_default = {
@@ -463,6 +463,234 @@ function sameValue(a, b) {
   return a === b || a == null && b == null;
 }
 
+// src/search.js
+var SAMPLERS = Object.freeze(["tpe", "random", "grid", "qmc"]);
+var PRUNERS = Object.freeze(["none", "median", "successive_halving", "hyperband"]);
+var THEN = Object.freeze(["best", "source"]);
+var MODES = Object.freeze(["min", "max"]);
+var MAX_TRIALS = 1e4;
+var MAX_CHOICES = 100;
+var MIN_SUFFIXES = ["loss", "error", "mae", "mse", "mape", "msle", "crossentropy", "perplexity"];
+var MAX_SUFFIXES = ["accuracy", "acc", "auc", "precision", "recall", "f1", "f1_score", "iou"];
+function defaultMode(metric) {
+  const name = metric.startsWith("val_") ? metric.slice(4) : metric;
+  if (MIN_SUFFIXES.some((s2) => name.endsWith(s2))) return "min";
+  if (MAX_SUFFIXES.some((s2) => name.endsWith(s2))) return "max";
+  return null;
+}
+function searchable(hyperparameters) {
+  return Object.keys(hyperparameters || {}).filter((name) => !FIXED_AT_BUILD.has(name) && inputKind(name, hyperparameters[name]) !== "fixed").sort();
+}
+function defaultDimension(name, current) {
+  if (inputKind(name, current) === "bool") return { on: false, kind: "choices", choices: "true, false" };
+  const v = typeof current === "number" && Number.isFinite(current) ? current : null;
+  if (v !== null && v > 0) {
+    const high = rangeError(name, v * 10) === null ? v * 10 : v;
+    return { on: name === "learning_rate", kind: "range", low: formatValue(v / 10), high: formatValue(high), log: true, step: "" };
+  }
+  return { on: false, kind: "range", low: "0", high: v === null ? "" : formatValue(v), log: false, step: "" };
+}
+function loggedMetrics(tree2) {
+  const names = /* @__PURE__ */ new Set();
+  for (const n of tree2 && tree2.nodes || []) for (const tag of Object.keys(n.metrics || {})) names.add(tag);
+  const status = tree2 && tree2.status;
+  if (status && Array.isArray(status.metrics)) for (const m of status.metrics) names.add(String(m));
+  return [...names].sort((a, b) => a === "loss" ? -1 : b === "loss" ? 1 : a.localeCompare(b));
+}
+function count(where, raw, what, most) {
+  const text = String(raw ?? "").trim();
+  const value = Number(text);
+  if (text === "" || !/^\d+$/.test(text)) return { error: `${where}: must be ${what} (an integer >= 1), got "${text}"` };
+  if (value < 1 || value > most) return { error: `${where}: must be ${what} between 1 and ${most}, got ${value}` };
+  return { value };
+}
+function oneValue(where, name, raw, current) {
+  const parsed = parseNumberInput(name, raw, current);
+  if (parsed.error) return { error: `${where}: ${parsed.error.replace(/^[^:]*: /, "")}` };
+  if (parsed.value === null) return { error: `${where}: must be a number, got null` };
+  return parsed;
+}
+function parseChoice(text, bool) {
+  const t = text.trim();
+  if (bool) return /^true$/i.test(t) ? true : /^false$/i.test(t) ? false : void 0;
+  return t;
+}
+function dimensionRequest(name, dim, current) {
+  const where = `search.space.${name}`;
+  const bool = inputKind(name, current) === "bool";
+  if (dim.kind === "choices") {
+    const parts = String(dim.choices ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "");
+    if (!parts.length || parts.length > MAX_CHOICES) return { error: `${where}.choices: must be a list of 1 to ${MAX_CHOICES} values` };
+    const out = [];
+    for (const [i, part] of parts.entries()) {
+      let value;
+      if (bool) {
+        value = parseChoice(part, true);
+        if (value === void 0) return { error: `${where}.choices[${i}]: must be true or false, got "${part}"` };
+      } else {
+        const one = oneValue(`${where}.choices[${i}]`, name, part, current);
+        if (one.error) return one;
+        value = one.value;
+      }
+      if (out.some((c) => c === value)) return { error: `${where}.choices[${i}]: ${formatValue(value)} is listed twice` };
+      out.push(value);
+    }
+    return { value: { choices: out } };
+  }
+  if (bool) return { error: `${where}: ${name} is true or false, so it takes choices, e.g. true, false` };
+  const low = oneValue(`${where}.low`, name, dim.low, current);
+  if (low.error) return low;
+  const high = oneValue(`${where}.high`, name, dim.high, current);
+  if (high.error) return high;
+  if (low.value > high.value) return { error: `${where}: low ${formatValue(low.value)} must be <= high ${formatValue(high.value)}` };
+  const spec = { low: low.value, high: high.value };
+  if (dim.log) {
+    if (low.value <= 0) return { error: `${where}.low: must be > 0 on a log scale, got ${formatValue(low.value)}` };
+    spec.log = true;
+  }
+  const stepText = String(dim.step ?? "").trim();
+  if (stepText !== "") {
+    const step = Number(stepText);
+    if (!Number.isFinite(step) || step <= 0 || !/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(stepText)) {
+      return { error: `${where}.step: must be a number > 0, got "${stepText}"` };
+    }
+    if (dim.log) return { error: `${where}.step: a range is either on a log scale or in steps, not both; drop log or step` };
+    spec.step = step;
+  }
+  return { value: spec };
+}
+function gridPoints(spec) {
+  if (spec.choices) return spec.choices.length;
+  if (spec.step === void 0) return null;
+  return Math.floor((spec.high - spec.low) / spec.step + 1e-9) + 1;
+}
+function buildSearchRequest(fields, context) {
+  const errors = [];
+  const known = context.hyperparameters || {};
+  const space = {};
+  for (const [name, dim] of Object.entries(fields.space || {})) {
+    if (!dim.on) continue;
+    if (!(name in known)) {
+      errors.push(`search.space.${name}: unknown hyperparameter; the optimizer has: ${Object.keys(known).sort().join(", ")}`);
+      continue;
+    }
+    const r = dimensionRequest(name, dim, known[name]);
+    if (r.error) errors.push(r.error);
+    else space[name] = r.value;
+  }
+  if (!Object.keys(space).length && !errors.length) errors.push("search.space: pick at least one hyperparameter to vary");
+  const trials = count("search.trials", fields.trials, "the number of trials", MAX_TRIALS);
+  const steps = count("search.steps_per_trial", fields.steps_per_trial, "the steps of each trial", 1e12);
+  for (const r of [trials, steps]) if (r.error) errors.push(r.error);
+  const metric = String(fields.metric ?? "").trim();
+  const metrics = context.metrics || null;
+  if (!metric) errors.push("search.objective.metric: missing; name a metric that fit logs, e.g. val_loss");
+  else if (metrics && metrics.length && !metrics.includes(metric)) {
+    errors.push(`search.objective.metric: fit does not log "${metric}"; it logs: ${metrics.join(", ")}`);
+  }
+  const mode = fields.mode || (metric ? defaultMode(metric) : null);
+  if (metric && !mode) errors.push(`search.objective.mode: missing; say "min" or "max" for metric "${metric}"`);
+  else if (mode && !MODES.includes(mode)) errors.push(`search.objective.mode: unknown mode "${mode}"; one of ${MODES.join(", ")}`);
+  const choice = (key, value, allowed, what) => {
+    if (!allowed.includes(value)) errors.push(`search.${key}: unknown ${what} "${value}"; one of ${allowed.join(", ")}`);
+  };
+  const sampler = fields.sampler || "tpe";
+  const pruner = fields.pruner || "none";
+  const then = fields.then || "best";
+  choice("sampler", sampler, SAMPLERS, "sampler");
+  choice("pruner", pruner, PRUNERS, "pruner");
+  choice("then", then, THEN, "then");
+  if (!errors.length && sampler === "grid") {
+    let points = 1;
+    for (const [name, spec] of Object.entries(space)) {
+      const n = gridPoints(spec);
+      if (n === null) {
+        errors.push(`search.space.${name}: the grid sampler needs a step for a range (e.g. low 0, high 0.9, step 0.1) or choices`);
+        break;
+      }
+      points *= n;
+    }
+    if (!errors.length && trials.value > points + 1) {
+      errors.push(`search.trials: the grid has ${points} points, so with the baseline trial (the source's own settings) at most ${points + 1} trials, got ${trials.value}`);
+    }
+  }
+  if (errors.length) return { errors };
+  const request = {
+    space,
+    trials: trials.value,
+    steps_per_trial: steps.value,
+    objective: { metric, mode },
+    sampler,
+    pruner,
+    then
+  };
+  if (context.from) request.from = { branch: context.from.branch, step: context.from.step };
+  return { request, errors: [] };
+}
+function searchList(tree2) {
+  const searches = tree2 && tree2.status && tree2.status.searches;
+  if (!searches || typeof searches !== "object") return [];
+  const list = Object.entries(searches).filter(([, e]) => e && typeof e === "object").map(([id, e]) => ({ id, ...e, trials: Array.isArray(e.trials) ? e.trials : [] }));
+  const order = (e) => e.state === "running" ? 0 : 1;
+  return list.map((e, i) => [e, i]).sort((a, b) => order(a[0]) - order(b[0]) || b[1] - a[1]).map(([e]) => e);
+}
+function searchProgress(entry) {
+  const by = { complete: 0, running: 0, pruned: 0, failed: 0 };
+  for (const t of entry.trials || []) if (t.state in by) by[t.state] += 1;
+  const total = typeof entry.total === "number" ? entry.total : null;
+  return { done: by.complete, running: by.running, pruned: by.pruned, failed: by.failed, total, best: entry.best || null };
+}
+function progressText(entry) {
+  const p = searchProgress(entry);
+  const parts = [`done ${p.done}${p.total !== null ? ` / ${p.total}` : ""}`, `running ${p.running}`, `pruned ${p.pruned}`];
+  if (p.failed) parts.push(`failed ${p.failed}`);
+  const metric = entry.objective && entry.objective.metric;
+  parts.push(p.best && typeof p.best.value === "number" ? `best ${metric ? `${metric} ` : ""}${formatValue(p.best.value)} (trial ${p.best.number})` : "no best yet");
+  return parts.join(" · ");
+}
+var STATE_ORDER = { complete: 0, running: 1, pruned: 2, failed: 3 };
+function rankedTrials(entry) {
+  const sign = entry.objective && entry.objective.mode === "max" ? -1 : 1;
+  const bestNumber = entry.best ? entry.best.number : null;
+  const trials = (entry.trials || []).map((t) => ({
+    number: t.number,
+    branch: t.branch || null,
+    value: typeof t.value === "number" ? t.value : null,
+    state: String(t.state || "running"),
+    hyperparameters: t.hyperparameters || {},
+    baseline: Boolean(t.baseline),
+    best: t.number === bestNumber
+  }));
+  trials.sort((a, b) => {
+    const sa = STATE_ORDER[a.state] ?? 4;
+    const sb = STATE_ORDER[b.state] ?? 4;
+    if (sa !== sb) return sa - sb;
+    if (a.state === "complete" && a.value !== null && b.value !== null && a.value !== b.value) return sign * (a.value - b.value);
+    return a.number - b.number;
+  });
+  let rank = 0;
+  return trials.map((t) => ({ ...t, rank: t.state === "complete" && t.value !== null ? ++rank : null }));
+}
+function settingsText(hyperparameters, name = (k) => k) {
+  return Object.entries(hyperparameters || {}).map(([k, v]) => `${name(k)}=${formatValue(v)}`).join(", ");
+}
+function trialBranches(tree2) {
+  const out = /* @__PURE__ */ new Map();
+  for (const e of searchList(tree2)) {
+    const bestBranch = e.best ? e.best.branch : null;
+    for (const t of e.trials) {
+      if (typeof t.branch === "string" && t.branch) out.set(t.branch, { search: e.id, number: t.number, best: t.branch === bestBranch });
+    }
+  }
+  for (const n of tree2 && tree2.nodes || []) {
+    const rec = n.search;
+    if (rec && typeof rec.id === "string" && typeof rec.trial === "number" && !out.has(n.branch)) {
+      out.set(n.branch, { search: rec.id, number: rec.trial, best: false });
+    }
+  }
+  return out;
+}
+
 // src/actions.js
 function inForce(app2) {
   const status = app2.state.tree && app2.state.tree.status;
@@ -526,6 +754,37 @@ async function submitForm(app2) {
   }
   app2.poller.now();
 }
+async function search(app2) {
+  const experiment = app2.state.experiment;
+  const ui = app2.searchPanel;
+  const fields = ui.values();
+  const { request, errors } = buildSearchRequest(fields, {
+    from: fields.from,
+    hyperparameters: inForce(app2) || {},
+    metrics: loggedMetrics(app2.state.tree)
+  });
+  if (errors.length) {
+    app2.setMessage(ui.message, "error", `Not written: ${errors.join("; ")}`);
+    return;
+  }
+  app2.setMessage(ui.message, "info", "Writing the search…");
+  let answer;
+  try {
+    answer = await app2.api.search(experiment, request);
+  } catch (e) {
+    if (experiment === app2.state.experiment) app2.setMessage(ui.message, "error", `Not written: ${e.message}`);
+    return;
+  }
+  const id = answer.id || answer.written && answer.written.search && answer.written.search.id || null;
+  const from = request.from ? ` from ${request.from.branch}@${request.from.step}` : "";
+  const what = `search ${id || ""}${from}: ${request.trials} trials of ${request.steps_per_trial} steps`;
+  app2.addRequest({ kind: "search", id, experiment, what }, answer);
+  if (experiment === app2.state.experiment) {
+    app2.setMessage(ui.message, "ok", `Wrote to retune.json: ${what}. The trials appear in the tree as they start.`);
+    ui.close();
+  }
+  app2.poller.now();
+}
 var STOP_ARM_MS = 5e3;
 async function stop(app2) {
   const button = app2.ui.stop;
@@ -556,13 +815,14 @@ function disarm(button) {
 // src/groups.js
 var MIN_GROUP = 3;
 var GROUP_PREFIX = "group:";
-function groupParts(diff, count2, firstStep, lastStep) {
+var SEARCH_GROUP_PREFIX = `${GROUP_PREFIX}search:`;
+function groupParts(diff, count3, firstStep, lastStep) {
   const parts = diffRows(diff).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`);
   const steps = firstStep === lastStep ? `${firstStep}` : `${firstStep}–${lastStep}`;
-  return parts.length ? { what: parts.join(", "), where: `in ${count2} changes @ ${steps}` } : { what: `${count2} changes, back where they started`, where: `@ ${steps}` };
+  return parts.length ? { what: parts.join(", "), where: `in ${count3} changes @ ${steps}` } : { what: `${count3} changes, back where they started`, where: `@ ${steps}` };
 }
-function groupLabel(diff, count2, firstStep, lastStep) {
-  const { what, where } = groupParts(diff, count2, firstStep, lastStep);
+function groupLabel(diff, count3, firstStep, lastStep) {
+  const { what, where } = groupParts(diff, count3, firstStep, lastStep);
   return `${what} ${where}`;
 }
 function overall(before, after) {
@@ -574,7 +834,7 @@ function overall(before, after) {
   }
   return out;
 }
-function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP) {
+function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP, skip = /* @__PURE__ */ new Set()) {
   const nodes = tree2 && tree2.nodes || [];
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const kids = /* @__PURE__ */ new Map();
@@ -586,13 +846,17 @@ function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GRO
   const lastOf = /* @__PURE__ */ new Map();
   for (const b of tree2 && tree2.branches || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
   const groupable = (n) => {
-    if (!n || !n.parent || n.current || n.note || n.reason === "restore" || n.reason === "root" || n.restore) return false;
+    if (!n || skip.has(n.id) || !n.parent || n.current || n.note || n.reason === "restore" || n.reason === "root" || n.restore) return false;
     const parent = byId.get(n.parent);
     if (!parent || parent.branch !== n.branch) return false;
     if (lastOf.get(n.branch) === n.id) return false;
     const children = kids.get(n.id) || [];
     return children.length === 1 && children[0].branch === n.branch;
   };
+  const { groupOf, groups } = findRuns(nodes, byId, kids, groupable, min);
+  return closeGroups(tree2, groups, groupOf, expanded);
+}
+function findRuns(nodes, byId, kids, groupable, min) {
   const groupOf = /* @__PURE__ */ new Map();
   const groups = /* @__PURE__ */ new Map();
   const seen = /* @__PURE__ */ new Set();
@@ -633,7 +897,11 @@ function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GRO
     groups.set(id, group);
     for (const m of run) groupOf.set(m.id, id);
   }
+  return { groupOf, groups };
+}
+function closeGroups(tree2, groups, groupOf, expanded) {
   if (!groups.size) return { tree: tree2, groupOf, groups };
+  const nodes = tree2 && tree2.nodes || [];
   const closed = new Set([...groups.keys()].filter((g) => !expanded.has(g)));
   const out = [];
   for (const n of nodes) {
@@ -656,16 +924,78 @@ function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GRO
   });
   return { tree: { ...tree2, nodes: out, branches }, groupOf, groups };
 }
+function searchGroups(tree2) {
+  const trials = trialBranches(tree2);
+  const groups = /* @__PURE__ */ new Map();
+  const groupOf = /* @__PURE__ */ new Map();
+  const best = /* @__PURE__ */ new Set();
+  if (!trials.size) return { groups, groupOf, best };
+  const nodes = tree2 && tree2.nodes || [];
+  const entries = new Map(searchList(tree2).map((e) => [e.id, e]));
+  const members = /* @__PURE__ */ new Map();
+  for (const n of nodes) {
+    const t = trials.get(n.branch);
+    if (!t) continue;
+    if (!members.has(t.search)) members.set(t.search, []);
+    members.get(t.search).push(n);
+    if (t.best) best.add(n.id);
+  }
+  for (const [sid, run] of members) {
+    const inRun = new Set(run.map((m) => m.id));
+    const first = run[0];
+    const source = run.find((m) => m.parent && !inRun.has(m.parent));
+    const entry = entries.get(sid) || { trials: [] };
+    const bestEntry = entry.best || null;
+    const bestNode = run.find((m) => best.has(m.id)) || null;
+    const branches = new Set(run.map((m) => m.branch));
+    const count3 = typeof entry.total === "number" ? `${branches.size} / ${entry.total}` : `${branches.size}`;
+    const metric = entry.objective && entry.objective.metric;
+    const what = `search ${sid}: ${count3} trials`;
+    const where = bestEntry && typeof bestEntry.value === "number" ? `★ trial ${bestEntry.number}: ${metric ? `${metric} ` : ""}${formatValue(bestEntry.value)}` : `${entry.state || "running"}, no best yet`;
+    const id = `${SEARCH_GROUP_PREFIX}${sid}`;
+    const children = [];
+    for (const n of nodes) if (n.parent && inRun.has(n.parent) && !inRun.has(n.id)) children.push(n.id);
+    const shown = bestNode || first;
+    groups.set(id, {
+      id,
+      branch: first.branch,
+      run: first.run,
+      parent: source ? source.parent : first.parent,
+      children,
+      start_step: Math.min(...run.map((m) => m.start_step)),
+      end_step: Math.max(...run.map((m) => m.end_step ?? m.start_step)),
+      current: false,
+      reason: "group",
+      restore: null,
+      hyperparameters: shown.hyperparameters,
+      diff: {},
+      metrics: shown.metrics,
+      checkpoints: [],
+      label: `${what} · ${where}`,
+      group: { members: run.map((m) => m.id), first: first.id, last: run[run.length - 1].id, select: shown.id, search: sid, what, where }
+    });
+    for (const m of run) groupOf.set(m.id, id);
+  }
+  return { groups, groupOf, best };
+}
+function collapseTree(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP) {
+  const search2 = searchGroups(tree2);
+  const runs = collapseRuns(tree2, /* @__PURE__ */ new Set(), min, new Set(search2.groupOf.keys()));
+  const groups = new Map([...runs.groups, ...search2.groups]);
+  const groupOf = new Map([...runs.groupOf, ...search2.groupOf]);
+  const marked = search2.best.size ? { ...tree2, nodes: tree2.nodes.map((n) => search2.best.has(n.id) ? { ...n, searchBest: true } : n) } : tree2;
+  return closeGroups(marked, groups, groupOf, expanded);
+}
 
 // node_modules/d3-hierarchy/dist/d3-hierarchy.mjs
-function count(node) {
+function count2(node) {
   var sum = 0, children = node.children, i = children && children.length;
   if (!i) sum = 1;
   else while (--i >= 0) sum += children[i].value;
   node.value = sum;
 }
 function node_count() {
-  return this.eachAfter(count);
+  return this.eachAfter(count2);
 }
 function node_each(callback, that) {
   let index = -1;
@@ -1336,12 +1666,19 @@ var Api = class {
   async setHyperparameters(experiment, hyperparameters) {
     return this._post("hyperparameters", { experiment, hyperparameters });
   }
+  /** Writes a search request (docs/http_api.md, `POST search`); resolves to `{written, id, control}`. */
+  async search(experiment, search2) {
+    return this._post("search", { experiment, search: search2 });
+  }
 };
 function requestProgress(request, tree2) {
   const status = tree2 && tree2.status || null;
   if (request.kind === "stop") {
     const state = tree2 && tree2.trainer && tree2.trainer.state;
     if (state === "stopped" || state === "finished" || state === "failed") return { state: "done", message: state };
+  }
+  if (request.kind === "search" && status && status.searches && request.id && status.searches[request.id]) {
+    return { state: "done" };
   }
   if (request.kind === "restore") {
     const nodes = tree2 && tree2.nodes || [];
@@ -1505,9 +1842,9 @@ function stepScale(spans) {
   const median = sorted[Math.floor(sorted.length / 2)];
   return Math.min(MAX_PX_PER_STEP, Math.max(MIN_PX_PER_STEP, TYPICAL_W / median));
 }
-function stepTicks(lo, hi, count2 = 8) {
+function stepTicks(lo, hi, count3 = 8) {
   const span = Math.max(1, hi - lo);
-  const raw = span / count2;
+  const raw = span / count3;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s2) => s2 >= raw) || 10 * mag;
   const out = [];
@@ -1750,6 +2087,7 @@ function branchRows(tree2) {
   const nodes = /* @__PURE__ */ new Map();
   for (const n of tree2 && tree2.nodes || []) nodes.set(n.id, n);
   const trainerState = tree2 && tree2.trainer && tree2.trainer.state || null;
+  const trials = trialBranches(tree2);
   const rows = [];
   for (const b of tree2 && tree2.branches || []) {
     const own = (b.nodes || []).map((id) => nodes.get(id)).filter(Boolean);
@@ -1775,7 +2113,9 @@ function branchRows(tree2) {
       branch: b.name,
       run: b.run || latest.run || b.name,
       color: b.color,
-      trial: typeof b.trial === "number" ? b.trial : null,
+      trial: typeof b.trial === "number" ? b.trial : trials.has(b.name) ? trials.get(b.name).number : null,
+      search: trials.has(b.name) ? trials.get(b.name).search : null,
+      trialBest: trials.has(b.name) && trials.get(b.name).best,
       start: typeof b.start_step === "number" ? b.start_step : first.start_step,
       last: typeof b.last_step === "number" ? b.last_step : latest.end_step ?? latest.start_step,
       parent: parent ? parent.id : null,
@@ -2060,6 +2400,7 @@ var BranchTableView = class {
         { class: "branch-cell" },
         h("span", { class: "chip", style: `background:${branchColor(r.color)}`, "aria-hidden": "true" }),
         h("span", { class: "branch-name", title: r.branch }, r.trial !== null ? `${r.branch} (trial ${r.trial})` : r.branch),
+        r.trialBest ? h("span", { class: "trial-best", title: `The best trial of search ${r.search}` }, "★ best trial") : null,
         isBest ? h("span", { class: "best-badge", title: `Best branch by ${this.metric}` }, "★ best") : null,
         h("a", { class: "row-scalars", href: scalarsUrl(this.tbRoot, [r.run]), target: "_top", rel: "noopener", title: `Open ${r.branch} in Scalars` }, "↗")
       ),
@@ -2074,7 +2415,7 @@ var BranchTableView = class {
     }
     cells.push(h("td", { class: "num" }, String(r.last)));
     cells.push(h("td", { class: `state state-${r.state.replace(/\s+/g, "-")}` }, r.state));
-    const cls = ["branch-row", isBest ? "best" : null, r.branch === this.selectedBranch ? "selected" : null].filter(Boolean).join(" ");
+    const cls = ["branch-row", isBest ? "best" : null, r.trial !== null ? "trial-row" : null, r.branch === this.selectedBranch ? "selected" : null].filter(Boolean).join(" ");
     return h("tr", { class: cls, "data-branch": r.branch, tabindex: "0", title: `Open ${r.branch}'s latest node (${r.latestNode})` }, cells);
   }
 };
@@ -2255,11 +2596,11 @@ function renderLog(el, tree2, summary) {
 }
 
 // src/chart.js
-function niceTicks(min, max, count2 = 4) {
+function niceTicks(min, max, count3 = 4) {
   if (!Number.isFinite(min) || !Number.isFinite(max)) return [];
   if (min === max) return [min];
   const span = max - min;
-  const raw = span / Math.max(1, count2);
+  const raw = span / Math.max(1, count3);
   const mag = 10 ** Math.floor(Math.log10(raw));
   const norm = raw / mag;
   const step = (norm >= 7.07 ? 10 : norm >= 3.16 ? 5 : norm >= 1.41 ? 2 : 1) * mag;
@@ -2657,6 +2998,195 @@ var NodeCardView = class {
   }
 };
 
+// src/views/search.js
+var DEFAULT_TRIALS = 8;
+var DEFAULT_STEPS = 200;
+function select(name, options, value, label) {
+  return h("select", { name, "aria-label": label }, options.map((o) => h("option", { value: o, text: o, selected: o === value ? true : null })));
+}
+function field(label, input) {
+  return h("label", { class: "search-field" }, h("span", {}, label), input);
+}
+function fromSteps(node, branch) {
+  const own = Array.isArray(node.checkpoints) ? node.checkpoints : [];
+  if (own.length) return [...own].sort((a, b) => a - b);
+  const all = branch && Array.isArray(branch.checkpoints) ? branch.checkpoints : [];
+  const end = node.end_step ?? Infinity;
+  return all.filter((s2) => s2 >= node.start_step && s2 <= end).sort((a, b) => a - b);
+}
+var SearchPanelView = class {
+  /**
+   * @param {HTMLElement} el the card
+   * @param {object} redraw the app's Redraw
+   * @param {{onSubmit: Function, onOpenBranch: Function}} handlers
+   */
+  constructor(el, redraw, { onSubmit, onOpenBranch }) {
+    this.el = el;
+    this.redraw = redraw;
+    this.onSubmit = onSubmit;
+    this.onOpenBranch = onOpenBranch;
+    this.open = h("button", { type: "button", class: "search-open", onclick: () => this.openForm() }, "Search from here");
+    this.hint = h("p", { class: "muted search-hint" });
+    this.formBox = h("div", { class: "search-form-box", hidden: true });
+    this.message = h("p", { class: "search-message", role: "status", "aria-live": "polite" });
+    this.list = h("div", { class: "search-list" });
+    replaceChildren(el, h("h2", {}, "Search"), h("div", { class: "search-actions" }, this.open, this.hint), this.formBox, this.message, this.list);
+    this.node = null;
+    this.inputs = null;
+  }
+  /** Draws the card for `tree` and the selected `node` (as the server sent it) on `branch`. */
+  render(tree2, node, branch, writable) {
+    this.tree = tree2;
+    this.node = node;
+    this.branch = branch;
+    const steps = node ? fromSteps(node, branch) : [];
+    this.open.disabled = !node || !writable || !steps.length;
+    this.hint.textContent = !node ? "Select a node to search from its checkpoint." : !writable ? "The logdir is read-only here." : !steps.length ? `Node ${node.id} has no checkpoint to start trials from.` : `Try settings from ${node.id}'s checkpoint (${steps.map(String).join(", ")}).`;
+    const searches = searchList(tree2);
+    this.redraw.ifChanged("searches", [searches], () => this.renderList(searches));
+  }
+  renderList(searches) {
+    replaceChildren(this.list, searches.map((e) => this.searchElement(e)));
+  }
+  searchElement(e) {
+    const trials = rankedTrials(e);
+    const source = e.source && e.source.branch ? ` from ${e.source.branch}@${e.source.step}` : "";
+    const objective = e.objective && e.objective.metric ? ` · ${e.objective.metric} (${e.objective.mode || "min"})` : "";
+    const rows = trials.map((t) => h(
+      "tr",
+      { class: ["trial-row", `trial-${t.state}`, t.best ? "best" : null], "data-trial": t.number },
+      h("td", { class: "num" }, t.rank === null ? "–" : String(t.rank)),
+      h("td", { class: "num" }, String(t.number)),
+      h("td", { class: "num", title: t.value === null ? null : String(t.value) }, t.value === null ? "–" : formatMetric(t.value)),
+      h("td", { class: `state state-${t.state}` }, `${t.state}${t.best ? " ★" : ""}${t.baseline ? " (base)" : ""}`),
+      h("td", { class: "settings", title: settingsText(t.hyperparameters) }, settingsText(t.hyperparameters, shortName) || "–"),
+      h("td", {}, t.branch ? h("button", { type: "button", class: "link-button trial-link", onclick: () => this.onOpenBranch(t.branch) }, t.branch) : "–")
+    ));
+    return h(
+      "div",
+      { class: `search-entry search-${e.state || "running"}`, "data-search": e.id },
+      h("h3", {}, `${e.id} · ${e.state || "running"}${source}${objective}`),
+      h("p", { class: "search-progress" }, progressText(e)),
+      e.outcome ? h("p", { class: "muted" }, String(typeof e.outcome === "string" ? e.outcome : JSON.stringify(e.outcome))) : null,
+      h("div", { class: "trials-box" }, h(
+        "table",
+        { class: "kv trials" },
+        h("thead", {}, h("tr", {}, ["#", "trial", "value", "state", "settings", "branch"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, rows)
+      ))
+    );
+  }
+  /** Builds the form for the selected node. */
+  openForm() {
+    const node = this.node;
+    if (!node) return;
+    const status = this.tree && this.tree.status || {};
+    const current = status.hyperparameters || node.hyperparameters || {};
+    const steps = fromSteps(node, this.branch);
+    const metrics = loggedMetrics(this.tree);
+    const metric = metrics.includes("val_loss") ? "val_loss" : metrics.includes("loss") ? "loss" : metrics[0] || "";
+    const space = {};
+    const rows = searchable(current).map((name) => {
+      const d = defaultDimension(name, (node.hyperparameters || {})[name] ?? current[name]);
+      const bool = d.kind === "choices" && d.choices === "true, false";
+      const inputs = {
+        on: h("input", { type: "checkbox", name: `vary-${name}`, "aria-label": `vary ${name}`, checked: d.on }),
+        kind: bool ? null : select(`kind-${name}`, ["range", "choices"], d.kind, `${name}: range or choices`),
+        low: h("input", { type: "text", name: `low-${name}`, value: d.low ?? "", size: 5, "aria-label": `${name} low` }),
+        high: h("input", { type: "text", name: `high-${name}`, value: d.high ?? "", size: 5, "aria-label": `${name} high` }),
+        log: h("input", { type: "checkbox", name: `log-${name}`, checked: Boolean(d.log), "aria-label": `${name} log scale` }),
+        step: h("input", { type: "text", name: `step-${name}`, value: d.step ?? "", size: 3, placeholder: "step", "aria-label": `${name} step` }),
+        choices: h("input", { type: "text", name: `choices-${name}`, value: d.choices ?? "", size: 12, placeholder: "a, b, c", "aria-label": `${name} choices` }),
+        bool
+      };
+      space[name] = inputs;
+      const rangeBox = bool ? null : h("span", { class: "range-inputs" }, inputs.low, "–", inputs.high, h("label", {}, inputs.log, "log"), inputs.step);
+      const choiceBox = h("span", { class: "choice-inputs" }, inputs.choices);
+      if (inputs.kind) {
+        const sync = () => {
+          rangeBox.hidden = inputs.kind.value !== "range";
+          choiceBox.hidden = inputs.kind.value === "range";
+        };
+        inputs.kind.addEventListener("change", sync);
+        sync();
+      }
+      return h(
+        "tr",
+        { "data-name": name },
+        h("td", { class: "space-name" }, h("label", {}, inputs.on, name)),
+        h("td", {}, inputs.kind || "choices ", rangeBox, choiceBox)
+      );
+    });
+    this.inputs = {
+      space,
+      from: select("from", steps.map(String), String(steps[steps.length - 1]), "checkpoint step to start from"),
+      trials: h("input", { type: "number", name: "trials", min: 1, value: DEFAULT_TRIALS, "aria-label": "trials" }),
+      steps: h("input", { type: "number", name: "steps_per_trial", min: 1, value: DEFAULT_STEPS, "aria-label": "steps per trial" }),
+      metric: select("metric", metrics, metric, "objective metric"),
+      mode: select("mode", ["auto", ...MODES], "auto", "objective mode"),
+      sampler: select("sampler", SAMPLERS, "tpe", "sampler"),
+      pruner: select("pruner", PRUNERS, "none", "pruner"),
+      then: select("then", THEN, "best", "then")
+    };
+    const i = this.inputs;
+    replaceChildren(this.formBox, h(
+      "form",
+      { class: "search-form", novalidate: true, onsubmit: (ev) => {
+        ev.preventDefault();
+        this.onSubmit();
+      } },
+      h("p", { class: "muted" }, `From ${node.branch}, node ${node.id}. Trial 0 runs the source's own settings (the baseline).`),
+      field("from step", i.from),
+      h("table", { class: "kv space" }, h("thead", {}, h("tr", {}, h("th", {}, "vary"), h("th", {}, "values"))), h("tbody", {}, rows)),
+      h("div", { class: "search-row" }, field("trials", i.trials), field("steps per trial", i.steps)),
+      h("div", { class: "search-row" }, field("objective", i.metric), field("mode", i.mode)),
+      h("div", { class: "search-row" }, field("sampler", i.sampler), field("pruner", i.pruner), field("then", i.then)),
+      h(
+        "div",
+        { class: "form-buttons" },
+        h("button", { type: "submit", class: "search-submit" }, "Start search"),
+        h("button", { type: "button", onclick: () => this.close() }, "Cancel")
+      )
+    ));
+    this.formNode = { branch: node.branch, id: node.id };
+    this.formBox.hidden = false;
+    this.message.textContent = "";
+  }
+  close() {
+    this.formBox.hidden = true;
+    replaceChildren(this.formBox);
+    this.inputs = null;
+  }
+  /** The form's raw fields, for search.buildSearchRequest. */
+  values() {
+    const i = this.inputs;
+    if (!i) return { space: {} };
+    const space = {};
+    for (const [name, x] of Object.entries(i.space)) {
+      space[name] = {
+        on: x.on.checked,
+        kind: x.bool ? "choices" : x.kind.value,
+        low: x.low.value,
+        high: x.high.value,
+        log: x.log.checked,
+        step: x.step.value,
+        choices: x.choices.value
+      };
+    }
+    return {
+      space,
+      from: { branch: this.formNode.branch, step: Number(i.from.value) },
+      trials: i.trials.value,
+      steps_per_trial: i.steps.value,
+      metric: i.metric.value,
+      mode: i.mode.value === "auto" ? null : i.mode.value,
+      sampler: i.sampler.value,
+      pruner: i.pruner.value,
+      then: i.then.value
+    };
+  }
+};
+
 // src/views/tree.js
 var nodeTemplate = null;
 function template() {
@@ -2704,7 +3234,7 @@ function makeHalo() {
 }
 function nodeKey(item) {
   const n = item.node;
-  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\0${n.label}\0${n.note || ""}`;
+  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0}${n.searchBest ? "*" : ""},${n.start_step},${n.end_step},${n.branch}\0${n.label}\0${n.note || ""}`;
 }
 function nodeElement(item, selectedId) {
   const n = item.node;
@@ -2721,12 +3251,16 @@ function nodeElement(item, selectedId) {
   label.textContent = truncate(n.group ? n.group.what : n.label, fits(w));
   sub.textContent = truncate(n.group ? n.group.where : `${n.branch} · ${steps}`, fits(w, 5.8));
   if (n.group) {
-    g.setAttribute("class", "node group");
+    g.setAttribute("class", n.group.search ? "node group search-group" : "node group");
     g.setAttribute("aria-label", `${n.label} (${n.branch}, ${n.group.members.length} nodes, ${steps}); expand`);
     g.insertBefore(s("rect", { class: "stack", x: 4, y: -4, width: w, height: NODE_H, rx: 4, stroke: item.color }), card);
   }
+  if (n.searchBest) {
+    g.classList.add("search-best");
+    label.textContent = truncate(`★ ${n.label}`, fits(w));
+  }
   if (n.current) {
-    g.setAttribute("class", "node current");
+    g.classList.add("current");
     card.setAttribute("fill", item.color);
     g.appendChild(s("circle", { class: "current-dot", cx: w - 10, cy: 10, r: 4, fill: item.color }));
   }
@@ -2904,7 +3438,8 @@ function buildShell(root) {
   const nodeCard = h("section", { class: "card node-card", "aria-label": "Selected node" });
   const formCard = h("section", { class: "card form-card", "aria-label": "Set hyperparameters" });
   const logCard = h("section", { class: "card log-card", "aria-label": "Trainer" });
-  const side = h("aside", { class: "side" }, nodeCard, formCard, logCard);
+  const searchCard = h("section", { class: "card search-card", "aria-label": "Search" });
+  const side = h("aside", { class: "side" }, nodeCard, searchCard, formCard, logCard);
   const app2 = h("div", { class: "retune-app" }, toolbar, banners, h("main", { class: "body" }, treePane, side));
   replaceChildren(root, app2);
   return {
@@ -2927,21 +3462,22 @@ function buildShell(root) {
     treeMessage,
     treePane,
     nodeCard,
+    searchCard,
     formCard,
     logCard
   };
 }
-function renderPicker(select, experiments, selected) {
+function renderPicker(select2, experiments, selected) {
   const names = experiments.map((e) => e.name);
-  const current = [...select.options].map((o) => o.value);
+  const current = [...select2.options].map((o) => o.value);
   if (names.length !== current.length || names.some((n, i) => n !== current[i])) {
     replaceChildren(
-      select,
+      select2,
       experiments.map((e) => h("option", { value: e.name, text: e.name === "." ? ". (the logdir)" : e.name }))
     );
   }
-  if (selected !== null && select.value !== selected) select.value = selected;
-  select.disabled = experiments.length === 0;
+  if (selected !== null && select2.value !== selected) select2.value = selected;
+  select2.disabled = experiments.length === 0;
 }
 function renderTrainerPill(el, summary) {
   el.setAttribute("class", `trainer-pill level-${summary.level}`);
@@ -3168,6 +3704,10 @@ var RetuneApp = class {
       onSubmit: () => submitForm(this),
       onReset: () => this.renderForm()
     });
+    this.searchPanel = new SearchPanelView(this.ui.searchCard, this.redraw, {
+      onSubmit: () => search(this),
+      onOpenBranch: (name) => this.openBranch(name)
+    });
     this.table = new BranchTableView(this.ui.tableBox, {
       redraw: this.redraw,
       tbRoot: tensorboardRoot(window.location.href),
@@ -3218,6 +3758,8 @@ var RetuneApp = class {
     this.ui.tools.collapse.addEventListener("click", () => {
       this.state.expanded = /* @__PURE__ */ new Set();
       this.relayout();
+      const group = this.state.layout && this.state.layout.index.get(this.state.groupOf.get(this.state.selected));
+      if (group && group.node.parent) this.selectNode(group.node.parent);
     });
     this.ui.tools.zoomIn.addEventListener("click", () => this.zoom.zoomBy(1.4));
     this.ui.tools.zoomOut.addEventListener("click", () => this.zoom.zoomBy(1 / 1.4));
@@ -3283,6 +3825,7 @@ var RetuneApp = class {
       const nodes = tree2.nodes || [];
       const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
       this.state.selected = first ? first.id : null;
+      if (first) this.reveal(first.id);
       this.markSelected();
     }
     this.renderChrome();
@@ -3343,7 +3886,7 @@ var RetuneApp = class {
       if (!group) return;
       this.state.expanded.add(id);
       this.relayout();
-      this.selectNode(group.node.group.first);
+      this.selectNode(group.node.group.select || group.node.group.first);
       return;
     }
     this.selectNode(id);
@@ -3382,6 +3925,8 @@ var RetuneApp = class {
     });
     this.redraw.forget();
     this.form.clear();
+    this.searchPanel.close();
+    this.searchPanel.message.textContent = "";
     this.nodeCard.restoreMessage.textContent = "";
     this.requests.statusReply = null;
     this.seq.cancel("tree");
@@ -3417,6 +3962,11 @@ var RetuneApp = class {
       this.zoom.center(item.x + item.w / 2, item.y + NODE_H / 2);
     }
     this.loadNode();
+  }
+  /** Selects the first node of branch `name` (a trial's node: its search group opens). */
+  openBranch(name) {
+    const branch = (this.state.tree && this.state.tree.branches || []).find((b) => b.name === name);
+    if (branch && branch.nodes && branch.nodes.length) this.selectNode(branch.nodes[0], { reveal: true });
   }
   showCurrent() {
     const tree2 = this.state.tree;
@@ -3476,7 +4026,7 @@ var RetuneApp = class {
   renderTreeView() {
     const t0 = performance.now();
     const tree2 = this.state.tree;
-    const grouped = collapseRuns(tree2, this.state.expanded);
+    const grouped = collapseTree(tree2, this.state.expanded);
     this.state.groupOf = grouped.groupOf;
     const layout = this.state.mode === "steps" ? layoutSteps(grouped.tree) : layoutTree(grouped.tree);
     this.state.layout = layout;
@@ -3521,6 +4071,7 @@ var RetuneApp = class {
   renderSide() {
     this.renderTable();
     this.renderNode();
+    this.renderSearch();
     this.renderForm();
     const tree2 = this.state.tree;
     renderLog(this.ui.logCard, tree2, trainerSummary(tree2 && tree2.trainer, tree2 && tree2.status));
@@ -3551,6 +4102,13 @@ var RetuneApp = class {
         this.state.configOpen = open;
       }
     });
+  }
+  renderSearch() {
+    const tree2 = this.state.tree;
+    const item = this.selectedItem();
+    const node = item && tree2 ? (tree2.nodes || []).find((n) => n.id === item.id) || null : null;
+    const branch = node ? (tree2.branches || []).find((b) => b.name === node.branch) || null : null;
+    this.searchPanel.render(tree2, node, branch, Boolean(tree2) && tree2.writable !== false);
   }
   renderForm() {
     this.form.render(this.state.tree, this.state.experiment, this.requests.pendingNames(this.state.experiment));

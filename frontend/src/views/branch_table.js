@@ -191,6 +191,7 @@ export class BranchTableView {
       h('td', { class: 'branch-cell' },
         h('span', { class: 'chip', style: `background:${branchColor(r.color)}`, 'aria-hidden': 'true' }),
         h('span', { class: 'branch-name', title: r.branch }, r.trial !== null ? `${r.branch} (trial ${r.trial})` : r.branch),
+        r.trialBest ? h('span', { class: 'trial-best', title: `The best trial of search ${r.search}` }, '★ best trial') : null,
         isBest ? h('span', { class: 'best-badge', title: `Best branch by ${this.metric}` }, '★ best') : null,
         h('a', { class: 'row-scalars', href: scalarsUrl(this.tbRoot, [r.run]), target: '_top', rel: 'noopener', title: `Open ${r.branch} in Scalars` }, '↗')),
       h('td', { class: 'num' }, String(r.start)),
@@ -204,7 +205,7 @@ export class BranchTableView {
     }
     cells.push(h('td', { class: 'num' }, String(r.last)));
     cells.push(h('td', { class: `state state-${r.state.replace(/\s+/g, '-')}` }, r.state));
-    const cls = ['branch-row', isBest ? 'best' : null, r.branch === this.selectedBranch ? 'selected' : null].filter(Boolean).join(' ');
+    const cls = ['branch-row', isBest ? 'best' : null, r.trial !== null ? 'trial-row' : null, r.branch === this.selectedBranch ? 'selected' : null].filter(Boolean).join(' ');
     return h('tr', { class: cls, 'data-branch': r.branch, tabindex: '0', title: `Open ${r.branch}'s latest node (${r.latestNode})` }, cells);
   }
 }

@@ -54,13 +54,14 @@ export function buildShell(root) {
   const nodeCard = h('section', { class: 'card node-card', 'aria-label': 'Selected node' });
   const formCard = h('section', { class: 'card form-card', 'aria-label': 'Set hyperparameters' });
   const logCard = h('section', { class: 'card log-card', 'aria-label': 'Trainer' });
-  const side = h('aside', { class: 'side' }, nodeCard, formCard, logCard);
+  const searchCard = h('section', { class: 'card search-card', 'aria-label': 'Search' });
+  const side = h('aside', { class: 'side' }, nodeCard, searchCard, formCard, logCard);
 
   const app = h('div', { class: 'retune-app' }, toolbar, banners, h('main', { class: 'body' }, treePane, side));
   replaceChildren(root, app);
   return {
     app, picker, trainer, stop, scalars, banners, svg, layer, links, halo, nodes, tools, views, tableBox, treeTools,
-    legend, treeMessage, treePane, nodeCard, formCard, logCard,
+    legend, treeMessage, treePane, nodeCard, searchCard, formCard, logCard,
   };
 }
 

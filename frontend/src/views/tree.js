@@ -62,7 +62,7 @@ export function makeHalo() {
 /** What a node's element shows; an element whose key is unchanged is kept. */
 function nodeKey(item) {
   const n = item.node;
-  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0},${n.start_step},${n.end_step},${n.branch}\u0000${n.label}\u0000${n.note || ''}`;
+  return `${item.x},${item.y},${item.w},${item.color},${n.current ? 1 : 0}${n.searchBest ? '*' : ''},${n.start_step},${n.end_step},${n.branch}\u0000${n.label}\u0000${n.note || ''}`;
 }
 
 /** A node's <g>, cloned from the template and filled in with setAttribute/textContent. */
@@ -83,12 +83,17 @@ function nodeElement(item, selectedId) {
   label.textContent = truncate(n.group ? n.group.what : n.label, fits(w));
   sub.textContent = truncate(n.group ? n.group.where : `${n.branch} · ${steps}`, fits(w, 5.8));
   if (n.group) {
-    g.setAttribute('class', 'node group');
+    g.setAttribute('class', n.group.search ? 'node group search-group' : 'node group');
     g.setAttribute('aria-label', `${n.label} (${n.branch}, ${n.group.members.length} nodes, ${steps}); expand`);
     g.insertBefore(s('rect', { class: 'stack', x: 4, y: -4, width: w, height: NODE_H, rx: 4, stroke: item.color }), card);
   }
+  if (n.searchBest) {
+    // The best trial of a search: a star before its label.
+    g.classList.add('search-best');
+    label.textContent = truncate(`★ ${n.label}`, fits(w));
+  }
   if (n.current) {
-    g.setAttribute('class', 'node current');
+    g.classList.add('current');
     card.setAttribute('fill', item.color);
     g.appendChild(s('circle', { class: 'current-dot', cx: w - 10, cy: 10, r: 4, fill: item.color }));
   }
