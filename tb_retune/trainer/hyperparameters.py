@@ -22,15 +22,30 @@ from tb_retune.experiment.control import FIXED_AT_BUILD, format_value
 logger = logging.getLogger("tb_retune")
 
 
+def _to_float(value: Any) -> float | None:
+    """``float(value)``, also for a variable that ``float()`` refuses: a
+    ``MirroredVariable`` under ``tf.distribute`` converts through numpy, as
+    Keras's own callbacks read the learning rate."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        import numpy as np
+
+        return float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None
+
+
 def _plain(value: Any) -> Any:
     """A JSON-friendly Python value (floats rounded to float32 precision)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
         return value
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
+    f = _to_float(value)
+    if f is None:
         return None
     if not math.isfinite(f):
         return f
