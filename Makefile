@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# The trainer tests (marker `backend`) run again under each of these Keras
+# backends, one pytest process each (Keras reads KERAS_BACKEND at import).
+BACKENDS ?= jax torch
 
-.PHONY: demo test deps chromium frontend frontend-deps lint bench bench-quick clean
+.PHONY: demo test test-backends deps chromium frontend frontend-deps lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +40,16 @@ lint: deps
 
 test: deps chromium frontend-deps lint
 	cd frontend && npm test
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(MAKE) --no-print-directory test-backends
+
+# The trainer-side suite (live control, restore, resume, custom loops, the
+# proofs) under the other backends; the rest does not depend on the backend.
+test-backends: deps
+	@set -e; for b in $(BACKENDS); do \
+	  echo "== KERAS_BACKEND=$$b: pytest -m backend"; \
+	  KERAS_BACKEND=$$b $(BIN)/python -m pytest -q -m backend $(PYTEST_ARGS) tests; \
+	done
 
 demo: deps
 	$(BIN)/python demo/run.py $(DEMO_ARGS)

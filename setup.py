@@ -55,8 +55,17 @@ setup(
             "playwright>=1.45",
             "scikit-learn>=1.3",
             "types-protobuf",
+            # make test runs the trainer tests under every Keras backend. Only
+            # torch's CPU build (never the CUDA one, gigabytes): pip takes
+            # 2.13.0+cpu from PIP_FIND_LINKS (see BUILD.md).
+            "jax==0.10.2",
+            "jaxlib==0.10.2",
+            "torch==2.13.0+cpu",
         ],
         "demo": ["scikit-learn>=1.3"],
+        # The other Keras backends (KERAS_BACKEND=jax or torch); TensorFlow is always installed.
+        "jax": ["jax>=0.4.30", "jaxlib>=0.4.30"],
+        "torch": ["torch>=2.1"],
     },
     entry_points={
         "tensorboard_plugins": ["retune = tb_retune.plugin.loader:RetuneLoader"],
@@ -65,5 +74,7 @@ setup(
     classifiers=[
         "Programming Language :: Python :: 3.11",
         "Framework :: TensorFlow",
+        "Framework :: Jax",
+        "Framework :: PyTorch",
     ],
 )

@@ -26,7 +26,7 @@ from typing import Any
 # Runnable as a script from anywhere: the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab")
+SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab", "backends")
 
 #: key -> (comparison, bound). ``<=``/``<``: the value must not exceed the bound.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -61,6 +61,11 @@ ROWS: list[tuple[str, str, str]] = [
     ("overhead_vs_tensorboard_nograph", "fit + RetuneCallback / fit + TensorBoard(write_graph=False)", "x"),
     ("control_latency_ms_p50", "save of retune.json -> new lr in the optimizer, p50", "ms"),
     ("control_latency_ms_p99", "save of retune.json -> new lr in the optimizer, p99", "ms"),
+    *[(f"backend_{key}_{b}", f"{what}, KERAS_BACKEND={b}", unit) for b in ("tensorflow", "jax", "torch")
+      for key, what, unit in (("overhead_vs_bare_fit", "fit + RetuneCallback (no epoch ckpt) / bare fit", "x"),
+                              ("control_latency_ms_p99", "save of retune.json -> new lr in force, p99", "ms"),
+                              ("rejit_ms", "a change that rebuilds the compiled step: extra ms", "ms"),
+                              ("rejit_vs_step", "  the same, as a multiple of one step", "x"))],
     ("checkpoint_vs_save_weights", "CheckpointStore.save / model.save_weights (worst size)", "x"),
     ("checkpoint_vs_save_weights_small", "  small MLP (7 k params)", "x"),
     ("checkpoint_vs_save_weights_medium", "  1 M params", "x"),
@@ -263,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             served.close()
 
+    if "backends" in only:
+        from benchmarks import bench_backends
+
+        # One child process per Keras backend (Keras picks it at import), one after the other.
+        section("backends", lambda: bench_backends.compare(quick))
+
     result["seconds"] = round(time.perf_counter() - started, 1)
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["machine"] = info
@@ -274,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
           f"Python {info['python']}, TensorFlow {info.get('tensorflow')}, load {info.get('loadavg_at_start')}")
     print()
     print(table(result))
-    for extra in (checkpoint_table(result), growth_table(result)):
+    from benchmarks.bench_backends import table as backends_table
+
+    per_backend = {k: v for k, v in result["details"].get("backends", {}).items() if k != "seconds"}
+    for extra in (checkpoint_table(result), growth_table(result),
+                  backends_table({"details": per_backend}) if per_backend else ""):
         if extra:
             print()
             print(extra)

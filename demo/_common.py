@@ -339,6 +339,44 @@ def report(logdir: str, epochs: int) -> None:
         print(f"To train on, run again with --epochs {epoch + epochs} (--epochs is the total).", flush=True)
 
 
+def train_custom_loop(args: argparse.Namespace, stopper: GracefulStop, pacer: Pacer, controller: Any, *,
+                      batches: Callable[[int], Any], step: Callable[[Any, Any], Any],
+                      epoch_logs: Callable[[], dict[str, float]], reset: Callable[[], None]) -> None:
+    """The epoch loop of the custom-loop demos (one per backend); only ``step``
+    differs. ``controller.begin()`` has been called; this calls ``end()``."""
+    stopper.on_request = pacer.stop
+    state = "failed"
+    try:
+        stopping = False
+        for epoch in range(controller.initial_epoch, args.epochs):
+            reset()
+            for x, y in batches(epoch):
+                pacer.wait()
+                controller.before_step()  # O(1) unless a change is due: then it is applied here
+                stopping = stopper.requested or controller.stop_requested
+                if stopping:
+                    break
+                controller.after_step(step(x, y))  # batch scalars every --update-freq steps
+            if stopping:  # a stopped epoch is not over: a resumed run trains it again
+                break
+            logs = epoch_logs()
+            controller.end_epoch(epoch, logs)
+            print(f"epoch {epoch + 1}/{args.epochs} step {controller.current_step()} "
+                  + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+        state = "stopped" if stopping else "finished"
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, still with a checkpoint
+        state = "stopped"
+        raise
+    finally:
+        controller.end(state)
+
+
+def training_params(args: argparse.Namespace) -> dict[str, Any]:
+    """What a custom loop tells ``controller.begin()`` for the run's record."""
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+            "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+
+
 def run_demo(args: argparse.Namespace, title: str,
              prepare: Callable[[], Callable[[GracefulStop], None]]) -> int:
     """Starts TensorBoard, calls ``prepare()`` (imports, data, model) while it

@@ -1,7 +1,8 @@
 """tb-retune demo with a custom training loop (``tf.GradientTape``).
 
 The same MLP on handwritten digits as ``demo/run.py``, trained by hand with
-``tb_retune.RetuneController`` instead of ``model.fit``:
+``tb_retune.RetuneController`` instead of ``model.fit`` (TensorFlow backend; the
+JAX and PyTorch loops: ``custom_loop_jax.py``, ``custom_loop_torch.py``):
 
     controller.begin(model, optimizer)            # starts or resumes
     step = controller.function(train_step)       # traced again on changes
@@ -72,39 +73,21 @@ def main(argv: list[str] | None = None) -> int:
 
         def train(stopper: _common.GracefulStop) -> None:
             controller = tb_retune.RetuneController(args.logdir, update_freq=args.update_freq)
-            controller.begin(model, optimizer, params={
-                "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]})
-            stopper.on_request = pacer.stop
-            state = "failed"
-            try:
-                step = controller.function(train_step)
-                stopping = False
-                for epoch in range(controller.initial_epoch, args.epochs):
-                    train_loss.reset_state()
-                    train_acc.reset_state()
-                    for x, y in batches(epoch):
-                        pacer.wait()
-                        controller.before_step()
-                        stopping = stopper.requested or controller.stop_requested
-                        if stopping:
-                            break
-                        controller.after_step(step(x, y))
-                    if stopping:  # a stopped epoch is not over: a resumed run trains it again
-                        break
-                    val_acc.reset_state()
-                    val_loss = float(val_step(tf.constant(x_val), tf.constant(y_val)))
-                    logs = {"loss": float(train_loss.result()), "accuracy": float(train_acc.result()),
-                            "val_loss": val_loss, "val_accuracy": float(val_acc.result())}
-                    controller.end_epoch(epoch, logs)
-                    print(f"epoch {epoch + 1}/{args.epochs} step {controller.current_step()} "
-                          + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
-                state = "stopped" if stopping else "finished"
-            except KeyboardInterrupt:  # a second Ctrl-C: stop now, still with a checkpoint
-                state = "stopped"
-                raise
-            finally:
-                controller.end(state)
+            step = controller.function(train_step)  # traced again when a baked-in value changes
+            controller.begin(model, optimizer, params=_common.training_params(args))
+
+            def reset() -> None:
+                train_loss.reset_state()
+                train_acc.reset_state()
+
+            def epoch_logs() -> dict[str, float]:
+                val_acc.reset_state()
+                val_loss = float(val_step(tf.constant(x_val), tf.constant(y_val)))
+                return {"loss": float(train_loss.result()), "accuracy": float(train_acc.result()),
+                        "val_loss": val_loss, "val_accuracy": float(val_acc.result())}
+
+            _common.train_custom_loop(args, stopper, pacer, controller, batches=batches, step=step,
+                                      epoch_logs=epoch_logs, reset=reset)
 
         return train
 

@@ -16,6 +16,14 @@ from tb_retune.trainer.controller import THREAD_NAMES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+#: The Keras backend of this pytest process (Keras reads KERAS_BACKEND once, at
+#: import: a test under another backend runs in its own process, as make test does).
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def only_backend(*names: str) -> pytest.MarkDecorator:
+    """Skips a test unless this process runs one of the Keras backends ``names``."""
+    return pytest.mark.skipif(BACKEND not in names, reason=f"needs KERAS_BACKEND in {names}, this run is {BACKEND}")
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import SlowBatches, atomic_save, live_fit, read_status, tiny_data, tiny_model, wait_for
 
+pytestmark = pytest.mark.backend  # make test runs these under every Keras backend
+
 
 def _state(model: Any) -> dict[str, np.ndarray]:
     out = {f"model/{v.path}": np.array(v.numpy()) for v in model.weights}

@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 
 from tests.conftest import (
+    BACKEND,
     Recorder,
     SlowBatches,
     atomic_save,
     live_fit,
+    only_backend,
     read_status,
     tiny_data,
     tiny_model,
     wait_for,
 )
+
+pytestmark = pytest.mark.backend  # make test runs these under every Keras backend
 
 
 def one_weight_model(optimizer: Any) -> Any:
@@ -178,13 +182,13 @@ def test_bad_revisions_change_nothing_and_training_goes_on(tmp_path: Any) -> Non
             assert status["hyperparameters"]["momentum"] == pytest.approx(0.9)
             assert status["state"] == "training"
             wait_for(lambda sb=step_before: read_status(logdir).get("step", 0) > sb, what="training goes on")
-        assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
         # And a good revision afterwards is applied.
         atomic_save(control, {"hyperparameters": {"learning_rate": 0.05, "momentum": 0.5}})
         wait_for(lambda: read_status(logdir).get("hyperparameters", {}).get("momentum") == 0.5, what="good revision")
-        assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
         atomic_save(control, {"hyperparameters": {"learning_rate": 0.05, "momentum": 0.5}, "stop": True})
         fit.join_ok()
+    # Read after fit: on JAX the variables hold the state only between fits.
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
     status = read_status(logdir)
     assert status["state"] == "stopped"
     assert status["step"] in status["checkpoints"][status["branch"]]  # final checkpoint
@@ -265,13 +269,14 @@ def test_scalars_and_tree_nodes_are_written(tmp_path: Any) -> None:
     assert cfg["optimizer"]["class_name"] == "SGD"
     assert cfg["model"]["total_params"] == model.count_params()
     assert cfg["training"]["batch_size"] == 8 and cfg["training"]["epochs"] == 4
-    assert cfg["environment"]["tensorflow"] and cfg["environment"]["keras"]
+    assert cfg["environment"]["backend"] == BACKEND and cfg["environment"]["keras"]
     # Node boundaries are checkpointed just before the change.
     status = read_status(logdir)
     nodes = {c["step"]: c["node"] for c in status["checkpoint_nodes"]["main"]}
     assert nodes[40] == "main-1" and nodes[80] == "main-2"
 
 
+@only_backend("tensorflow")  # the JAX and torch loops: tests/test_backends_custom_loop.py
 def test_custom_training_loop(tmp_path: Any) -> None:
     import keras
     import tensorflow as tf

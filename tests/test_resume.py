@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import read_status, wait_for
 
+pytestmark = pytest.mark.backend  # make test runs these under every Keras backend
+
 SCRIPT = os.path.join(os.path.dirname(__file__), "trainer_script.py")
 STEPS_PER_EPOCH = 8  # 128 samples, batch 16
 

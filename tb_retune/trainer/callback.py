@@ -9,6 +9,7 @@ from typing import Any
 
 import keras
 
+from tb_retune.trainer import backend
 from tb_retune.trainer.controller import RetuneController
 from tb_retune.trainer.liveness import describe_exception
 
@@ -108,20 +109,21 @@ class RetuneCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         params = dict(self.params or {})
         params.update(self._fit_arguments())
-        retrace = self.controller.begin(self.model, self.model.optimizer, params)
+        backend.check_fit(self.model)
+        retrace = self.controller.begin(self.model, self.model.optimizer, params,
+                                        state_sync=backend.fit_state_sync(self))
         if self.controller.initial_epoch:
             # As BackupAndRestore does: fit counts epochs from where we were.
             self.model._initial_epoch = self.controller.initial_epoch
         if retrace:
-            self.model.make_train_function(force=True)
+            backend.rebuild_train_function(self.model)
         self._guard_train_function()
 
     def _guard_train_function(self) -> None:
         """Wraps the train function so that an exception in a train step ends
         the run at once (``stopped`` for Ctrl-C). Any other way out of ``fit``
         without ``on_train_end`` is caught by the heartbeat (``watch_frame``)."""
-        from tensorflow.errors import OutOfRangeError
-
+        end_of_data = backend.end_of_data_errors()
         inner = self.model.train_function
         if inner is None or getattr(inner, "_retune_guard", False):
             return
@@ -130,7 +132,7 @@ class RetuneCallback(keras.callbacks.Callback):
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return inner(*args, **kwargs)
-            except (StopIteration, OutOfRangeError):
+            except end_of_data:
                 raise  # the end of the data: fit handles it
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
@@ -148,7 +150,7 @@ class RetuneCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches += 1
         if self.controller.before_step():
-            self.model.make_train_function(force=True)
+            backend.rebuild_train_function(self.model)
             self._guard_train_function()
         if self.controller.stop_requested:
             self.model.stop_training = True

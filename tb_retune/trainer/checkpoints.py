@@ -33,6 +33,7 @@ import numpy as np
 
 from tb_retune._errors import CheckpointError
 from tb_retune.experiment.atomic import atomic_open, fsync_dir
+from tb_retune.trainer import backend
 
 logger = logging.getLogger("tb_retune")
 
@@ -206,9 +207,8 @@ class CheckpointStore:
         """Copies the current values (on the training thread; cheap)."""
         variables = collect_variables(model, optimizer)
         keys = [key for key, _ in variables]
-        # Keras's Variable.numpy() returns a fresh copy (np.array of the
-        # value), which later updates of the variable do not touch.
-        arrays = [np.asarray(var.numpy()) for _, var in variables]
+        # A fresh copy, which later updates of the variable do not touch.
+        arrays = [backend.to_numpy(var, key) for key, var in variables]
         full_meta = dict(meta)
         full_meta.update({"branch": branch, "step": step, "node": node, "kind": kind})
         return Snapshot(branch, step, node, kind, full_meta, keys, arrays)

@@ -30,6 +30,7 @@ from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
 )
+from tb_retune.trainer import backend as _backend
 from tb_retune.trainer import revisions, startup
 from tb_retune.trainer.changes import apply_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
@@ -123,6 +124,8 @@ class RetuneController:
         self.mailbox: RevisionMailbox[Incoming] = RevisionMailbox()
         self.stop_requested = False
         self.trace_version = 0
+        self.state_version = 0  # changes when a due step may have assigned variables
+        self._state_sync: Callable[[], None] | None = None
         self._lock: _atomic.TrainerLock | None = None
         self._begun = False
         self._end_lock = threading.Lock()
@@ -155,9 +158,16 @@ class RetuneController:
         return self.session.initial_epoch if self.session is not None else 0
 
     # ------------------------------------------------------------ lifecycle
-    def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None) -> bool:
+    def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None, *,
+              state_sync: Callable[[], None] | None = None) -> bool:
         """Starts (or resumes) the experiment. Returns True if the caller
-        must retrace its train function (hyperparameters were set)."""
+        must retrace its train function (hyperparameters were set).
+
+        ``state_sync``: where the training state lives outside the Keras
+        variables (JAX), a function that assigns it to them; called only on
+        steps where something is due, before any variable is read. After
+        such a step ``state_version`` changes: read the state back from the
+        variables (see demo/custom_loop_jax.py)."""
         if self._begun:
             raise RuntimeError("RetuneController.begin() called twice without end()")
         optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
@@ -166,6 +176,7 @@ class RetuneController:
         # Each fit starts with no stop asked for: a stop ends one fit.
         self.stop_requested = False
         self._abandoned = False
+        self._state_sync = None  # the variables hold the state until begin() returns
         self.mailbox = RevisionMailbox()
         os.makedirs(self.logdir, exist_ok=True)
         self._lock = _atomic.TrainerLock(os.path.join(self.logdir, LOCK_FILENAME))
@@ -176,6 +187,7 @@ class RetuneController:
             self._close_resources()
             raise
         self._begun = True
+        self._state_sync = state_sync
         self._crash.install()
         return retrace
 
@@ -253,6 +265,7 @@ class RetuneController:
             if self.watcher is not None:
                 self.watcher.stop()
             if s is not None and state in ("finished", "stopped") and not s.resume_pending:
+                self._sync_state()
                 step = s.steps.sync()
                 s.checkpoints.final(s.state.branch, step, s.state.node)
             if s is not None:
@@ -287,6 +300,11 @@ class RetuneController:
         """Reads ``optimizer.iterations`` (a variable read: not per batch)."""
         return self.session.steps.sync() if self.session is not None else 0
 
+    def _sync_state(self) -> None:
+        """Brings the training state into the variables where it lives elsewhere (JAX)."""
+        if self._state_sync is not None:
+            self._state_sync()
+
     def before_step(self) -> bool:
         """Call before each train step. O(1) unless something is due.
 
@@ -307,6 +325,8 @@ class RetuneController:
         about to run is counted (``calls = 1``) once the step is re-read."""
         s = self.session
         assert s is not None
+        self._sync_state()
+        self.state_version += 1
         step = s.steps.sync()
         s.steps.calls = 1
         retrace = False
@@ -352,6 +372,7 @@ class RetuneController:
         if isinstance(self.update_freq, int) and logs:
             step = self.current_step()
             if step % self.update_freq == 0:
+                self._sync_state()
                 self.log_scalars(step, logs)
 
     def log_scalars(self, step: int, logs: Mapping[str, Any]) -> None:
@@ -368,6 +389,7 @@ class RetuneController:
         s = self.session
         if s is None:
             return
+        self._sync_state()
         step = s.steps.sync()
         if logs:
             self.log_scalars(step, logs)
@@ -383,14 +405,16 @@ class RetuneController:
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:
         """Wraps ``fn`` in a ``tf.function`` that is traced again whenever a
-        hyperparameter that is baked into the trace changes (custom loops)."""
-        import tensorflow as tf
+        hyperparameter that is baked into the trace changes (custom loops).
 
-        state: dict[str, Any] = {"version": -1, "compiled": None}
+        TensorFlow only: on JAX and PyTorch it raises a BackendError that says
+        what to do instead (``trace_version``, see demo/)."""
+        state: dict[str, Any] = {"version": self.trace_version,
+                                 "compiled": _backend.tf_function(fn, **tf_function_kwargs)}
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if state["version"] != self.trace_version:
-                state["compiled"] = tf.function(fn, **tf_function_kwargs)
+                state["compiled"] = _backend.tf_function(fn, **tf_function_kwargs)
                 state["version"] = self.trace_version
             return state["compiled"](*args, **kwargs)
 

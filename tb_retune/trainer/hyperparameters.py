@@ -106,7 +106,9 @@ class OptimizerHandle:
         return True
 
     def learning_rate(self) -> float:
-        return float(_plain(self.optimizer.learning_rate))
+        from tb_retune.trainer.backend import to_float
+
+        return float(_plain(to_float(self.optimizer.learning_rate, "optimizer.learning_rate")))
 
     def _names(self) -> list[str]:
         if self._cached_names is None:

@@ -32,13 +32,14 @@ def _git(folder: str) -> dict[str, Any] | None:
 def environment() -> dict[str, Any]:
     """What does not change during a run: versions, host, command, git."""
     import keras
-    import tensorflow as tf
+
+    from tb_retune.trainer import backend
 
     script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        **backend.versions(),  # the backend and its packages' versions, e.g. "tensorflow": "2.21.0"
         "tb_retune": __version__,
         "hostname": socket.gethostname(),
         "command": list(sys.argv),

@@ -12,7 +12,9 @@ from typing import Any
 
 def read_iterations(optimizer: Any) -> int:
     """The optimizer's global step as a Python int (a variable read)."""
-    return int(optimizer.iterations.numpy())
+    from tb_retune.trainer.backend import to_int
+
+    return to_int(optimizer.iterations, "optimizer.iterations")
 
 
 class StepCounter:
