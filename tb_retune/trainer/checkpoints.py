@@ -147,8 +147,7 @@ class CheckpointStore:
                 path = os.path.join(bdir, name)
                 if name.startswith("."):
                     # A temporary file from a write that never finished.
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
+                    self._remove(path)
                     continue
                 m = _NAME.match(name)
                 if not m:
@@ -162,12 +161,18 @@ class CheckpointStore:
             # One checkpoint per (branch, step): the newer replaces the older,
             # except that a kept kind is never replaced by a plain one.
             if old.kind in KEPT_KINDS and info.kind not in KEPT_KINDS:
-                with contextlib.suppress(OSError):
-                    os.unlink(info.path)
+                self._remove(info.path)
                 return
-            with contextlib.suppress(OSError):
-                os.unlink(old.path)
+            self._remove(old.path)
         self._index[info.branch][info.step] = info
+
+    def _remove(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    def _rename(self, source: str, target: str) -> None:
+        os.replace(source, target)
+        fsync_dir(os.path.dirname(target))
 
     def steps(self) -> dict[str, list[int]]:
         with self._lock:
@@ -258,8 +263,7 @@ class CheckpointStore:
             if info is None or info.kind in KEPT_KINDS:
                 return
             final = self._path(branch, step, info.node, kind)
-            os.replace(info.path, final)
-            fsync_dir(os.path.dirname(final))
+            self._rename(info.path, final)
             self._index[branch][step] = CheckpointInfo(branch, step, info.node, kind, final)
 
     def _prune(self, branch: str) -> None:
@@ -267,8 +271,7 @@ class CheckpointStore:
             return
         plain = [i for i in self.infos(branch) if i.kind not in KEPT_KINDS]
         for info in plain[: max(0, len(plain) - self.keep_last)]:
-            with contextlib.suppress(OSError):
-                os.unlink(info.path)
+            self._remove(info.path)
             del self._index[branch][info.step]
 
     # -- reading -----------------------------------------------------------

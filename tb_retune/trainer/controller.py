@@ -18,6 +18,7 @@ crash detection), ``steps`` and ``state``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ from tb_retune.trainer import backend as _backend
 from tb_retune.trainer import revisions, startup
 from tb_retune.trainer.changes import apply_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
+from tb_retune.trainer.distributed import Cluster
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.options import ControllerOptions
@@ -127,6 +129,9 @@ class RetuneController:
         self.state_version = 0  # changes when a due step may have assigned variables
         self._state_sync: Callable[[], None] | None = None
         self._lock: _atomic.TrainerLock | None = None
+        #: Several JAX processes: the agreement (None in a single process).
+        self.cluster: Cluster | None = None
+        self._inbox: RevisionMailbox[bytes] = RevisionMailbox()
         self._begun = False
         self._end_lock = threading.Lock()
         self._abandoned = False
@@ -179,7 +184,9 @@ class RetuneController:
         self._state_sync = None  # the variables hold the state until begin() returns
         self.mailbox = RevisionMailbox()
         os.makedirs(self.logdir, exist_ok=True)
-        self._lock = _atomic.TrainerLock(os.path.join(self.logdir, LOCK_FILENAME))
+        self.cluster = Cluster.detect()
+        folder = self.cluster.folder(self.logdir) if self.cluster is not None else self.logdir
+        self._lock = _atomic.TrainerLock(os.path.join(folder, LOCK_FILENAME))
         self._lock.acquire()
         try:
             retrace = self._start(model, optimizer, params)
@@ -192,7 +199,13 @@ class RetuneController:
         return retrace
 
     def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None) -> bool:
-        s = self.session = Session(self.options, model, optimizer, params, tick=self._check_abandoned)
+        options, cluster = self.options, self.cluster
+        if cluster is not None:  # a follower keeps its own files in a scratch folder
+            cluster.seed_state(self.logdir)
+            options = dataclasses.replace(options, logdir=cluster.folder(self.logdir))
+        s = self.session = Session(options, model, optimizer, params, tick=self._check_abandoned)
+        if cluster is not None:
+            cluster.join(s, self.logdir)
         build_optimizer_if_possible(model, optimizer)
         from tb_retune.trainer import recorder as _recorder
 
@@ -204,15 +217,19 @@ class RetuneController:
         s.started = True
         s.publish_known()
         s.status.start()
-        self.watcher = ControlWatcher(self.control_path, self._on_revision, debounce_s=self.options.debounce_s,
-                                      polling=self.options.polling)
-        # What the file holds at the start is in force from the first step:
-        # read it here, once, then let the watcher report later saves.
-        self.watcher.start(initial=False)
-        s.watcher_kind = self.watcher.kind
-        initial = self.watcher.read_now()
+        initial = None
+        if cluster is None or cluster.leader:
+            self.watcher = ControlWatcher(self.control_path, self._on_revision,
+                                          debounce_s=self.options.debounce_s, polling=self.options.polling)
+            # What the file holds at the start is in force from the first step:
+            # read it here, once, then let the watcher report later saves.
+            self.watcher.start(initial=False)
+            s.watcher_kind = self.watcher.kind
+            initial = self.watcher.read_now()
+        if cluster is not None:
+            initial = cluster.broadcast_bytes(initial)
         if initial is not None:
-            self._on_revision(initial)
+            revisions.receive(s, self.mailbox, initial)
             if not s.resume_pending:
                 retrace |= self._due()
                 s.steps.calls = 0  # no batch is about to run yet
@@ -291,6 +308,8 @@ class RetuneController:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.cluster is not None:
+            self.cluster.close()
 
     # ------------------------------------------------------------ the step
     def current_step(self) -> int:
@@ -315,10 +334,21 @@ class RetuneController:
             return False
         step = s.steps.current()
         s.steps.calls += 1
+        if self.cluster is not None and self.cluster.due(step):
+            self._agree()
         if (not self.mailbox.due() and not s.schedule.due(step) and not s.checkpoints.steps_due(step)
                 and s.checkpoints.deferred is None and not s.resume_pending):
             return False
         return self._due()
+
+    def _agree(self) -> None:
+        """Every process, at the same step: the leader's newest control-file
+        revision (if a new one came) reaches every process's mailbox now."""
+        s, cluster = self.session, self.cluster
+        assert s is not None and cluster is not None
+        data = cluster.broadcast_bytes(self._inbox.take() if cluster.leader else None)
+        if data is not None:
+            revisions.receive(s, self.mailbox, data)
 
     def _due(self) -> bool:
         """Applies what is due, at the step read from the optimizer; the batch
@@ -423,7 +453,11 @@ class RetuneController:
     # --------------------------------------------------- watcher thread side
     def _on_revision(self, data: bytes | None) -> None:
         """Runs on the watcher thread: parse and validate, never apply."""
-        if data is not None and self.session is not None:
+        if data is None or self.session is None:
+            return
+        if self.cluster is not None:
+            self._inbox.post(data)  # handed to every process at the next agreement boundary
+        else:
             revisions.receive(self.session, self.mailbox, data)
 
 
