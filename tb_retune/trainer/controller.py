@@ -94,6 +94,9 @@ class RetuneController:
         background_checkpoints: Bool. Write checkpoints on a thread of their
             own (the training loop only copies the values). Defaults to True.
         verbose: Bool. Print each applied change. Defaults to True.
+        agree_every_steps: Int. With several JAX processes, how often they
+            agree on the control file (one small broadcast): every N steps,
+            so a change waits up to N steps. Defaults to 1.
     """
 
     def __init__(
@@ -110,7 +113,12 @@ class RetuneController:
         debounce_s: float = 0.02,
         background_checkpoints: bool = True,
         verbose: bool = True,
+        agree_every_steps: int = 1,
     ) -> None:
+        if isinstance(agree_every_steps, bool) or not isinstance(agree_every_steps, int) or agree_every_steps < 1:
+            raise ValueError("`agree_every_steps` must be a positive integer. "
+                             f"Received: agree_every_steps={agree_every_steps!r}")
+        self.agree_every_steps = agree_every_steps
         self.options = ControllerOptions(
             logdir, checkpoint_every_epochs=checkpoint_every_epochs,
             checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints,
@@ -184,7 +192,7 @@ class RetuneController:
         self._state_sync = None  # the variables hold the state until begin() returns
         self.mailbox = RevisionMailbox()
         os.makedirs(self.logdir, exist_ok=True)
-        self.cluster = Cluster.detect()
+        self.cluster = Cluster.detect(self.agree_every_steps)
         folder = self.cluster.folder(self.logdir) if self.cluster is not None else self.logdir
         self._lock = _atomic.TrainerLock(os.path.join(folder, LOCK_FILENAME))
         self._lock.acquire()

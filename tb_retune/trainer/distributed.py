@@ -61,7 +61,7 @@ class Cluster:
         self.scratch: str | None = None
 
     @staticmethod
-    def detect() -> Cluster | None:
+    def detect(every: int = 1) -> Cluster | None:
         """A Cluster when this process is one of several JAX processes, else None."""
         import sys
 
@@ -74,7 +74,7 @@ class Cluster:
         import jax
 
         count = jax.process_count()
-        return Cluster(jax.process_index(), count) if count > 1 else None
+        return Cluster(jax.process_index(), count, every) if count > 1 else None
 
     @property
     def leader(self) -> bool:
