@@ -95,16 +95,18 @@ def main(logdir: str) -> None:
 
     seen["variables"] = {k: list(v.shape) for k, v in collect_variables(model, model.optimizer)}
 
-    # Resume: a fresh model in the strategy's scope, the same folder.
-    save(control, {})
+    # Resume: a fresh model in the strategy's scope, the same folder, and a schedule entry.
+    save(control, {"schedule": [{"at_step": 19, "hyperparameters": {"learning_rate": 0.01}}]})
     time.sleep(0.1)
     model2 = build(strategy)
     callback = tb_retune.RetuneCallback(logdir, verbose=False, keep_checkpoints=None)
-    first: dict[str, Any] = {}
+    first: dict[str, Any] = {"lr_at": {}}
 
     class First(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-            if not first:
+            step = int(np.asarray(self.model.optimizer.iterations))
+            first["lr_at"][step] = float(np.asarray(self.model.optimizer.learning_rate))
+            if "step" not in first:
                 first["step"] = int(np.asarray(self.model.optimizer.iterations))
                 first["branch"] = callback.controller.branch
                 first["lr"] = float(np.asarray(self.model.optimizer.learning_rate))

@@ -98,4 +98,7 @@ def test_stop_then_resume_continues_on_the_same_branch_and_weights(observed: dic
     assert resumed["branch"] == after["branch"] and resumed["step"] == after["step"]
     assert resumed["lr"] == pytest.approx(0.05)
     assert _equal(w["resumed"], w["final"])
+    # A schedule entry fires at its step, through the mirrored learning-rate variable.
+    lr_at = {int(k): v for k, v in resumed["lr_at"].items()}
+    assert lr_at[18] == pytest.approx(0.05) and lr_at[19] == pytest.approx(0.01)
     assert observed["status"]["state"] == "finished"
