@@ -47,7 +47,8 @@ x = rng.normal(size=(128, 4)).astype("float32")
 y = (x[:, 0] + x[:, 1] > 0).astype("int32")
 x, y = x[pid::2], y[pid::2]  # each process its own half: 64 samples, 4 steps of 16 per epoch
 
-callback = tb_retune.RetuneCallback(logdir, verbose=False, keep_checkpoints=None)
+every = int(os.environ.get("TB_RETUNE_TEST_AGREE_EVERY", "1"))
+callback = tb_retune.RetuneCallback(logdir, verbose=False, keep_checkpoints=None, agree_every_steps=every)
 control = os.path.join(logdir, "retune.json")
 requests = {  # (branch, step seen at a batch start) -> what process 0 writes then
     ("main", 3): {"hyperparameters": {"learning_rate": 0.01}},

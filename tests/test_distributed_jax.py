@@ -24,10 +24,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_two(logdir: str, *args: str, timeout: float = 150) -> None:
+def run_two(logdir: str, *args: str, timeout: float = 150, every: int = 1) -> None:
     """Starts both processes of the job and waits for both; a failure of either fails."""
     port = str(_free_port())
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", TB_RETUNE_TEST_AGREE_EVERY=str(every))
     procs = [subprocess.Popen([sys.executable, SCRIPT, logdir, port, str(i), *args], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
     outputs = []
@@ -83,3 +83,21 @@ def test_two_processes_apply_every_change_and_restore_at_the_same_step(tmp_path:
         assert np.array_equal(r0[key], r1[key]), f"{key} differs after the resume"
     assert again0["branch"] == again1["branch"] == "main-s8"
     assert again0["step"] == again1["step"] > seen0["step"]
+
+
+@pytest.mark.slow
+def test_agreeing_every_three_steps_applies_changes_only_there(tmp_path: Any) -> None:
+    logdir = str(tmp_path / "exp")
+    run_two(logdir, "6", every=3)
+    (w0, seen0), (w1, seen1) = _load(tmp_path, 0), _load(tmp_path, 1)
+    for key in w0:
+        assert np.array_equal(w0[key], w1[key]), f"{key} differs between the processes"
+    assert seen0 == seen1
+    kinds = [a["kind"] for a in seen0["applied"]]
+    assert kinds.count("restore") == 1 and kinds.count("control") == 4
+    restore_at = kinds.index("restore")
+    # A change on its own waits for the next boundary that is a multiple of 3 (the one that comes
+    # with the restore is applied with it, at the restored step).
+    for i, a in enumerate(seen0["applied"]):
+        if a["kind"] == "control" and i != restore_at + 1:
+            assert a["step"] % 3 == 0, seen0["applied"]
