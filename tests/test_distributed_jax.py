@@ -101,3 +101,50 @@ def test_agreeing_every_three_steps_applies_changes_only_there(tmp_path: Any) ->
     for i, a in enumerate(seen0["applied"]):
         if a["kind"] == "control" and i != restore_at + 1:
             assert a["step"] % 3 == 0, seen0["applied"]
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_job_and_a_restart_resumes_both_alike(tmp_path: Any) -> None:
+    import time
+
+    logdir = str(tmp_path / "exp")
+    port = str(_free_port())
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+    procs = [subprocess.Popen([sys.executable, SCRIPT, logdir, port, str(i), "500", "quiet"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in (0, 1)]
+    status_path = os.path.join(logdir, "retune-status.json")
+
+    def status() -> dict[str, Any]:
+        try:
+            with open(status_path) as f:
+                return dict(json.load(f))
+        except (OSError, ValueError):
+            return {}
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(status().get("checkpoints", {}).get("main", [])) < 3:
+            assert time.monotonic() < deadline and procs[0].poll() is None, "the job did not start"
+            time.sleep(0.1)
+        procs[1].kill()  # kill -9 of one process
+        procs[1].wait()
+        # The other one's next collective fails: the job ends, the status says why.
+        deadline = time.monotonic() + 120
+        while status().get("state") != "failed":
+            assert time.monotonic() < deadline, status()
+            time.sleep(0.1)
+        assert status().get("error"), status()
+    finally:
+        for p in procs:  # process 0 aborts by itself once JAX's runtime notices; do not wait for it
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    last = status()["checkpoints"]["main"][-1]
+    # Restart both: they resume from the last checkpoint, on the same branch and step, and stay equal.
+    run_two(logdir, str(last // 4 + 2), "quiet")
+    (r0, again0), (r1, again1) = _load(tmp_path, 0), _load(tmp_path, 1)
+    for key in r0:
+        assert np.array_equal(r0[key], r1[key]), f"{key} differs after the resume"
+    assert again0["branch"] == again1["branch"] == "main"
+    assert again0["step"] == again1["step"] == (last // 4 + 2) * 4
+    assert status()["state"] == "finished", status()
