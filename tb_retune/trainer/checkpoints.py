@@ -130,8 +130,7 @@ class CheckpointStore:
                 path = os.path.join(bdir, name)
                 if name.startswith("."):
                     # A temporary file from a write that never finished.
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
+                    self._remove(path)
                     continue
                 m = _NAME.match(name)  # a set-aside ``*.ckpt.bad`` does not match
                 if not m:
@@ -145,12 +144,18 @@ class CheckpointStore:
             # One checkpoint per (branch, step): the newer replaces the older,
             # except that a kept kind is never replaced by a plain one.
             if old.kind in KEPT_KINDS and info.kind not in KEPT_KINDS:
-                with contextlib.suppress(OSError):
-                    os.unlink(info.path)
+                self._remove(info.path)
                 return
-            with contextlib.suppress(OSError):
-                os.unlink(old.path)
+            self._remove(old.path)
         self._index[info.branch][info.step] = info
+
+    def _remove(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    def _rename(self, source: str, target: str) -> None:
+        os.replace(source, target)
+        fsync_dir(os.path.dirname(target))
 
     def steps(self) -> dict[str, list[int]]:
         with self._lock:
@@ -333,11 +338,10 @@ class CheckpointStore:
                 return
             final = self._path(branch, step, info.node, kind)
             try:
-                os.replace(info.path, final)
+                self._rename(info.path, final)
             except FileNotFoundError:
                 del self._index[branch][step]  # gone behind our back: stop listing it
                 raise CheckpointError(f"cannot keep checkpoint {info.path} as {kind!r}: the file is gone") from None
-            fsync_dir(os.path.dirname(final))
             self._index[branch][step] = CheckpointInfo(branch, step, info.node, kind, final)
 
     def _prune(self, branch: str) -> None:
@@ -345,8 +349,7 @@ class CheckpointStore:
             return
         plain = [i for i in self.infos(branch) if i.kind not in KEPT_KINDS]
         for info in plain[: max(0, len(plain) - self.keep_last)]:
-            with contextlib.suppress(OSError):
-                os.unlink(info.path)
+            self._remove(info.path)
             del self._index[branch][info.step]
 
     # -- checking ----------------------------------------------------------

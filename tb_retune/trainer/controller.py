@@ -18,6 +18,7 @@ crash detection), ``steps`` and ``state``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ from tb_retune.trainer import backend as _backend
 from tb_retune.trainer import continuation, external, revisions, search_host, startup
 from tb_retune.trainer.changes import apply_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
+from tb_retune.trainer.distributed import Cluster
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.options import ControllerOptions
@@ -92,6 +94,9 @@ class RetuneController:
         background_checkpoints: Bool. Write checkpoints on a thread of their
             own (the training loop only copies the values). Defaults to True.
         verbose: Bool. Print each applied change. Defaults to True.
+        agree_every_steps: Int. With several JAX processes, how often they
+            agree on the control file (one small broadcast): every N steps,
+            so a change waits up to N steps. Defaults to 1.
     """
 
     def __init__(
@@ -108,7 +113,12 @@ class RetuneController:
         debounce_s: float = 0.02,
         background_checkpoints: bool = True,
         verbose: bool = True,
+        agree_every_steps: int = 1,
     ) -> None:
+        if isinstance(agree_every_steps, bool) or not isinstance(agree_every_steps, int) or agree_every_steps < 1:
+            raise ValueError("`agree_every_steps` must be a positive integer. "
+                             f"Received: agree_every_steps={agree_every_steps!r}")
+        self.agree_every_steps = agree_every_steps
         self.options = ControllerOptions(
             logdir, checkpoint_every_epochs=checkpoint_every_epochs,
             checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints,
@@ -128,6 +138,9 @@ class RetuneController:
         self.state_version = 0
         self._state_sync: Callable[[], None] | None = None
         self._lock: _atomic.TrainerLock | None = None
+        #: Several JAX processes: the agreement (None in a single process).
+        self.cluster: Cluster | None = None
+        self._inbox: RevisionMailbox[bytes] = RevisionMailbox()
         self._begun = False
         self._end_lock = threading.Lock()
         self._abandoned = False
@@ -180,10 +193,13 @@ class RetuneController:
         # Each fit starts with no stop asked for: a stop ends one fit.
         self.stop_requested = False
         self._abandoned = False
+        self._state_sync = None  # the variables hold the state until begin() returns
         self.mailbox = RevisionMailbox()
         self._state_sync = None  # the variables hold the state until begin() returns
         os.makedirs(self.logdir, exist_ok=True)
-        self._lock = _atomic.TrainerLock(os.path.join(self.logdir, LOCK_FILENAME))
+        self.cluster = Cluster.detect(self.agree_every_steps)
+        folder = self.cluster.folder(self.logdir) if self.cluster is not None else self.logdir
+        self._lock = _atomic.TrainerLock(os.path.join(folder, LOCK_FILENAME))
         self._lock.acquire()
         try:
             retrace = self._start(model, optimizer, params)
@@ -197,7 +213,13 @@ class RetuneController:
 
     def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None) -> bool:
         previous = self.session
-        s = self.session = Session(self.options, model, optimizer, params, tick=self._check_abandoned)
+        options, cluster = self.options, self.cluster
+        if cluster is not None:  # a follower keeps its own files in a scratch folder
+            cluster.seed_state(self.logdir)
+            options = dataclasses.replace(options, logdir=cluster.folder(self.logdir))
+        s = self.session = Session(options, model, optimizer, params, tick=self._check_abandoned)
+        if cluster is not None:
+            cluster.join(s, self.logdir)
         build_optimizer_if_possible(model, optimizer)
         from tb_retune.trainer import recorder as _recorder
 
@@ -213,15 +235,19 @@ class RetuneController:
         s.started = True
         s.publish_known()
         s.status.start()
-        self.watcher = ControlWatcher(self.control_path, self._on_revision, debounce_s=self.options.debounce_s,
-                                      polling=self.options.polling)
-        # What the file holds at the start is in force from the first step:
-        # read it here, once, then let the watcher report later saves.
-        self.watcher.start(initial=False)
-        s.watcher_kind = self.watcher.kind
-        initial = self.watcher.read_now()
+        initial = None
+        if cluster is None or cluster.leader:
+            self.watcher = ControlWatcher(self.control_path, self._on_revision,
+                                          debounce_s=self.options.debounce_s, polling=self.options.polling)
+            # What the file holds at the start is in force from the first step:
+            # read it here, once, then let the watcher report later saves.
+            self.watcher.start(initial=False)
+            s.watcher_kind = self.watcher.kind
+            initial = self.watcher.read_now()
+        if cluster is not None:
+            initial = cluster.broadcast_bytes(initial)
         if initial is not None:
-            self._on_revision(initial)
+            revisions.receive(s, self.mailbox, initial)
             if not s.resume_pending:
                 retrace |= self._due()
                 s.steps.calls = 0  # no batch is about to run yet
@@ -273,17 +299,21 @@ class RetuneController:
         try:
             if self.watcher is not None:
                 self.watcher.stop()
+            if s is not None:
+                # First what ended, so a failure below (a dead peer, a full disk) cannot hide it.
+                s.status.update(state=state, error=error)
+                if error:
+                    s.log(f"retune: training failed: {error}")
             if s is not None and s.started:
-                s.end_hparams_session(state)
+                try:
+                    s.end_hparams_session(state)
+                except Exception as e:  # reads the optimizer: may fail after a crash
+                    logger.warning("retune: the HParams session of the last branch was not written: %s", e)
             search_host.close(s)
             if s is not None and state in ("finished", "stopped") and not s.resume_pending:
                 self._sync_state()
                 step = s.steps.sync()
                 s.checkpoints.final(s.state.branch, step, s.state.node)
-            if s is not None:
-                s.status.update(state=state, error=error)
-                if error:
-                    s.log(f"retune: training failed: {error}")
         finally:
             self._close_resources()
 
@@ -304,6 +334,8 @@ class RetuneController:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.cluster is not None:
+            self.cluster.close()
 
     # ------------------------------------------------------------ the step
     def current_step(self) -> int:
@@ -328,10 +360,21 @@ class RetuneController:
             return False
         step = s.steps.current()
         s.steps.calls += 1
+        if self.cluster is not None and self.cluster.due(step):
+            self._agree()
         if (not self.mailbox.due() and not s.schedule.due(step) and not s.checkpoints.steps_due(step)
                 and s.checkpoints.deferred is None and not s.resume_pending and not search_host.busy(s)):
             return False
         return self._due()
+
+    def _agree(self) -> None:
+        """Every process, at the same step: the leader's newest control-file
+        revision (if a new one came) reaches every process's mailbox now."""
+        s, cluster = self.session, self.cluster
+        assert s is not None and cluster is not None
+        data = cluster.broadcast_bytes(self._inbox.take() if cluster.leader else None)
+        if data is not None:
+            revisions.receive(s, self.mailbox, data)
 
     def _due(self) -> bool:
         """Applies what is due, at the step read from the optimizer; the batch
@@ -456,7 +499,11 @@ class RetuneController:
     # --------------------------------------------------- watcher thread side
     def _on_revision(self, data: bytes | None) -> None:
         """Runs on the watcher thread: parse and validate, never apply."""
-        if data is not None and self.session is not None:
+        if data is None or self.session is None:
+            return
+        if self.cluster is not None:
+            self._inbox.post(data)  # handed to every process at the next agreement boundary
+        else:
             revisions.receive(self.session, self.mailbox, data)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from tb_retune._errors import ControlError
 from tb_retune.experiment.control import FIXED_AT_BUILD, format_value
 from tb_retune.experiment.values import check_float_range
+from tb_retune.trainer.distributed import variable_scope
 
 logger = logging.getLogger("tb_retune")
 
@@ -188,11 +189,17 @@ class OptimizerHandle:
         changes assign the variable; anything else sets the attribute and
         asks for the train function to be traced again.
         """
-        import keras
-
         opt = self.optimizer
         self.check_structural(values)
         old = self.get()
+        with variable_scope(opt):
+            retrace = self._set_values(values, old)
+        return old, retrace
+
+    def _set_values(self, values: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+        import keras
+
+        opt = self.optimizer
         retrace = False
         for name, value in values.items():
             if name == "learning_rate":
@@ -218,7 +225,7 @@ class OptimizerHandle:
             self._ensure_slots(name, value)
             setattr(opt, name, value)
             retrace = True
-        return old, retrace
+        return retrace
 
     def _ensure_slots(self, name: str, value: Any) -> None:
         """Creates the slot variables that a hyperparameter turns on.
