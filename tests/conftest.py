@@ -160,10 +160,13 @@ def live_fit(logdir: str, *, samples: int = 128, batch_size: int = 8, sleep: flo
     callback = tb_retune.RetuneCallback(logdir, verbose=False, **callback_kwargs)
     fit = FitThread(model, x, y, batch_size=batch_size, epochs=100_000, verbose=0,
                     callbacks=[callback, SlowBatches(sleep)])
+    started = time.time()
     fit.start()
     try:
-        # This fit's trainer, not a status file left by an earlier run in the folder.
-        wait_for(lambda: callback.controller.watcher is not None or not fit.is_alive(), what="trainer start")
+        # This fit's trainer watching, and its status written: not a status file left by an earlier run.
+        wait_for(lambda: not fit.is_alive() or (
+            callback.controller.watcher is not None and read_status(logdir).get("watcher")
+            and read_status(logdir).get("heartbeat", 0) >= started), what="trainer start")
         yield fit
     finally:
         model.stop_training = True
