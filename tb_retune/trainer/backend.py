@@ -180,3 +180,17 @@ def tf_function(fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
         f"RetuneController.function() wraps tf.function and needs KERAS_BACKEND=tensorflow; this "
         f"process runs the {backend!r} backend. Instead, {instead}."
     )
+
+
+def retrace_on_change(fn: Callable[..., Any], version: Callable[[], int], **kwargs: Any) -> Callable[..., Any]:
+    """``tf.function(fn)``, traced again whenever ``version()`` changes (a hyperparameter
+    baked into the trace changed): ``RetuneController.function``. TensorFlow only."""
+    state: dict[str, Any] = {"version": version(), "compiled": tf_function(fn, **kwargs)}
+
+    def call(*args: Any, **kw: Any) -> Any:
+        if state["version"] != version():
+            state["compiled"] = tf_function(fn, **kwargs)
+            state["version"] = version()
+        return state["compiled"](*args, **kw)
+
+    return call

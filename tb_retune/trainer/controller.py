@@ -25,15 +25,13 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tb_retune._errors import ControlError
 from tb_retune.experiment import atomic as _atomic
 from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
 )
-from tb_retune.trainer import backend as _backend
-from tb_retune.trainer import continuation, external, revisions, search_host, startup
-from tb_retune.trainer.changes import apply_change
+from tb_retune.trainer import boundary, continuation, external, revisions, search_host, startup
+from tb_retune.trainer.backend import retrace_on_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.distributed import Cluster
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
@@ -379,35 +377,12 @@ class RetuneController:
     def _due(self) -> bool:
         """Applies what is due, at the step read from the optimizer; the batch
         about to run is counted (``calls = 1``) once the step is re-read."""
-        s = self.session
-        assert s is not None
+        assert self.session is not None
         self._sync_state()
         self.state_version += 1
-        step = s.steps.sync()
-        s.steps.calls = 1
-        retrace = False
-        if s.resume_pending:
-            if not s.checkpoints.ready():
-                return False  # the first step builds the model; resume after it
-            retrace |= startup.finish_resume(s)
-            step = s.steps.known
-            s.steps.calls = 1
-        s.checkpoints.take_deferred(s.state.branch, step, s.state.node)
-        retrace |= external.record(s, None, step)  # set by another callback since we last looked
-        incoming = self.mailbox.take()
-        if incoming is not None:
-            r, stop = revisions.take(s, incoming)
-            retrace |= r
-            if stop and not self.stop_requested:
-                self.stop_requested = True
-            step = s.steps.known
-            s.steps.calls = 1  # a restore re-read the step; count the batch about to run
-        if search_host.busy(s):
-            retrace |= search_host.boundary(s, step)
-            step = s.steps.known
-        if s.schedule.due(step):
-            retrace |= self._fire_schedule(step)
-        s.checkpoints.at_step(s.state.branch, step, s.state.node)
+        retrace, stop = boundary.run(self.session, self.mailbox)
+        if stop and not self.stop_requested:
+            self.stop_requested = True
         if retrace:
             self.trace_version += 1
         return retrace
@@ -424,21 +399,6 @@ class RetuneController:
         retrace = external.record(s, set_by)
         if retrace:
             self.trace_version += 1
-        return retrace
-
-    def _fire_schedule(self, step: int) -> bool:
-        s = self.session
-        assert s is not None
-        retrace = False
-        for entry in s.schedule.take_due(s.state.branch, step):
-            where = f"schedule(at_step={entry.at_step}).hyperparameters"
-            try:
-                values = revisions.check_values(s, where, entry.hyperparameters, s.handle.get())
-                retrace |= apply_change(s, values, reason="schedule")
-            except ControlError as e:
-                s.report_error(str(e))
-        s.save_state()
-        s.status.poke()
         return retrace
 
     def after_step(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -485,16 +445,7 @@ class RetuneController:
 
         TensorFlow only: on JAX and PyTorch it raises a BackendError that says
         what to do instead (``trace_version``, see demo/)."""
-        state: dict[str, Any] = {"version": self.trace_version,
-                                 "compiled": _backend.tf_function(fn, **tf_function_kwargs)}
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if state["version"] != self.trace_version:
-                state["compiled"] = _backend.tf_function(fn, **tf_function_kwargs)
-                state["version"] = self.trace_version
-            return state["compiled"](*args, **kwargs)
-
-        return call
+        return retrace_on_change(fn, lambda: self.trace_version, **tf_function_kwargs)
 
     # --------------------------------------------------- watcher thread side
     def _on_revision(self, data: bytes | None) -> None:
