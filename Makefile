@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # backends, one pytest process each (Keras reads KERAS_BACKEND at import).
 BACKENDS ?= jax torch
 
-.PHONY: demo test test-backends deps chromium frontend frontend-deps lint bench bench-quick clean
+.PHONY: demo test test-backends deps chromium postgresql frontend frontend-deps lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ deps: $(VENV)/.installed
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# The shared-storage tests and benchmark start a private PostgreSQL server
+# (tb_retune/testing/postgres.py) from Debian's binaries.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; }
+
 frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
 	cd frontend && npm ci --no-audit --no-fund
 	touch $@
@@ -38,7 +43,7 @@ lint: deps
 	$(BIN)/ruff check tb_retune tests demo $(wildcard benchmarks)
 	$(BIN)/mypy tb_retune
 
-test: deps chromium frontend-deps lint
+test: deps chromium postgresql frontend-deps lint
 	cd frontend && npm test
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 	$(MAKE) --no-print-directory test-backends
@@ -54,10 +59,10 @@ test-backends: deps
 demo: deps
 	$(BIN)/python demo/run.py $(DEMO_ARGS)
 
-bench: deps chromium
+bench: deps chromium postgresql
 	$(BIN)/python benchmarks/run.py
 
-bench-quick: deps chromium
+bench-quick: deps chromium postgresql
 	$(BIN)/python benchmarks/run.py --quick --json bench.json
 
 clean:

@@ -56,6 +56,8 @@ setup(
             "playwright>=1.45",
             "scikit-learn>=1.3",
             "types-protobuf",
+            # Optuna's RDBStorage on a private PostgreSQL server (tests/test_postgres_storage.py).
+            "psycopg2-binary>=2.9",
             # make test runs the trainer tests under every Keras backend. Only
             # torch's CPU build (never the CUDA one, gigabytes): pip takes
             # 2.13.0+cpu from PIP_FIND_LINKS (see BUILD.md).
