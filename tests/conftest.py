@@ -44,6 +44,19 @@ def no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL server for the session (``tb_retune.testing.postgres``): its
+    SQLAlchemy URL, ``postgresql+psycopg2://postgres@127.0.0.1:<port>/tbr``. Tests share its
+    one database, so each uses study names of its own. Fails (never skips) when the binaries
+    are missing: ``make test`` installs them (``make postgresql``)."""
+    from tb_retune.testing.postgres import postgres_server
+
+    # Not under pytest's tmp_path: it is private to root, and the server runs as postgres.
+    with postgres_server() as url:
+        yield url
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, interval: float = 0.02, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
