@@ -26,7 +26,7 @@ from typing import Any
 # Runnable as a script from anywhere: the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab", "table", "backends")
+SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab", "table", "backends", "storage")
 #: Sections that run as part of another (``plugin_rust`` with ``plugin``).
 _SUBSECTIONS = ("plugin_rust",)
 
@@ -111,6 +111,9 @@ ROWS: list[tuple[str, str, str]] = [
     ("tab_render_ms_1000_nodes", "tab: render + paint, 1,000 nodes", "ms"),
     ("tab_render_ms_10000_nodes", "tab: render + paint, 10,000 nodes", "ms"),
     ("table_render_ms_1000_branches", "tab: branch table of 1,000 branches, sort + paint", "ms"),
+    ("storage_postgres_vs_journal", "study storage per trial (ask + 5 reports + tell): PostgreSQL / journal file", "x"),
+    ("storage_ms_per_trial_journal", "  journal file (fsync per write), per trial", "ms"),
+    ("storage_ms_per_trial_postgres", "  PostgreSQL on 127.0.0.1 (fsync on), per trial", "ms"),
 ]
 
 
@@ -317,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
 
         # One child process per Keras backend (Keras picks it at import), one after the other.
         section("backends", lambda: bench_backends.compare(quick))
+
+    if "storage" in only:
+        from benchmarks import bench_storage
+
+        section("storage", lambda: bench_storage.compare(rounds=5 if quick else 11, trials=20 if quick else 50,
+                                                         profile=profile))
 
     result["seconds"] = round(time.perf_counter() - started, 1)
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]

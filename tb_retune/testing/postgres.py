@@ -3,7 +3,8 @@
 A search's trials can run on several processes through Optuna's ``RDBStorage``
 (issue 18). This starts a throw-away server for that: ``initdb`` into a new
 folder, the server's unix socket in that folder, TCP on ``127.0.0.1`` only, on a
-free port, trust authentication for ``127.0.0.1`` only, ``fsync=off``. As root it
+free port, trust authentication for ``127.0.0.1`` only, ``fsync=off`` (unless
+asked to be ``durable``). As root it
 runs the server as the unprivileged ``postgres`` user (PostgreSQL refuses to run
 as root). On the way out it stops the server and removes the folder.
 
@@ -82,8 +83,9 @@ def _tail(path: str, chars: int = 3000) -> str:
 class _Server:
     """One server's folder, binaries and the commands on it (see :func:`postgres_server`)."""
 
-    def __init__(self, bin_dir: str, folder: str) -> None:
+    def __init__(self, bin_dir: str, folder: str, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        self.durable = durable
         self.folder = folder
         self.data = os.path.join(folder, "data")
         self.log = os.path.join(folder, "server.log")
@@ -142,14 +144,16 @@ class _Server:
             f.write("# written by tb_retune.testing.postgres: a private server for tests\n"
                     "local all all peer\n"
                     "host  all all 127.0.0.1/32 trust\n")
+        # Not durable (the default, for tests): nothing here must survive a crash.
+        durability = "on" if self.durable else "off"
         with open(os.path.join(self.data, "postgresql.conf"), "a", encoding="utf-8") as f:
-            f.write("\n# tb_retune.testing.postgres: private, for tests (nothing here must survive a crash)\n"
+            f.write("\n# tb_retune.testing.postgres: a private server\n"
                     "listen_addresses = '127.0.0.1'\n"
                     f"unix_socket_directories = '{self.folder}'\n"
                     "unix_socket_permissions = 0700\n"
-                    "fsync = off\n"
-                    "synchronous_commit = off\n"
-                    "full_page_writes = off\n"
+                    f"fsync = {durability}\n"
+                    f"synchronous_commit = {durability}\n"
+                    f"full_page_writes = {durability}\n"
                     "max_connections = 200\n"
                     "shared_buffers = 32MB\n"
                     "log_min_messages = warning\n")
@@ -211,7 +215,7 @@ class _Server:
 
 
 @contextlib.contextmanager
-def postgres_server(base_dir: str | None = None, *, database: str = DATABASE,
+def postgres_server(base_dir: str | None = None, *, database: str = DATABASE, durable: bool = False,
                     timeout: float = 120.0) -> Iterator[str]:
     """Runs a private PostgreSQL server for the block and yields its SQLAlchemy URL.
 
@@ -233,6 +237,10 @@ def postgres_server(base_dir: str | None = None, *, database: str = DATABASE,
             ``postgres`` user must be able to reach it (pytest's ``tmp_path`` is
             private to root: not there). Defaults to the system's temporary folder.
         database: String. The database to create. Defaults to ``"tbr"``.
+        durable: Bool. ``fsync``, ``synchronous_commit`` and ``full_page_writes``
+            on, as a real server (a commit waits for its WAL on disk), e.g. to time
+            it against a journal file that fsyncs each write. Defaults to False:
+            all three off, for tests.
         timeout: Float. Seconds to wait for each step (``initdb``, the start, the
             first connection). Defaults to 120.
 
@@ -248,7 +256,7 @@ def postgres_server(base_dir: str | None = None, *, database: str = DATABASE,
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
         raise PostgresError(f"database must be a plain SQL name (letters, digits, _). Received: database={database!r}")
     folder = tempfile.mkdtemp(prefix="tbr-pg-", dir=base_dir)
-    server = _Server(bin_dir, folder)
+    server = _Server(bin_dir, folder, durable)
     try:
         socket_path = os.path.join(folder, ".s.PGSQL.65535")
         if len(socket_path) > _MAX_SOCKET_PATH:
