@@ -80,6 +80,15 @@ def _tail(path: str, chars: int = 3000) -> str:
     return text[-chars:] if text.strip() else "(the log is empty)"
 
 
+def _read_from(path: str, offset: int) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return ""
+
+
 class _Server:
     """One server's folder, binaries and the commands on it (see :func:`postgres_server`)."""
 
@@ -162,13 +171,14 @@ class _Server:
         """Starts the server on a free port; another port when one was taken meanwhile."""
         for attempt in range(1, attempts + 1):
             self.port = free_port()
+            seen = os.path.getsize(self.log) if os.path.exists(self.log) else 0
             # pg_ctl -w waits until the server accepts connections (or has exited).
             done = self.run("pg_ctl", "-D", self.data, "-l", self.log, "-o", f"-p {self.port}", "-w",
                             "-t", str(int(timeout)), "start", timeout=timeout + 30, check=False)
             if done.returncode == 0:
                 break
             log = _tail(self.log)
-            if "could not bind" in log and attempt < attempts:
+            if "could not bind" in _read_from(self.log, seen) and attempt < attempts:
                 self.stop()
                 continue
             raise PostgresError(f"PostgreSQL did not start (pg_ctl exited with {done.returncode}: "
