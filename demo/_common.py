@@ -392,7 +392,9 @@ def run_demo(args: argparse.Namespace, title: str,
             tb = TensorBoard.start(os.path.dirname(logdir), args.port)
             print(f"Starting TensorBoard on {tb.url} (pid {tb.process.pid}) for {os.path.dirname(logdir)}",
                   flush=True)
-        done = already_done(logdir, args.epochs)
+        # Run by `tb-retune worker`, the script trains a running search's trials, not the experiment.
+        worker = bool(os.environ.get("TB_RETUNE_WORKER"))
+        done = None if worker else already_done(logdir, args.epochs)
         train = prepare() if done is None else None
         if tb is not None:
             listing = tb.wait_ready()
@@ -403,6 +405,9 @@ def run_demo(args: argparse.Namespace, title: str,
         if train is None:
             print(f"{args.logdir} has already trained {done} epochs, and --epochs {args.epochs} is the total: "
                   f"run with --epochs {(done or 0) + args.epochs} to train on.", flush=True)
+        elif worker:
+            with stopper.installed():
+                train(stopper)
         else:
             print_instructions(title, logdir, tb)
             with stopper.installed():

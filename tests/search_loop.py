@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -73,6 +74,11 @@ class LoopHost:
         self.pending_logs: dict[str, float] = {}
         self.evaluations: list[tuple[str, int, str]] = []
         self.kept: set[tuple[str, int]] = set()
+        self.waits = 0
+        #: Called instead of sleeping while the engine waits for other processes' trials.
+        self.on_wait: Any = None
+        #: What ``steps_left`` answers (a worker's fit length), None: unknown.
+        self.steps_budget: int | None = None
         # Checkpoints in files too, for a trainer process that is killed and started again.
         self.checkpoint_dir = checkpoint_dir
         if checkpoint_dir is not None:
@@ -196,6 +202,16 @@ class LoopHost:
 
     def log(self, message: str) -> None:
         self.lines.append(message)
+
+    def wait(self, seconds: float) -> bool:
+        self.waits += 1
+        if self.on_wait is not None:
+            return bool(self.on_wait())
+        time.sleep(min(seconds, 0.05))
+        return True
+
+    def steps_left(self) -> int | None:
+        return self.steps_budget
 
 
 class FileTrainer:

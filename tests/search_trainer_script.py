@@ -1,6 +1,7 @@
 """A real trainer process for the search tests: a tiny model in ``fit`` with
 validation data, slow batches, RetuneCallback; it trains until it is stopped
-(``stop`` in retune.json) or killed."""
+(``stop`` in retune.json) or killed. Run by ``tb-retune worker``, the same
+script is a search worker."""
 
 from __future__ import annotations
 
@@ -23,7 +24,15 @@ def main() -> None:
     parser.add_argument("logdir")
     parser.add_argument("--epochs", type=int, default=10_000)
     parser.add_argument("--sleep", type=float, default=0.01)
+    parser.add_argument("--storage", default=None, help="the searches' Optuna storage URL")
+    parser.add_argument("--heartbeat", default=None, help="heartbeat_interval,grace_period")
     args = parser.parse_args()
+    options: dict[str, object] = {}
+    if args.storage:
+        options["search_storage"] = args.storage
+    if args.heartbeat:
+        interval, grace = (int(v) for v in args.heartbeat.split(","))
+        options["search_heartbeat"] = (interval, grace)
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 4)).astype("float32")
@@ -39,7 +48,7 @@ def main() -> None:
             time.sleep(args.sleep)
 
     model.fit(x, y, batch_size=16, epochs=args.epochs, verbose=0, shuffle=False, validation_data=(x_val, y_val),
-              callbacks=[tb_retune.RetuneCallback(args.logdir, update_freq=4), Slow()])
+              callbacks=[tb_retune.RetuneCallback(args.logdir, update_freq=4, **options), Slow()])
     print("TRAINER DONE", flush=True)
 
 

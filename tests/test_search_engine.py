@@ -338,32 +338,39 @@ def test_a_failing_restore_fails_the_search_not_training(tmp_path: Any) -> None:
 
 
 def test_trials_of_another_process_are_left_to_it_and_waited_for(tmp_path: Any) -> None:
-    import time
-
+    from tb_retune.trainer.search._heartbeat import TrialHeartbeat
     from tb_retune.trainer.search._study import open_storage
 
     host = started_host()
     engine = SearchEngine(str(tmp_path), host)
     engine.submit(request(trials=3, steps_per_trial=10))
     host.drive(engine, 1)  # the study exists, the baseline runs
-    # Another process (a worker, issue 18) takes a trial of the same study.
-    other = optuna.load_study(study_name="s-1", storage=open_storage(str(tmp_path)))
+    # Another process (a worker) takes a trial of the same study, and beats for it.
+    other = optuna.load_study(study_name="s-1", storage=open_storage(str(tmp_path), heartbeat=(1, 30)))
     theirs = other.ask()
     theirs.suggest_float("learning_rate", 1e-3, 1.5, log=True)
     theirs.set_user_attr("role", "worker")
     theirs.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
-    # A restart now leaves the worker's running trial alone (only the trainer's own are taken over).
+    beat = TrialHeartbeat(other._storage)
+    beat.start(theirs._trial_id)
+    # A restart now leaves the worker's running trial alone (only the trainer's own are taken over),
+    # runs the others, then waits at a batch boundary for the worker's trial.
     engine = SearchEngine(str(tmp_path), host)
-    host.drive(engine, 40)
-    entry = engine.searches()["s-1"]
-    assert [(t["number"], t["state"]) for t in entry["trials"]] == [
+    seen: list[Any] = []
+
+    def worker_finishes() -> bool:
+        seen.append(copy.deepcopy(engine.searches()["s-1"]))
+        beat.stop()
+        other.tell(theirs, 0.001)
+        return True
+
+    host.on_wait = worker_finishes
+    host.drive(engine, 5000, stop=lambda a: a.kind == "done")
+    assert len(seen) == 1, "the engine waited once, for the worker's trial"
+    assert [(t["number"], t["state"]) for t in seen[0]["trials"]] == [
         (0, "failed"), (1, "running"), (2, "complete"), (3, "complete")]
-    assert engine.busy and entry["state"] == "running"  # waits for the worker's trial
-    other.tell(theirs, 0.001)
-    deadline = time.monotonic() + 60
-    while engine.busy:
-        host.drive(engine, 1)
-        assert time.monotonic() < deadline
+    assert seen[0]["state"] == "running"
+    assert any("waiting for trials running in other processes: 1 (elsewhere:1)" in line for line in host.lines)
     entry = engine.searches()["s-1"]
     assert entry["state"] == "done" and entry["best"]["number"] == 1 and entry["trials"][1]["worker"]["pid"] == 1
     # That worker recorded no end state: training goes on from the source, with the best settings.

@@ -28,12 +28,12 @@ pytestmark = pytest.mark.slow
 class Trainer:
     """``tests/search_trainer_script.py`` in a process of its own."""
 
-    def __init__(self, logdir: str, sleep: float) -> None:
+    def __init__(self, logdir: str, sleep: float, extra: list[str] | None = None) -> None:
         self.logdir = logdir
         self.log_path = os.path.join(os.path.dirname(logdir), f"trainer-{os.path.basename(logdir)}.log")
         self.log = open(self.log_path, "a")
         env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.proc = subprocess.Popen([sys.executable, SCRIPT, logdir, "--sleep", str(sleep)], env=env,
+        self.proc = subprocess.Popen([sys.executable, SCRIPT, logdir, "--sleep", str(sleep), *(extra or [])], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:

@@ -17,6 +17,7 @@ tb-retune restore runs/digits --branch main --step 1200 --set learning_rate=1e-4
 tb-retune tree runs/digits
 tb-retune replay runs/digits --node main-s1200-2 -o schedule.json
 tb-retune search runs/digits --from main@400 --space learning_rate=1e-4:0.3:log --trials 8 --steps 200 --objective val_loss
+tb-retune worker runs/digits -- python train.py
 ```
 """
 
@@ -178,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("search", _search.SUMMARY, _search.DESCRIPTION, _search.EPILOG)
     _search.configure(p)
+
+    from tb_retune.cli import _worker
+
+    p = add("worker", _worker.SUMMARY, _worker.DESCRIPTION, _worker.EPILOG)
+    _worker.configure(p)
     return parser
 
 
@@ -399,8 +405,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
         _prefer_tensorflow_stub(argv)
     parser = build_parser()
+    from tb_retune.cli._worker import split_command
+
+    own, worker_command = split_command(list(argv))
     try:
-        args = parser.parse_args(list(argv))
+        args = parser.parse_args(own)
+        if worker_command is not None:
+            args.worker_command = worker_command
     except SystemExit as e:  # --help, --version and usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if getattr(args, "timeout", None) is not None and not args.wait:

@@ -30,6 +30,11 @@ from tb_retune.experiment.control import _check_int_step, _check_keys
 from tb_retune.experiment.values import BOOL_HYPERPARAMETERS, RANGES, validate_hyperparameters
 from tb_retune.experiment.values import describe as _describe
 
+#: The journal of every search of an experiment (``<experiment>/searches/journal.log``),
+#: one Optuna study per search id.
+SEARCH_DIRNAME = "searches"
+JOURNAL_FILENAME = "journal.log"
+
 SEARCH_KEYS = ("id", "from", "space", "trials", "steps_per_trial", "objective", "sampler", "pruner", "then")
 FROM_KEYS = ("branch", "step")
 RANGE_KEYS = ("low", "high", "log", "step")

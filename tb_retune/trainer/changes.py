@@ -127,12 +127,14 @@ def apply_restore(s: Session, request: RestoreRequest, *, branch_name: str | Non
     """Loads the checkpoint at (branch, step) and starts a new branch from it
     (named ``branch_name`` or a free name near it; a search's trials)."""
     step = s.steps.known  # where the current branch is left
-    keep_state_before_change(s, step)
-    s.end_hparams_session("left")
+    left_branch = s.on_branch
+    if left_branch:  # a search worker's first trial leaves no branch
+        keep_state_before_change(s, step)
+        s.end_hparams_session("left")
     # The checkpoint is named by (branch, step): resolve it once pending
     # writes and promotions are done, never through a path taken earlier.
     s.checkpoints.flush()
-    info = s.store.get(request.branch, request.step)
+    info = s.store.find(request.branch, request.step)  # a search worker's may be new
     if info is None:
         raise ControlError(
             f"restore.step: branch {request.branch!r} has no checkpoint at step {request.step}; "
@@ -185,6 +187,6 @@ def apply_restore(s: Session, request: RestoreRequest, *, branch_name: str | Non
     s.state.add_applied({"time": time.time(), "step": new_step, "id": request.id, "kind": "restore",
                          "node": record["id"], "branch": new_branch, "from_branch": old_branch, "what": what})
     s.schedule.plan(new_branch)
-    s.log(f"retune: step {step} {what}")
+    s.log(f"retune: step {step} {what}" if left_branch else f"retune: {what}")
     s.publish_known()
     return retrace

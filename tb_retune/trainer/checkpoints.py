@@ -157,6 +157,31 @@ class CheckpointStore:
         os.replace(source, target)
         fsync_dir(os.path.dirname(target))
 
+    def rescan(self, branch: str) -> None:
+        """Lists the files of ``branch`` again: checkpoints that another
+        process wrote since (a search worker's trial branch, or the trainer's
+        source for a worker). Adds what it finds; removes nothing."""
+        bdir = os.path.join(self.folder, branch)
+        try:
+            names = os.listdir(bdir)
+        except OSError:
+            return
+        with self._lock:
+            have = {i.path for i in self._index.get(branch, {}).values()}
+            for name in names:
+                m = _NAME.match(name)
+                path = os.path.join(bdir, name)
+                if m and path not in have and not name.startswith("."):
+                    self._add(CheckpointInfo(branch, int(m.group(1)), m.group(2), m.group(3), path))
+
+    def find(self, branch: str, step: int) -> CheckpointInfo | None:
+        """:meth:`get`, and when the index lacks it, after a :meth:`rescan` of the branch."""
+        info = self.get(branch, step)
+        if info is None:
+            self.rescan(branch)
+            info = self.get(branch, step)
+        return info
+
     def steps(self) -> dict[str, list[int]]:
         with self._lock:
             return {b: sorted(s) for b, s in self._index.items() if s}

@@ -30,7 +30,8 @@ from tb_retune.experiment.control import (
     CONTROL_FILENAME,
     STATUS_FILENAME,
 )
-from tb_retune.trainer import boundary, continuation, external, revisions, search_host, startup
+from tb_retune.experiment.worker import WorkerSpec
+from tb_retune.trainer import boundary, continuation, external, revisions, search_host, startup, worker
 from tb_retune.trainer.backend import retrace_on_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.distributed import Cluster
@@ -38,6 +39,7 @@ from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.options import ControllerOptions
 from tb_retune.trainer.revisions import Incoming
+from tb_retune.trainer.search._heartbeat_defaults import DEFAULT_HEARTBEAT
 from tb_retune.trainer.session import Session
 from tb_retune.trainer.watcher import ControlWatcher
 
@@ -95,6 +97,18 @@ class RetuneController:
         agree_every_steps: Int. With several JAX processes, how often they
             agree on the control file (one small broadcast): every N steps,
             so a change waits up to N steps. Defaults to 1.
+        search_storage: String or None. Where the searches' Optuna studies
+            live: any Optuna storage URL (``postgresql://user@host/db``), for
+            workers on machines whose shared filesystem has no reliable file
+            locks; the workers get the same URL (``tb-retune worker
+            --storage``). None: the journal file
+            ``<logdir>/searches/journal.log``. Defaults to None.
+        search_heartbeat: ``(heartbeat_interval, grace_period)``: every
+            process running a trial of a search records Optuna's heartbeat
+            every ``heartbeat_interval`` seconds; a trial whose heartbeat is
+            ``grace_period`` seconds late is failed and run again by another
+            process. Recorded in the study, so workers use the same.
+            Defaults to (5, 30).
     """
 
     def __init__(
@@ -112,6 +126,8 @@ class RetuneController:
         background_checkpoints: bool = True,
         verbose: bool = True,
         agree_every_steps: int = 1,
+        search_storage: str | None = None,
+        search_heartbeat: tuple[int, int] = DEFAULT_HEARTBEAT,
     ) -> None:
         if isinstance(agree_every_steps, bool) or not isinstance(agree_every_steps, int) or agree_every_steps < 1:
             raise ValueError("`agree_every_steps` must be a positive integer. "
@@ -122,6 +138,7 @@ class RetuneController:
             checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints,
             update_freq=update_freq, polling=polling, resume=resume, heartbeat_s=heartbeat_s,
             debounce_s=debounce_s, background_checkpoints=background_checkpoints, verbose=verbose,
+            search_storage=search_storage, search_heartbeat=search_heartbeat,
         )
         self.logdir = self.options.logdir
         self.update_freq = update_freq
@@ -144,6 +161,8 @@ class RetuneController:
         self._abandoned = False
         self._fit = FitWatch()
         self._crash = CrashHook(self._at_exit)
+        #: A search worker's spec (``tb-retune worker``), read from the environment at begin().
+        self.worker_spec: WorkerSpec | None = None
         #: What a search evaluates its objective on (``search_host.EvaluationData``):
         #: ``RetuneCallback`` sets fit's data; a custom loop may set its own.
         self.evaluation_data: search_host.EvaluationData | None = None
@@ -195,8 +214,15 @@ class RetuneController:
         self.mailbox = RevisionMailbox()
         self._state_sync = None  # the variables hold the state until begin() returns
         os.makedirs(self.logdir, exist_ok=True)
+        self.worker_spec = WorkerSpec.from_env()
         self.cluster = Cluster.detect(self.agree_every_steps)
+        if self.worker_spec is not None and self.cluster is not None:
+            raise ValueError("tb-retune worker runs one training process per worker; a multi-process JAX job "
+                             "cannot be a search worker (start one `tb-retune worker` per process instead)")
         folder = self.cluster.folder(self.logdir) if self.cluster is not None else self.logdir
+        if self.worker_spec is not None:
+            folder = self.worker_spec.folder
+            os.makedirs(folder, exist_ok=True)
         self._lock = _atomic.TrainerLock(os.path.join(folder, LOCK_FILENAME))
         self._lock.acquire()
         try:
@@ -210,12 +236,15 @@ class RetuneController:
         return retrace
 
     def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None) -> bool:
+        if self.worker_spec is not None:
+            return self._start_worker(model, optimizer, params, self.worker_spec)
         previous = self.session
         options, cluster = self.options, self.cluster
         if cluster is not None:  # a follower keeps its own files in a scratch folder
             cluster.seed_state(self.logdir)
             options = dataclasses.replace(options, logdir=cluster.folder(self.logdir))
         s = self.session = Session(options, model, optimizer, params, tick=self._check_abandoned)
+        s.mailbox = self.mailbox
         if cluster is not None:
             cluster.join(s, self.logdir)
         build_optimizer_if_possible(model, optimizer)
@@ -255,6 +284,32 @@ class RetuneController:
                 s.plan_epochs(s.state.branch, s.state.epoch)
         s.status.write_now(durable=False)
         return retrace
+
+    def _start_worker(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None,
+                      spec: WorkerSpec) -> bool:
+        """A search worker's start (``trainer/worker.py``): the experiment of
+        ``spec`` (whatever logdir the script names), no control file, its own
+        status in its own folder, the running search joined."""
+        if os.path.realpath(spec.experiment) != os.path.realpath(self.logdir):
+            logger.info("retune: worker: training script names %s; joining %s as `tb-retune worker` says",
+                        self.logdir, spec.experiment)
+        options = dataclasses.replace(self.options, logdir=spec.experiment)
+        s = self.session = Session(options, model, optimizer, params, tick=self._check_abandoned,
+                                   own_folder=spec.folder, status_name=worker.STATUS_FILENAME)
+        s.mailbox = self.mailbox
+        build_optimizer_if_possible(model, optimizer)
+        from tb_retune.trainer import recorder as _recorder
+
+        try:
+            s.config_static = {"environment": _recorder.environment()}
+        except Exception as e:  # never fail a run for the recorder
+            s.config_static = {"environment": {"error": str(e)}}
+        worker.start(s, spec, self.evaluation_data)
+        s.started = True
+        s.publish_known()
+        s.status.start()
+        s.status.write_now(durable=False)
+        return False
 
     def watch_frame(self, thread_ident: int, frame: Any) -> None:
         """Ends the run as failed if ``frame`` (``fit``'s) leaves its thread's
@@ -302,13 +357,15 @@ class RetuneController:
                 s.status.update(state=state, error=error)
                 if error:
                     s.log(f"retune: training failed: {error}")
-            if s is not None and s.started:
+            if s is not None and s.started and s.on_branch:
                 try:
                     s.end_hparams_session(state)
                 except Exception as e:  # reads the optimizer: may fail after a crash
                     logger.warning("retune: the HParams session of the last branch was not written: %s", e)
             search_host.close(s)
-            if s is not None and state in ("finished", "stopped") and not s.resume_pending:
+            if s is not None and s.worker_spec is not None:
+                worker.end(s, state, error)  # a worker keeps no final state: its trials are told
+            elif s is not None and state in ("finished", "stopped") and not s.resume_pending:
                 self._sync_state()
                 step = s.steps.sync()
                 s.checkpoints.final(s.state.branch, step, s.state.node)
@@ -358,6 +415,9 @@ class RetuneController:
             return False
         step = s.steps.current()
         s.steps.calls += 1
+        s.boundaries += 1
+        if s.worker_spec is not None:
+            return self._due()  # a worker's turn at every boundary (its trial's steps)
         if self.cluster is not None and self.cluster.due(step):
             self._agree()
         if (not self.mailbox.due() and not s.schedule.due(step) and not s.checkpoints.steps_due(step)
@@ -380,7 +440,8 @@ class RetuneController:
         assert self.session is not None
         self._sync_state()
         self.state_version += 1
-        retrace, stop = boundary.run(self.session, self.mailbox)
+        s = self.session
+        retrace, stop = worker.boundary(s) if s.worker_spec is not None else boundary.run(s, self.mailbox)
         if stop and not self.stop_requested:
             self.stop_requested = True
         if retrace:
@@ -393,7 +454,7 @@ class RetuneController:
         variable: call it at epoch boundaries, not per batch. Returns True
         when the train function must be traced again."""
         s = self.session
-        if s is None or s.resume_pending:
+        if s is None or s.resume_pending or not s.on_branch:
             return False
         self._sync_state()
         retrace = external.record(s, set_by)
@@ -435,7 +496,7 @@ class RetuneController:
             if complete:  # the branch's own count (a restore set it to the checkpoint's)
                 s.state.epoch += 1
             branch_epochs = s.state.epoch
-        if complete:
+        if complete and s.on_branch:
             s.checkpoints.at_epoch_end(branch_epochs, s.state.branch, step, s.state.node)
         s.status.poke()  # the epoch lives in the checkpoint; the status is written by the heartbeat
 

@@ -123,7 +123,7 @@ class SessionTrialHost:
     def checkpoint_hyperparameters(self, branch: str, step: int) -> Mapping[str, Any] | None:
         s = self.s
         s.checkpoints.flush()  # a write or a promotion (a rename) of it may be under way
-        info = s.store.get(branch, step)
+        info = s.store.find(branch, step)  # another process's (a worker's trial, the trainer's source)
         if info is None:
             return None
         return dict(s.store.read_meta(info).get("hyperparameters") or {})
@@ -138,6 +138,8 @@ class SessionTrialHost:
                                "give search.from a checkpoint, or write the request once training runs")
         step = s.steps.known
         keep_state_before_change(s, step)
+        # Durable before the trial's result is told: another process may go on from it.
+        s.checkpoints.flush()
         with s.state.lock:
             return s.state.branch, step
 
@@ -183,6 +185,12 @@ class SessionTrialHost:
     def report_error(self, message: str) -> None:
         self.s.report_error(message)
 
+    def wait(self, seconds: float) -> bool:
+        return not self.s.wait_for_revision(seconds)
+
+    def steps_left(self) -> int | None:
+        return self.s.steps_left()
+
     def log(self, message: str) -> None:
         self.s.log(message)
 
@@ -193,7 +201,8 @@ def attach(s: Session, evaluation: EvaluationData | None) -> None:
     from tb_retune.trainer.search import SearchEngine
 
     s.search_host = SessionTrialHost(s, evaluation)
-    s.search = SearchEngine(s.logdir, s.search_host)
+    s.search = SearchEngine(s.logdir, s.search_host, storage_url=s.options.search_storage,
+                            heartbeat=s.options.search_heartbeat)
 
 
 def busy(s: Session) -> bool:

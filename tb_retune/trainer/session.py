@@ -27,7 +27,9 @@ from tb_retune.trainer.status import StatusFile
 from tb_retune.trainer.steps import StepCounter
 
 if TYPE_CHECKING:
-    from tb_retune.trainer.search import SearchEngine
+    from tb_retune.experiment.worker import WorkerSpec
+    from tb_retune.trainer.mailbox import RevisionMailbox
+    from tb_retune.trainer.search import SearchEngine, SearchWorker
     from tb_retune.trainer.search_host import SessionTrialHost
 
 logger = logging.getLogger("tb_retune")
@@ -37,15 +39,19 @@ class Session:
     """One run of the trainer on one experiment folder."""
 
     def __init__(self, options: ControllerOptions, model: Any, optimizer: Any,
-                 params: Mapping[str, Any] | None = None, *, tick: Callable[[], None] | None = None) -> None:
+                 params: Mapping[str, Any] | None = None, *, tick: Callable[[], None] | None = None,
+                 own_folder: str | None = None, status_name: str = STATUS_FILENAME) -> None:
         self.options = options
         self.logdir = options.logdir
+        #: Where this run keeps its own files (state, status): the experiment
+        #: folder, or a search worker's folder.
+        self.own_folder = own_folder or options.logdir
         self.model = model
         self.optimizer = optimizer
         self.handle = OptimizerHandle(optimizer)
         self.params = dict(params or {})
         self.steps = StepCounter(optimizer, int(getattr(model, "steps_per_execution", 1) or 1))
-        self.state = TrainerState(self.logdir)
+        self.state = TrainerState(self.own_folder)
         self.config_static: dict[str, Any] = {}
         #: What the watcher thread validates against: (hyperparameters, checkpoint steps).
         self.known: tuple[dict[str, Any], dict[str, list[int]]] = ({}, {})
@@ -60,7 +66,7 @@ class Session:
             meta=self.checkpoint_meta, before_write=self.records.flush,
             on_written=self.on_checkpoint_written, on_error=self.report_error,
         )
-        self.status = StatusFile(os.path.join(self.logdir, STATUS_FILENAME), self._base_status(),
+        self.status = StatusFile(os.path.join(self.own_folder, status_name), self._base_status(),
                                  heartbeat_s=options.heartbeat_s, refresh=self.refresh_status, tick=tick)
         self.watcher_kind: str | None = None
         #: Set once the start went through (until then nothing is published).
@@ -74,6 +80,14 @@ class Session:
         #: The searches (``search_host.attach``): the engine and its host.
         self.search: SearchEngine | None = None
         self.search_host: SessionTrialHost | None = None
+        #: The controller's mailbox of control-file revisions (set by the controller).
+        self.mailbox: RevisionMailbox[Any] | None = None
+        #: Batch boundaries since this fit began (a worker's steps left).
+        self.boundaries = 0
+        #: A search worker's run (``worker``): its spec, its engine, why it leaves.
+        self.worker_spec: WorkerSpec | None = None
+        self.search_worker: SearchWorker | None = None
+        self.worker_leave: tuple[str, str] | None = None
 
     # -- the public status ------------------------------------------------
     def _base_status(self) -> dict[str, Any]:
@@ -91,6 +105,10 @@ class Session:
         if self.search is not None and self.search_host is not None:
             data["searches"] = self.search.searches()
             data["metrics"] = self.search_host.logged_metrics()
+        if self.search_worker is not None:
+            from tb_retune.trainer import worker
+
+            worker.status(self, data)
 
     def save_state(self, *, durable: bool = False) -> None:
         try:
@@ -105,6 +123,31 @@ class Session:
             self.status.write_now(durable=durable)
         except OSError as e:
             logger.warning("retune: cannot write %s: %s", self.status.path, e)
+
+    @property
+    def on_branch(self) -> bool:
+        """Whether training is on a branch (a search worker is on none until its first trial)."""
+        return bool(self.state.branch)
+
+    def wait_for_revision(self, seconds: float) -> bool:
+        """Blocks up to ``seconds`` for a revision of the control file not
+        taken yet; True when one is waiting (the training thread's only wait)."""
+        mailbox = self.mailbox
+        if mailbox is None:
+            import time as _time
+
+            _time.sleep(seconds)
+            return False
+        return mailbox.wait_posted(mailbox.taken, seconds)
+
+    def steps_left(self) -> int | None:
+        """The train steps this ``fit`` has left from the batch about to run,
+        or None when its length is unknown."""
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        if not isinstance(epochs, int) or not isinstance(steps, int) or isinstance(epochs, bool):
+            return None
+        done = max(0, self.boundaries - 1) * self.steps.steps_per_call
+        return max(0, (epochs - self.initial_epoch) * steps - done)
 
     # -- messages -----------------------------------------------------------
     def log(self, line: str) -> None:

@@ -57,12 +57,19 @@ class SearchEngine:
         host: TrialHost. The trainer's side.
         storage_url: String or None. Any Optuna storage URL instead of the
             journal file. Defaults to None.
+        heartbeat: ``(heartbeat_interval, grace_period)`` in seconds, for
+            the trials of the searches this engine starts (recorded in the
+            study: every worker uses the same). Defaults to (5, 30).
     """
 
-    def __init__(self, logdir: str, host: TrialHost, *, storage_url: str | None = None) -> None:
+    def __init__(self, logdir: str, host: TrialHost, *, storage_url: str | None = None,
+                 heartbeat: tuple[int, int] | None = None) -> None:
+        from tb_retune.trainer.search._heartbeat_defaults import DEFAULT_HEARTBEAT
+
         self.logdir = logdir
         self.host = host
         self.storage_url = storage_url
+        self.heartbeat = heartbeat or DEFAULT_HEARTBEAT
         self._storage: Any = None
         self._run: SearchRun | None = None
         self._queued: SearchRequest | None = None
@@ -137,8 +144,10 @@ class SearchEngine:
         return action
 
     def close(self) -> None:
-        """Forgets the trial in progress (it is run again when the trainer
-        restarts); the study stays as it is."""
+        """``fit`` ends: the trial in progress is lost and queued again (run by
+        the next run of the trainer, or by a worker); the study stays."""
+        if self._run is not None:
+            self._run.abandon()
         self._run = None
         self._queued = None
 
@@ -194,7 +203,7 @@ class SearchEngine:
             raise ControlError(f"search: the study storage {self._where()} could not be read at the start "
                                "of this run; searches are off until the trainer restarts")
         if self._storage is None:
-            self._storage = open_storage(self.logdir, self.storage_url)
+            self._storage = open_storage(self.logdir, self.storage_url, heartbeat=self.heartbeat)
         return self._storage
 
     def _load(self, request: SearchRequest) -> optuna.Study:
@@ -264,7 +273,7 @@ class SearchEngine:
             else:
                 source = self.host.keep_checkpoint_now()
             source_hps = dict(self.host.checkpoint_hyperparameters(*source) or self.host.hyperparameters())
-            study = create_search_study(self._store(), request, source, source_hps)
+            study = create_search_study(self._store(), request, source, source_hps, heartbeat=self.heartbeat)
         except ControlError as e:
             self.host.report_error(str(e))
             return

@@ -70,6 +70,18 @@ class TrialHost(Protocol):
         """Shows ``message`` in the status's ``errors``, the log and the tab."""
         ...
 
+    def wait(self, seconds: float) -> bool:
+        """Blocks up to ``seconds`` while other processes run the search's
+        last trials. Returns False at once when the trainer has something
+        else to do at this boundary (a new revision of the control file),
+        True after the time is up."""
+        ...
+
+    def steps_left(self) -> int | None:
+        """How many train steps this ``fit`` has left (a worker starts no
+        trial that it cannot finish), or None when unknown."""
+        ...
+
     def log(self, message: str) -> None:
         """One line for the trainer's console."""
         ...
@@ -106,24 +118,39 @@ class SearchDone:
 
 
 @dataclasses.dataclass(frozen=True)
+class Leave:
+    """Why a worker leaves a search: ``reason`` is ``"done"`` (no trial is
+    left for it) or ``"no_steps"`` (its ``fit`` has fewer steps left than a
+    trial takes); ``message`` says it to a person."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Action:
     """What one :meth:`SearchEngine.on_boundary` call did, through the host.
 
     ``kind`` is ``"nothing"``, ``"start_trial"`` (a trial began: the host
     restored the source as ``started.branch``), ``"end_trial"`` (a trial
-    ended and no other began) or ``"done"`` (the search is over; the host
-    restored what ``then`` asked for). One call can end a trial and start
+    ended and no other began), ``"done"`` (the search is over; the host
+    restored what ``then`` asked for) or ``"leave"`` (a worker has nothing
+    left to do in it). One call can end a trial and start
     the next: then ``ended`` and ``started`` are both set.
     """
 
     ended: TrialEnd | None = None
     started: TrialStart | None = None
     done: SearchDone | None = None
+    #: A worker leaves the search: it has no trial left to run, or too few steps.
+    leave: Leave | None = None
 
     @property
     def kind(self) -> str:
         if self.done is not None:
             return "done"
+        if self.leave is not None:
+            return "leave"
         if self.started is not None:
             return "start_trial"
         if self.ended is not None:

@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tb_retune.trainer.search import _allot
+
 #: Optuna's trial states as the status names them (a WAITING trial is not listed).
 STATES = {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 
@@ -28,7 +30,10 @@ ATTR_SOURCE = "source"
 ATTR_STATE = "state"
 ATTR_OUTCOME = "outcome"
 ATTR_MODE = "mode"
-#: Numbers of the trials that a killed trainer left running (not counted; run again).
+#: ``{heartbeat_interval, grace_period}``: the heartbeat every process uses for the search's trials.
+ATTR_HEARTBEAT = "heartbeat"
+#: Numbers of the trials that a killed trainer left running, as versions before
+#: the trial-level rules (``_allot``) recorded them; still read.
 ATTR_INTERRUPTED = "interrupted"
 
 
@@ -37,9 +42,10 @@ def _finite(value: Any) -> float | None:
 
 
 def trial_entry(trial: Any, interrupted: frozenset[int] = frozenset()) -> dict[str, Any] | None:
-    """One trial of ``searches[id].trials``; None for a trial not yet started."""
+    """One trial of ``searches[id].trials``; None for a trial not yet started
+    or never run (surplus: asked at once with another process's last one)."""
     state = STATES.get(trial.state.name)
-    if state is None:
+    if state is None or trial.user_attrs.get(_allot.ATTR_SURPLUS):
         return None
     attrs = trial.user_attrs
     entry: dict[str, Any] = {
@@ -54,8 +60,8 @@ def trial_entry(trial: Any, interrupted: frozenset[int] = frozenset()) -> dict[s
         "started": trial.datetime_start.timestamp() if trial.datetime_start else None,
         "ended": trial.datetime_complete.timestamp() if trial.datetime_complete else None,
     }
-    if trial.number in interrupted:
-        entry["interrupted"] = True
+    if trial.number in interrupted or _allot.is_lost(trial):
+        entry["interrupted"] = True  # lost (its process died or stopped): not counted, run again
     if attrs.get("retry_of") is not None:
         entry["retry_of"] = attrs["retry_of"]
     if attrs.get("reason"):

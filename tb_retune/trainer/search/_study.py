@@ -14,14 +14,11 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tb_retune.experiment.search import Choices, Range, SearchRequest
+from tb_retune.experiment.search import JOURNAL_FILENAME, SEARCH_DIRNAME, Choices, Range, SearchRequest
 
 if TYPE_CHECKING:
     import optuna
 
-#: The journal of every search of an experiment, one Optuna study per search id.
-SEARCH_DIRNAME = "searches"
-JOURNAL_FILENAME = "journal.log"
 
 #: Successive halving and Hyperband: rungs at r, 3r, 9r, ... with r = steps_per_trial // 9.
 REDUCTION_FACTOR = 3
@@ -38,29 +35,67 @@ def has_journal(logdir: str) -> bool:
     return os.path.isfile(journal_path(logdir))
 
 
-def open_storage(logdir: str, url: str | None = None) -> optuna.storages.BaseStorage:
+def open_storage(logdir: str, url: str | None = None, *, heartbeat: tuple[int, int] | None = None
+                 ) -> optuna.storages.BaseStorage:
     """The study storage: ``url`` (any Optuna storage URL), else the journal
-    file ``<logdir>/searches/journal.log`` with Optuna's file lock."""
+    file ``<logdir>/searches/journal.log`` with Optuna's file lock.
+
+    ``heartbeat``: ``(heartbeat_interval, grace_period)`` in seconds: a
+    storage whose trials carry Optuna's heartbeat, whose stale trials are
+    failed and queued again (``_heartbeat``): the journal with our heartbeat,
+    an RDB URL (``postgresql://``, ``mysql://``, ``sqlite://``) with Optuna's."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if url:
+        if heartbeat is not None and is_rdb_url(url):
+            from tb_retune.trainer.search._heartbeat import retry_lost
+
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1],
+                                              heartbeat_stale_trial_callback=retry_lost)
         return optuna.storages.get_storage(url)
     path = journal_path(logdir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if heartbeat is not None:
+        from tb_retune.trainer.search._heartbeat import HeartbeatJournalStorage
+
+        return HeartbeatJournalStorage(JournalFileBackend(path), heartbeat_interval=heartbeat[0],
+                                       grace_period=heartbeat[1])
     return JournalStorage(JournalFileBackend(path))
 
 
-def seed_of(search_id: str) -> int:
+def study_heartbeat(attrs: Mapping[str, Any]) -> tuple[int, int]:
+    """A study's ``(heartbeat_interval, grace_period)`` (the defaults for a study that has none)."""
+    from tb_retune.trainer.search import _status
+    from tb_retune.trainer.search._heartbeat_defaults import DEFAULT_HEARTBEAT
+
+    hb = attrs.get(_status.ATTR_HEARTBEAT)
+    if isinstance(hb, Mapping):
+        try:
+            return int(hb["heartbeat_interval"]), int(hb["grace_period"])
+        except (KeyError, TypeError, ValueError):
+            pass
+    return DEFAULT_HEARTBEAT
+
+
+def is_rdb_url(url: str) -> bool:
+    """Whether ``url`` names a database of Optuna's RDB storage (SQLAlchemy's URL form)."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    return scheme in ("postgresql", "mysql", "sqlite", "oracle", "mssql", "mariadb")
+
+
+def seed_of(search_id: str, salt: str = "") -> int:
     """A seed derived from the search's id: the same request samples the same
-    sequence (until its trials' results differ)."""
-    return int.from_bytes(hashlib.sha256(search_id.encode("utf-8")).digest()[:4], "little")
+    sequence (until its trials' results differ). A worker adds its own
+    ``salt`` (host and pid), so that two processes do not draw the same
+    random settings."""
+    return int.from_bytes(hashlib.sha256((search_id + salt).encode("utf-8")).digest()[:4], "little")
 
 
-def make_sampler(request: SearchRequest) -> optuna.samplers.BaseSampler:
+def make_sampler(request: SearchRequest, salt: str = "") -> optuna.samplers.BaseSampler:
     import optuna
 
-    seed = seed_of(request.id)
+    seed = seed_of(request.id, salt)
     if request.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if request.sampler == "grid":
@@ -133,7 +168,8 @@ def baseline_params(request: SearchRequest, source: Mapping[str, Any]) -> dict[s
 
 
 def create_search_study(storage: Any, request: SearchRequest, source: tuple[str, int],
-                        source_hps: Mapping[str, Any]) -> optuna.Study:
+                        source_hps: Mapping[str, Any], *, heartbeat: tuple[int, int] | None = None
+                        ) -> optuna.Study:
     """A new study for ``request``: its record in the study's user attributes
     (the request, the source and its hyperparameters, the state last) and
     the baseline enqueued as its first trial."""
@@ -147,6 +183,9 @@ def create_search_study(storage: Any, request: SearchRequest, source: tuple[str,
     study.set_user_attr(_status.ATTR_REQUEST, dict(request.raw))
     study.set_user_attr(_status.ATTR_FINGERPRINT, request.fingerprint())
     study.set_user_attr(_status.ATTR_MODE, request.mode)
+    if heartbeat is not None:
+        study.set_user_attr(_status.ATTR_HEARTBEAT, {"heartbeat_interval": int(heartbeat[0]),
+                                                     "grace_period": int(heartbeat[1])})
     study.set_user_attr(_status.ATTR_SOURCE, {"branch": source[0], "step": source[1],
                                               "hyperparameters": dict(source_hps)})
     # The first trial: the source's own settings, so the search shows what a change gains.

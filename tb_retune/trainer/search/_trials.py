@@ -15,12 +15,13 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tb_retune.experiment.search import SearchRequest
-from tb_retune.trainer.search import _status
-from tb_retune.trainer.search._host import NOTHING, Action, SearchDone, TrialEnd, TrialHost, TrialStart
+from tb_retune.trainer.search import _allot, _status
+from tb_retune.trainer.search._host import NOTHING, Action, Leave, SearchDone, TrialEnd, TrialHost, TrialStart
 from tb_retune.trainer.search._study import baseline_params, suggest
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tb_retune")
 
-#: Seconds between two looks at the study while other processes finish its last trials.
+#: Seconds between two looks at the study while other processes finish its last trials
+#: (and between two judgements of their heartbeats).
 RECHECK_S = 1.0
 
 
@@ -42,11 +44,17 @@ class SearchRun:
         source_hps: The hyperparameters saved with that checkpoint.
         host: The trainer's side.
         publish: Called with the study after each change; returns its status entry.
+        role: ``"trainer"``: the process that asked for the search; it waits
+            for every trial and then goes on as ``then`` says. ``"worker"``:
+            a process that joined it (``tb-retune worker``); it leaves when
+            no trial is left to run.
     """
 
     def __init__(self, request: SearchRequest, study: optuna.Study, source: tuple[str, int],
                  source_hps: Mapping[str, Any], host: TrialHost,
-                 publish: Callable[[optuna.Study], dict[str, Any]]) -> None:
+                 publish: Callable[[optuna.Study], dict[str, Any]], *, role: str = "trainer") -> None:
+        from tb_retune.trainer.search._heartbeat import TrialHeartbeat
+
         self.request = request
         self.study = study
         self.source = source
@@ -60,26 +68,54 @@ class SearchRun:
         self.end_step = 0
         self.last_point: tuple[int, float] | None = None
         self.metric_seen = False
-        self._recheck_at = 0.0
+        #: "trainer" (the process that asked for the search: it finishes it) or "worker".
+        self.role = role
+        self.heartbeat = TrialHeartbeat(study._storage)
+        self._judged_at = -RECHECK_S
+        self._waiting_for: tuple[int, ...] = ()
 
     def _publish(self) -> dict[str, Any]:
         return self._publish_cb(self.study)
 
     def take_over_interrupted(self) -> None:
-        """Fails the trials that a killed trainer left running and queues them
-        again with the same settings: the total stays ``trials``."""
+        """Fails the trials that a killed trainer left running and queues
+        them again with the same settings (``_allot``: a lost trial, then its
+        retry): the total stays ``trials``. A worker's trial is left to
+        Optuna's heartbeat."""
         from optuna.trial import TrialState
 
-        interrupted = list(self.study.user_attrs.get(_status.ATTR_INTERRUPTED) or [])
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.user_attrs.get("role", "trainer") != "trainer":
                 continue  # a worker's: Optuna's heartbeat is its judge
-            interrupted.append(t.number)
-            self.study.set_user_attr(_status.ATTR_INTERRUPTED, interrupted)
-            self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            baseline = bool(t.user_attrs.get("baseline"))
-            if baseline or set(t.params) == set(self.request.space):
-                self.study.enqueue_trial(dict(t.params), user_attrs={"baseline": baseline, "retry_of": t.number})
+            self._lose(t.number, t)
+
+    def _lose(self, number: int, frozen: Any) -> None:
+        """Fails a trial as lost (no ``reason``) and queues its retry."""
+        from optuna.trial import TrialState
+
+        from tb_retune.trainer.search._heartbeat import retry_lost
+
+        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        retry_lost(self.study, frozen)
+
+    def abandon(self) -> None:
+        """``fit`` ends inside a trial (or its process gives up on it): the
+        trial is lost and queued again, for this process's next run or
+        another process."""
+        self.heartbeat.stop()
+        trial, self.trial = self.trial, None
+        if trial is None:
+            return
+        try:
+            frozen = self.study._storage.get_trial(trial._trial_id)
+            if not frozen.state.is_finished():
+                self._lose(trial.number, frozen)
+                self.host.log(f"retune: search {self.request.id} trial {trial.number} was cut short; "
+                              "it is queued again")
+                self._publish()
+        except Exception:
+            logger.warning("retune: cannot queue trial %s of search %s again", trial.number, self.request.id,
+                           exc_info=True)
 
     def advance(self, step: int, logs: Mapping[str, Any] | None) -> Action:
         """One batch boundary: report a logged point, end the trial, start the next."""
@@ -104,25 +140,83 @@ class SearchRun:
         return self._next(ended)
 
     def counted(self) -> int:
-        """Trials that count towards ``trials``: all but the interrupted ones."""
-        interrupted = set(self.study.user_attrs.get(_status.ATTR_INTERRUPTED) or [])
-        return sum(1 for t in self.study.get_trials(deepcopy=False) if t.number not in interrupted)
+        """Trials that count towards ``trials`` (``_allot``), running ones included."""
+        return len(_allot.counts(self.study.get_trials(deepcopy=False), self.request.trials))
+
+    def _judge(self) -> None:
+        """Fails the trials whose process stopped beating (Optuna's heartbeat)
+        and so queues them again; at most once per ``RECHECK_S``."""
+        now = time.monotonic()
+        if now < self._judged_at + RECHECK_S:
+            return
+        self._judged_at = now
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # since Optuna 2.9
+            optuna.storages.fail_stale_trials(self.study)
 
     def _next(self, ended: TrialEnd | None) -> Action:
         from optuna.trial import TrialState
 
-        if time.monotonic() < self._recheck_at:
-            return Action(ended=ended)
-        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if not waiting and self.counted() >= self.request.trials:
-            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if running:
-                # Other processes still run trials of it: look again in a while, not at every batch.
-                self._recheck_at = time.monotonic() + RECHECK_S
-                return Action(ended=ended)
-            return Action(ended=ended, done=self._finish())
-        trial = self.study.ask()
+        slots = self.request.trials
+        while True:
+            self._judge()
+            trials = self.study.get_trials(deepcopy=False)
+            waiting = [t for t in trials if t.state == TrialState.WAITING]
+            if not waiting and _allot.slots_taken(trials, slots):
+                missing = _allot.lost_without_retry(trials, slots)
+                if missing:  # a process failed them and died before it queued them again
+                    from tb_retune.trainer.search._heartbeat import retry_lost
+
+                    for t in missing:
+                        retry_lost(self.study, t)
+                    continue
+                counting = _allot.counts(trials, slots)
+                running = [t for t in trials if t.state == TrialState.RUNNING and t.number in counting]
+                if self.role == "worker":
+                    why = ("the other trials run in other processes" if running
+                           else "every trial is done")
+                    return Action(ended=ended, leave=Leave(
+                        "done", f"search {self.request.id}: no trial left to run; {why}"))
+                if running:
+                    # Other processes run its last trials: wait for them here, so the
+                    # search goes on from the best of all, wherever it ran.
+                    self._say_waiting(running)
+                    if self.host.wait(RECHECK_S):
+                        continue
+                    return Action(ended=ended)  # something else is due at this boundary
+                return Action(ended=ended, done=self._finish())
+            if self.role == "worker":
+                left = self.host.steps_left()
+                if left is not None and left < self.request.steps_per_trial:
+                    return Action(ended=ended, leave=Leave("no_steps", (
+                        f"search {self.request.id}: this fit has {left} steps left, fewer than a trial's "
+                        f"{self.request.steps_per_trial}")))
+            with warnings.catch_warnings():
+                # "Heartbeat of storage is supposed to be used with Study.optimize": we beat ourselves.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = self.study.ask()
+            if not _allot.admitted(self.study._storage.get_trial(trial._trial_id),
+                                   self.study.get_trials(deepcopy=False), slots):
+                # Asked at the same time as another process's last trial: never run.
+                trial.set_user_attr(_allot.ATTR_SURPLUS, True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
+            return Action(ended=ended, started=self._start(trial))
+
+    def _say_waiting(self, running: list[Any]) -> None:
+        key = tuple(t.number for t in running)
+        if key == self._waiting_for:
+            return
+        self._waiting_for = key
+        where = ", ".join(f"{t.number} ({_where(t.user_attrs.get('worker'))})" for t in running)
+        self.host.log(f"retune: search {self.request.id}: waiting for trials running in other processes: {where}")
+
+    def _start(self, trial: optuna.trial.Trial) -> TrialStart:
         self.trial = trial  # from here on, a failure fails this trial too
+        self._waiting_for = ()
+        self.heartbeat.start(trial._trial_id)
         baseline = bool(trial.user_attrs.get("baseline"))
         # The baseline records in Optuna only the source's values that lie in the space.
         fixed = list(baseline_params(self.request, self.source_hps))
@@ -132,7 +226,7 @@ class SearchRun:
         hps.update(values)
         src_branch, src_step = self.source
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-        trial.set_user_attr("role", "trainer")
+        trial.set_user_attr("role", self.role)
         trial.set_user_attr("hyperparameters", values)
         extra = {"search": {"id": self.request.id, "trial": trial.number, "baseline": baseline,
                             "hyperparameters": values}}
@@ -145,7 +239,7 @@ class SearchRun:
         self._publish()
         what = "the source's own settings" if baseline else _describe(values)
         self.host.log(f"retune: search {self.request.id} trial {trial.number} ({what}) as branch {branch}")
-        return Action(ended=ended, started=TrialStart(self.request.id, trial.number, branch, values, baseline))
+        return TrialStart(self.request.id, trial.number, branch, values, baseline)
 
     def _end(self, step: int, *, pruned: bool) -> TrialEnd:
         from optuna.trial import TrialState
@@ -153,6 +247,7 @@ class SearchRun:
         assert self.trial is not None
         trial, request = self.trial, self.request
         self.trial = None
+        self.heartbeat.stop()
         trial.set_user_attr("step", step)
         value: float | None = None
         reason = None
@@ -173,7 +268,7 @@ class SearchRun:
                 self.study.tell(trial, value)
             else:
                 state, value = "failed", None
-                trial.set_user_attr("reason", reason)
+                trial.set_user_attr(_allot.ATTR_REASON, reason)  # a failure of its own: it counts
                 self.study.tell(trial, state=TrialState.FAIL)
         record = {"search": {"id": request.id, "trial": trial.number, "baseline": self.baseline,
                              "state": state, "value": value, "step": step}}
@@ -237,6 +332,7 @@ class SearchRun:
         """Ends the search as failed (its running trial too), reported through the host."""
         self.host.report_error(message)
         self.over = True
+        self.heartbeat.stop()
         try:
             if self.trial is not None:
                 from optuna.trial import TrialState
@@ -247,6 +343,12 @@ class SearchRun:
             self._publish()
         except Exception:
             logger.warning("retune: cannot record the failure of search %s", self.request.id, exc_info=True)
+
+
+def _where(worker: Any) -> str:
+    if isinstance(worker, Mapping):
+        return f"{worker.get('host')}:{worker.get('pid')}"
+    return "?"
 
 
 def _as_float(value: Any) -> float | None:
