@@ -294,6 +294,7 @@ class SearchRun:
         return self.last_point[1] if self.last_point is not None else None
 
     def _finish(self) -> SearchDone:
+        self._list_other_processes_checkpoints()
         entry = self._publish()
         best = entry["best"]
         request = self.request
@@ -327,6 +328,19 @@ class SearchRun:
         self.host.log(f"retune: search {request.id} done: {shown}; training goes on as branch {branch}")
         return SearchDone(request.id, request.then, branch, from_branch, from_step, hps,
                           best["number"] if best is not None else None)
+
+    def _list_other_processes_checkpoints(self) -> None:
+        """Makes the end states of the trials that workers ran known to this
+        process's checkpoint index (restorable from the tab once the search is
+        done): reading one is what lists its branch again."""
+        mine = os.getpid()
+        for t in self.study.get_trials(deepcopy=False):
+            end, worker = t.user_attrs.get("end"), t.user_attrs.get("worker") or {}
+            if isinstance(end, Mapping) and worker.get("pid") != mine and end.get("branch") is not None:
+                try:
+                    self.host.checkpoint_hyperparameters(str(end["branch"]), int(end["step"]))
+                except Exception as e:  # a missing file is the restore's to report, if it is the best
+                    logger.debug("retune: trial %s's end state: %s", t.number, e)
 
     def fail(self, message: str) -> None:
         """Ends the search as failed (its running trial too), reported through the host."""
