@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         report = spec_mod.WorkerReport.read(report_path)
         if rc != 0:
             detail = f": {report.error}" if report is not None and report.error else ""
-            print(f"tb-retune worker: the command exited with status {rc}{detail}; a trial it was running is "
+            print(f"tb-retune worker: the command exited with status {rc}{detail}; if it was running a trial, that trial is "
                   "queued again for another process", file=sys.stderr)
             return rc if rc > 0 else 1
         if report is None:

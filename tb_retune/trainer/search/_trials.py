@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tb_retune")
 
+#: Seconds between two readings of the study for the status while a trial runs.
+PUBLISH_S = 2.0
 #: Seconds between two looks at the study while other processes finish its last trials
 #: (and between two judgements of their heartbeats).
 RECHECK_S = 1.0
@@ -72,9 +74,11 @@ class SearchRun:
         self.role = role
         self.heartbeat = TrialHeartbeat(study._storage)
         self._judged_at = -RECHECK_S
+        self._published_at = time.monotonic()
         self._waiting_for: tuple[int, ...] = ()
 
     def _publish(self) -> dict[str, Any]:
+        self._published_at = time.monotonic()
         return self._publish_cb(self.study)
 
     def take_over_interrupted(self) -> None:
@@ -121,6 +125,9 @@ class SearchRun:
         """One batch boundary: report a logged point, end the trial, start the next."""
         if self.trial is None:
             return self._next(None)
+        now = time.monotonic()
+        if now >= self._published_at + PUBLISH_S:
+            self._publish()  # other processes' trials move too: the status shows them live
         start = self.source[1]
         ended: TrialEnd | None = None
         if logs and self.request.metric in logs:
@@ -225,11 +232,12 @@ class SearchRun:
         hps = dict(self.source_hps)
         hps.update(values)
         src_branch, src_step = self.source
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        where = {"host": socket.gethostname(), "pid": os.getpid()}
+        trial.set_user_attr("worker", where)
         trial.set_user_attr("role", self.role)
         trial.set_user_attr("hyperparameters", values)
         extra = {"search": {"id": self.request.id, "trial": trial.number, "baseline": baseline,
-                            "hyperparameters": values}}
+                            "hyperparameters": values, "worker": where}}
         branch = self.host.restore(src_branch, src_step, hps, f"{src_branch}-{self.request.id}-t{trial.number}",
                                    extra)
         trial.set_user_attr("branch", branch)
