@@ -242,7 +242,7 @@ class CheckpointStore:
             if self._spare is not None and len(self._spare) == nbytes:
                 buffer, self._spare = self._spare, None
                 return buffer
-        return np.empty(nbytes, dtype=np.uint8)
+        return fmt.aligned_empty(nbytes)  # aligned for O_DIRECT
 
     def write(self, snap: Snapshot) -> CheckpointInfo:
         """Writes a snapshot, fsyncs it and publishes it (any thread).
@@ -265,6 +265,7 @@ class CheckpointStore:
                    "it holds 0 model weights; build the model (give it an Input or call it on a batch) "
                    "before its first checkpoint")
             )
+        region: memoryview | None = None
         if snap.buffer is not None and snap.entries is not None:
             entries, total = snap.entries, len(snap.buffer)
             region = snap.buffer.data
@@ -276,8 +277,8 @@ class CheckpointStore:
         os.makedirs(bdir, exist_ok=True)
         final = self._path(snap.branch, snap.step, snap.node, snap.kind)
         with atomic_open(final, prefix=".tmp-") as f:
-            fmt.write(f, snap.meta, entries, total, sources)
-        del sources
+            fmt.write(f, snap.meta, entries, total, sources, region)
+        del sources, region
         self._reuse(snap)
         info = CheckpointInfo(snap.branch, snap.step, snap.node, snap.kind, final)
         with self._lock:
