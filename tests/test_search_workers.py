@@ -136,6 +136,7 @@ def _run_search_with_workers(tmp_path: Any, procs: list[Any], storage: str | Non
     _stop(trainer)
 
 
+@pytest.mark.backend  # the whole worker path on every Keras backend
 def test_a_trainer_and_two_workers_run_twelve_trials_each_exactly_once(tmp_path: Any, procs: list[Any]) -> None:
     _run_search_with_workers(tmp_path, procs, storage=None)
 
