@@ -122,6 +122,7 @@ class RetunePlugin(base_plugin.TBPlugin):
         return {
             "/experiments": self.experiments_route,
             "/tree": self.tree_route,
+            "/metrics": self.metrics_route,
             "/node": self.node_route,
             "/status": self.status_route,
             "/restore": self.restore_route,
@@ -161,6 +162,10 @@ class RetunePlugin(base_plugin.TBPlugin):
         """The ``tree`` route's JSON (the large part serialised once per change);
         with ``gzip``, compressed (the large part compressed once per change)."""
         return self._store.tree_json(ctx, name, experiment_id, gzip=gzip)
+
+    def metrics_json_impl(self, ctx: Any, experiment_id: str, name: str, *, gzip: bool = False) -> bytes:
+        """The ``metrics`` route's JSON: every node's latest metrics (the tree reply leaves them out)."""
+        return self._store.metrics_json(ctx, name, experiment_id, gzip=gzip)
 
     def node_impl(self, ctx: Any, experiment_id: str, name: str, node_id: str) -> dict[str, Any]:
         return self._store.node(ctx, name, node_id, experiment_id)
@@ -266,6 +271,13 @@ class RetunePlugin(base_plugin.TBPlugin):
         gzip = _accepts_gzip(request)
         return _serve(request, lambda ctx, eid: _Encoded(
             self.tree_json_impl(ctx, eid, _arg(request, "experiment"), gzip=gzip), "gzip" if gzip else None,
+        ))
+
+    @_route
+    def metrics_route(self, request: _Request) -> _Response:
+        gzip = _accepts_gzip(request)
+        return _serve(request, lambda ctx, eid: _Encoded(
+            self.metrics_json_impl(ctx, eid, _arg(request, "experiment"), gzip=gzip), "gzip" if gzip else None,
         ))
 
     @_route
