@@ -371,7 +371,10 @@ export class RetuneApp {
     // Time until the browser has laid out and painted the new tree.
     requestAnimationFrame(() => {
       setTimeout(() => {
-        window.__retuneLastPaintMs = performance.now() - t0;
+        const now = performance.now();
+        window.__retuneLastPaintMs = now - t0;
+        // On the page's clock (from the navigation's start): when this tree was first on screen.
+        window.__retuneLastPaintAt = now;
       }, 0);
     });
   }

@@ -4146,7 +4146,9 @@ var RetuneApp = class {
     }
     requestAnimationFrame(() => {
       setTimeout(() => {
-        window.__retuneLastPaintMs = performance.now() - t0;
+        const now = performance.now();
+        window.__retuneLastPaintMs = now - t0;
+        window.__retuneLastPaintAt = now;
       }, 0);
     });
   }
