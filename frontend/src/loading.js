@@ -64,7 +64,7 @@ export async function loadTree(app) {
   await app.requests.load(app.api, app.seq, experiment);
   app.requests.track(experiment, tree);
   // Redraw only when what the tree shows changed (not the trainer's age).
-  app.redraw.ifChanged('tree', app.treeDeps(), () => app.renderTreeView());
+  const drew = app.redraw.ifChanged('tree', app.treeDeps(), () => app.renderTreeView());
   if (app.state.selected === null || !app.reveal(app.state.selected)) {
     const nodes = tree.nodes || [];
     const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
@@ -73,8 +73,22 @@ export async function loadTree(app) {
     app.markSelected();
   }
   app.renderChrome();
+  // A new drawing of the tree goes on screen first; the side panel follows a frame later.
+  if (drew) await afterPaint();
+  if (app.state.tree !== tree) return; // another tree or experiment came meanwhile: its load draws it
   app.renderSide();
   await Promise.all([loadNode(app), loadMetrics(app)]);
+}
+
+/** Resolves once the next frame is painted, or after `ms` at the latest (a hidden page paints none). */
+export function afterPaint(ms = 100) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(timer);
+      resolve();
+    }, 0));
+  });
 }
 
 /** The metrics of the tree's nodes (the tree reply leaves them out), once per tree. */

@@ -1703,7 +1703,7 @@ async function loadTree(app2) {
   applyMetrics(tree2, app2.state.metrics);
   await app2.requests.load(app2.api, app2.seq, experiment);
   app2.requests.track(experiment, tree2);
-  app2.redraw.ifChanged("tree", app2.treeDeps(), () => app2.renderTreeView());
+  const drew = app2.redraw.ifChanged("tree", app2.treeDeps(), () => app2.renderTreeView());
   if (app2.state.selected === null || !app2.reveal(app2.state.selected)) {
     const nodes = tree2.nodes || [];
     const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
@@ -1712,8 +1712,19 @@ async function loadTree(app2) {
     app2.markSelected();
   }
   app2.renderChrome();
+  if (drew) await afterPaint();
+  if (app2.state.tree !== tree2) return;
   app2.renderSide();
   await Promise.all([loadNode(app2), loadMetrics(app2)]);
+}
+function afterPaint(ms = 100) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(timer);
+      resolve();
+    }, 0));
+  });
 }
 async function loadMetrics(app2) {
   const experiment = app2.state.experiment;
