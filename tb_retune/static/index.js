@@ -3433,6 +3433,13 @@ function nodeElement(item, selectedId) {
   if (n.id === selectedId) g.classList.add("selected");
   return g;
 }
+var MARGIN = 1;
+var LARGE = 1e3;
+var FIRST_MARGIN = 0.25;
+function whenIdle(fn) {
+  if (typeof globalThis.requestIdleCallback === "function") globalThis.requestIdleCallback(fn, { timeout: 300 });
+  else setTimeout(fn, 50);
+}
 var TreeView = class {
   constructor(linksLayer, nodesLayer) {
     this.linksLayer = linksLayer;
@@ -3442,6 +3449,8 @@ var TreeView = class {
     this.keys = /* @__PURE__ */ new Map();
     this.rendered = null;
     this.selected = null;
+    this.fresh = false;
+    this.last = null;
   }
   /**
    * Shows a new layout. Nodes drawn before that look the same in the new
@@ -3451,6 +3460,7 @@ var TreeView = class {
   setLayout(layout) {
     this.layout = layout;
     this.rendered = null;
+    this.fresh = Boolean(layout && layout.nodes.length > LARGE);
     const keep = /* @__PURE__ */ new Map();
     for (const [id, g] of this.mounted) {
       const item = layout ? layout.index.get(id) : null;
@@ -3474,8 +3484,18 @@ var TreeView = class {
     const r = this.rendered;
     if (!force && r && contains(r.rect, view) && t.k > r.k * 0.6) return;
     const t0 = performance.now();
-    const rect = viewRect(t, width, height, 1);
+    this.last = { t, width, height };
+    const first = this.fresh;
+    this.fresh = false;
+    const rect = viewRect(t, width, height, first ? FIRST_MARGIN : MARGIN);
     this.rendered = { rect, k: t.k };
+    if (first) {
+      const layout = this.layout;
+      whenIdle(() => {
+        const last = this.last;
+        if (this.layout === layout && this.rendered && this.rendered.rect === rect && last) this.update(last.t, last.width, last.height, true);
+      });
+    }
     const { nodes, links } = cull(this.layout, rect);
     const groups = /* @__PURE__ */ new Map();
     for (const link of links) {
