@@ -137,6 +137,8 @@ class BranchReader:
         self._branches: dict[tuple[str, str], Branch] = {}
         self._series: dict[tuple[str, str], tuple[frozenset[tuple[str, Any, Any]], Series]] = {}
         self._branch_runs: dict[str, set[str]] = {}
+        #: Run -> ``(experiment, branch)`` (or None), for the runs of the last ``list_runs``.
+        self._splits: dict[str, tuple[str, str] | None] = {}
         from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
 
         self._in_process = isinstance(data_provider, MultiplexerDataProvider)
@@ -152,12 +154,16 @@ class BranchReader:
         """
         runs = {r.run_name for r in self._provider.list_runs(ctx, experiment_id=experiment_id)}
         with self._lock:
+            if self._splits.keys() != runs:  # a run came or went: split the new ones
+                old = self._splits
+                self._splits = {r: old[r] if r in old else split_run(r) for r in runs}
+            splits = self._splits
             known = self._branch_runs.get(experiment_id, set()) & runs
             self._branch_runs[experiment_id] = known
             for cache in (self._branches, self._series):
                 for key in [k for k in cache if k[0] == experiment_id and k[1] not in runs]:
                     del cache[key]  # a run that is gone (folder deleted)
-            unknown = [r for r in runs if r not in known and split_run(r) is not None]
+            unknown = [r for r in runs if r not in known and splits[r] is not None]
         self._listings.forget(experiment_id, runs)
         listing: dict[str, dict[str, Any]] = {}
         if unknown:
@@ -174,7 +180,7 @@ class BranchReader:
                 known = self._branch_runs[experiment_id] = known | set(listing)
         out: dict[str, list[str]] = {}
         for run in known:
-            split = split_run(run)
+            split = splits[run]
             if split is not None:
                 out.setdefault(split[0], []).append(split[1])
         for branches in out.values():
@@ -254,7 +260,7 @@ class BranchReader:
             if run not in node_index and run not in unlisted:
                 continue  # listed just now, and holds no node
             found = fresh.get(run) or cached[run]
-            split = split_run(run)
+            split = self._splits.get(run) or split_run(run)
             if found is not None and split is not None:
                 out[split[1]] = found
         return out
@@ -282,7 +288,9 @@ class BranchReader:
         everything = status is None
         now = self._clock()
         with self._lock:
-            before = [r for r in self._branch_runs.get(experiment_id, ()) if (split_run(r) or ("",))[0] == name]
+            splits = self._splits
+            before = [r for r in self._branch_runs.get(experiment_id, ())
+                      if (splits.get(r) or split_run(r) or ("",))[0] == name]
         early = self._listings.plan(experiment_id, before, live_run=live_run, now=now,
                                     everything=everything) if before else []
 
