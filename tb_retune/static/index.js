@@ -3480,11 +3480,11 @@ var TreeView = class {
    */
   update(t, width, height, force = false) {
     if (!this.layout) return;
+    this.last = { t, width, height };
     const view = viewRect(t, width, height, 0);
     const r = this.rendered;
     if (!force && r && contains(r.rect, view) && t.k > r.k * 0.6) return;
     const t0 = performance.now();
-    this.last = { t, width, height };
     const first = this.fresh;
     this.fresh = false;
     const rect = viewRect(t, width, height, first ? FIRST_MARGIN : MARGIN);
