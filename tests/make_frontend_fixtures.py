@@ -110,6 +110,10 @@ def _experiment_entry(name: str, tree: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The trees whose tree reply and metrics answer are fixtures too: notes, runs of changes, a search.
+REPLY_FIXTURES = ("tree_small", "tree_long", "tree_search")
+
+
 def _tree_reply(tree: dict[str, Any], status: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(tree route's reply, metrics route's answer)`` of a tree built without its live parts,
     made by the functions that make them in the plugin."""
@@ -175,9 +179,10 @@ def make_fixtures(out_dir: str) -> list[str]:
             reply, metrics = _tree_reply(tree, status)
             tree.update(live_parts(status, FIXED_TIME + 0.8), writable=True)
             files = {f"{fixture}.json": tree}
-            # The tree route's reply (what the tree view draws) and the metrics route's answer beside it.
-            files[f"{fixture}.reply.json"] = reply
-            files[f"{fixture}.metrics.json"] = metrics
+            if fixture in REPLY_FIXTURES:
+                # The tree route's reply (what the tree view draws) and the metrics route's answer beside it.
+                files[f"{fixture}.reply.json"] = reply
+                files[f"{fixture}.metrics.json"] = metrics
             # The node answer of the current node and of a restored branch's first node.
             current = next(n for n in tree["nodes"] if n["current"])
             files[f"{fixture}.node-{current['id']}.json"] = _node_answer(tree, current["id"], records, series)
