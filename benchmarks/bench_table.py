@@ -82,6 +82,9 @@ def table(*, reps: int = 10, log: Any = print) -> dict[str, Any]:
                 page = context.new_page()
                 page.goto(f"http://127.0.0.1:{server.server_port}/data/plugin_entry.html?name=retune")
                 page.wait_for_selector("svg.tree g.node", timeout=120_000)
+                # The rows' metrics come from the metrics route, after the tree is drawn.
+                page.wait_for_function("() => Boolean(window.__retuneApp && window.__retuneApp.state.metrics)",
+                                       timeout=120_000)
                 page.click("button.view-button[data-mode=table]")
                 page.wait_for_function("n => window.__retuneTableRows === n", arg=BRANCHES, timeout=60_000)
                 first = page.evaluate("window.__retuneLastTableMs")

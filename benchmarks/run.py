@@ -45,6 +45,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "tree_route_ms_10000_nodes": ("<=", 100.0),
     "tree_route_gzip_ms_10000_nodes": ("<=", 120.0),
     "tree_route_cold_ms_10000_nodes": ("<=", 1500.0),
+    "tab_render_ms_10000_nodes": ("<=", 150.0),
+    "tab_navigation_ms_10000_nodes": ("<=", 500.0),
 }
 
 #: target key -> the profiles (by name prefix) that explain it when it is missed.
@@ -60,6 +62,8 @@ PROFILE_OF = {
     "tree_route_ms_10000_nodes": "plugin.",
     "tree_route_gzip_ms_10000_nodes": "plugin.",
     "tree_route_cold_ms_10000_nodes": "plugin.",
+    "tab_render_ms_10000_nodes": "tab.",
+    "tab_navigation_ms_10000_nodes": "tab.",
 }
 
 #: The rows of the table: (key, what it is, unit).
@@ -102,6 +106,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("tree_route_live_gzip_ms_10000_nodes", "  gzip, the status file rewritten before each request (a live trainer)", "ms"),
     ("tree_route_cold_ms_10000_nodes", "  cold (the first request)", "ms"),
     ("tree_route_cold_cpu_ms_10000_nodes", "  cold, CPU time of this process", "ms"),
+    ("metrics_route_cold_ms_10000_nodes", "metrics route (what the tree leaves out), 10,000 nodes, cold: right after the tree", "ms"),
+    ("metrics_route_gzip_ms_10000_nodes", "  warm, gzip", "ms"),
     ("tree_route_ms_10000_nodes_rust", "tree route over the Rust data server, warm, 10,000 nodes", "ms"),
     ("tree_route_gzip_ms_10000_nodes_rust", "  gzip, warm", "ms"),
     ("tree_route_live_gzip_ms_10000_nodes_rust", "  gzip, a live trainer", "ms"),
@@ -114,6 +120,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("tab_render_ms_100_nodes", "tab: render + paint, 100 nodes", "ms"),
     ("tab_render_ms_1000_nodes", "tab: render + paint, 1,000 nodes", "ms"),
     ("tab_render_ms_10000_nodes", "tab: render + paint, 10,000 nodes", "ms"),
+    ("tab_navigation_ms_10000_nodes", "tab: navigation to the tree painted, 10,000 nodes", "ms"),
     ("table_render_ms_1000_branches", "tab: branch table of 1,000 branches, sort + paint", "ms"),
     ("storage_postgres_vs_journal", "study storage per trial (ask + 5 reports + tell): PostgreSQL / journal file", "x"),
     ("storage_ms_per_trial_journal", "  journal file (fsync per write), per trial", "ms"),
@@ -159,8 +166,8 @@ def growth_table(result: dict[str, Any]) -> str:
     if not routes and not tab:
         return ""
     lines = [
-        "| nodes | branches | tree route warm ms | cold ms (CPU) | JSON KiB | with gzip ms (KiB) | gzip, live status ms | scalars_multirun ms | tab paint ms | tab JS ms | tree visible after navigation ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| nodes | branches | tree route warm ms | cold ms (CPU) | JSON KiB | with gzip ms (KiB) | gzip, live status ms | metrics route cold ms (CPU) / warm gzip ms (KiB) | scalars_multirun ms | tab paint ms | tab JS ms | tree visible after navigation ms | metrics in after ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for nodes in sorted({int(n) for n in list(routes) + list(tab)}):
         r = routes.get(nodes) or routes.get(str(nodes)) or {}
@@ -171,8 +178,11 @@ def growth_table(result: dict[str, Any]) -> str:
             f"{round(r['tree_bytes'] / 1024) if 'tree_bytes' in r else '-'} | "
             f"{r.get('tree_gzip_ms', '-')} ({round(r['tree_gzip_bytes'] / 1024) if 'tree_gzip_bytes' in r else '-'}) | "
             f"{r.get('tree_live_gzip_ms', '-')} | "
+            f"{r.get('metrics_cold_ms', '-')} ({r.get('metrics_cold_cpu_ms', '-')}) / {r.get('metrics_gzip_ms', '-')} "
+            f"({round(r['metrics_gzip_bytes'] / 1024) if 'metrics_gzip_bytes' in r else '-'}) | "
             f"{r.get('scalars_multirun_ms', '-')} | "
-            f"{t.get('paint_ms', '-')} | {t.get('render_js_ms', '-')} | {t.get('navigation_to_tree_ms', '-')} |"
+            f"{t.get('paint_ms', '-')} | {t.get('render_js_ms', '-')} | {t.get('navigation_to_tree_ms', '-')} | "
+            f"{t.get('navigation_to_metrics_ms', '-')} |"
         )
     return "\n".join(lines)
 

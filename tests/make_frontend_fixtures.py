@@ -110,6 +110,26 @@ def _experiment_entry(name: str, tree: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The trees whose tree reply and metrics answer are fixtures too: notes, runs of changes, a search.
+REPLY_FIXTURES = ("tree_small", "tree_long", "tree_search")
+
+
+def _tree_reply(tree: dict[str, Any], status: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tree route's reply, metrics route's answer)`` of a tree built without its live parts,
+    made by the functions that make them in the plugin."""
+    from tb_retune.reader.cache import Reply, reply_status, reply_tree
+    from tb_retune.reader.experiments import dumps_json
+    from tb_retune.reader.tree import live_parts
+
+    head = reply_tree(tree)
+    key = Reply(dumps_json(head, compact=True)).key
+    live = live_parts(status, FIXED_TIME + 0.8)
+    reply = dict(head, status=reply_status(live["status"]), trainer=live["trainer"], writable=True, tree_key=key)
+    metrics = {"experiment": tree["experiment"], "tree_key": key,
+               "metrics": {n["id"]: n["metrics"] for n in tree["nodes"]}}
+    return reply, metrics
+
+
 def make_fixtures(out_dir: str) -> list[str]:
     """Writes every fixture into ``out_dir``; returns the file names."""
     from tb_retune.reader.experiments import latest_notes
@@ -156,8 +176,13 @@ def make_fixtures(out_dir: str) -> list[str]:
                 run_prefix="" if name == "." else name + "/",
                 note_records=latest_notes(notes),
             )
+            reply, metrics = _tree_reply(tree, status)
             tree.update(live_parts(status, FIXED_TIME + 0.8), writable=True)
             files = {f"{fixture}.json": tree}
+            if fixture in REPLY_FIXTURES:
+                # The tree route's reply (what the tree view draws) and the metrics route's answer beside it.
+                files[f"{fixture}.reply.json"] = reply
+                files[f"{fixture}.metrics.json"] = metrics
             # The node answer of the current node and of a restored branch's first node.
             current = next(n for n in tree["nodes"] if n["current"])
             files[f"{fixture}.node-{current['id']}.json"] = _node_answer(tree, current["id"], records, series)

@@ -81,7 +81,9 @@ def _table_rows(frame: Any) -> list[str]:
 
 def test_branch_table_sorts_marks_the_best_and_opens_a_branch(tensorboard: str, page: Any) -> None:
     tree = _tree(tensorboard, "digits")
-    nodes = {n["id"]: n for n in tree["nodes"]}
+    # The tree reply leaves the nodes' metrics to the metrics route, as the tab reads them.
+    metrics = support.get_json(f"{tensorboard}/data/plugin/retune/metrics?experiment=digits")["metrics"]
+    nodes = {n["id"]: dict(n, metrics=metrics[n["id"]]) for n in tree["nodes"]}
     frame = support.open_tab(page, tensorboard, direct=True, experiment="digits")
     frame.get_by_role("button", name="Branches", exact=True).click()
     frame.wait_for_selector(".branch-table tbody tr")

@@ -121,7 +121,8 @@ def test_tensorboard_hparams_lists_every_branch_with_its_latest_values(served: t
 
     base, _ = served
     tree = support.get_json(f"{base}/data/plugin/retune/tree?experiment=digits")
-    nodes = {n["id"]: n for n in tree["nodes"]}
+    metrics = support.get_json(f"{base}/data/plugin/retune/metrics?experiment=digits")["metrics"]
+    nodes = {n["id"]: dict(n, metrics=metrics[n["id"]]) for n in tree["nodes"]}
     deadline = time.monotonic() + 90
     while True:
         groups = _hparams(base, "session_groups", SESSION_GROUPS).get("sessionGroups", [])

@@ -27,7 +27,7 @@ from tensorboard.data import provider as tb_provider
 
 from tb_retune.experiment import atomic
 from tb_retune.experiment.metadata import NODE_TAG_PREFIX, PLUGIN_NAME, node_tag
-from tb_retune.reader.cache import HOT_S, ListingPlan, Reply
+from tb_retune.reader.cache import HOT_S, ListingPlan, Reply, reply_search, reply_tree
 from tb_retune.reader.experiments import ExperimentStore, load_multiplexer
 from tb_retune.testing.data_server import RustDataServer, server_binary
 from tb_retune.testing.synthetic import make_experiment
@@ -72,6 +72,7 @@ class Recorder:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.listed: list[frozenset[str]] = []
+        self.reads: list[tuple[str, frozenset[str]]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -79,6 +80,14 @@ class Recorder:
     def list_tensors(self, ctx: Any, **kwargs: Any) -> Any:
         self.listed.append(frozenset(kwargs["run_tag_filter"].runs))
         return self.inner.list_tensors(ctx, **kwargs)
+
+    def read_tensors(self, ctx: Any, **kwargs: Any) -> Any:
+        self.reads.append(("tensors", frozenset(kwargs["run_tag_filter"].runs)))
+        return self.inner.read_tensors(ctx, **kwargs)
+
+    def read_scalars(self, ctx: Any, **kwargs: Any) -> Any:
+        self.reads.append(("scalars", frozenset(kwargs["run_tag_filter"].runs)))
+        return self.inner.read_scalars(ctx, **kwargs)
 
 
 @pytest.fixture(params=["multiplexer", "rust"], ids=["python-multiplexer", "rust-data-server"])
@@ -140,6 +149,23 @@ class World:
                                             run_tag_filter=tb_provider.RunTagFilter(runs=[run])).get(run, {}),
             f"node {node_id} in {run}",
         )
+
+    def add_points(self, branch: str, step: int, loss: float) -> None:
+        """Writes one loss point into ``branch``'s run (no node), in a new event file."""
+        time.sleep(1.05 - time.time() % 1)
+        writer = BranchWriter(os.path.join(self.folder, branch), start_step=step)
+        writer.scalars(step, {"loss": loss})
+        writer.close()
+        run = "exp/" + branch
+        self.source.loaded(
+            lambda p: p.list_scalars(self.source.ctx, experiment_id="", plugin_name="scalars",
+                                     run_tag_filter=tb_provider.RunTagFilter(runs=[run]))[run]["loss"].max_step
+            == step,
+            f"loss at step {step} in {run}",
+        )
+
+    def reply(self, route: str = "tree") -> dict[str, Any]:
+        return strict_json(getattr(self.store, f"{route}_json")(self.source.ctx, "exp"))
 
     def last_step(self, branch: str) -> int:
         return max(b["last_step"] for b in self.tree()["branches"] if b["name"] == branch)
@@ -267,19 +293,85 @@ def test_the_gzip_reply_is_the_plain_reply_compressed(tmp_path: Any) -> None:
     assert after["nodes"] == body["nodes"]
 
 
-def test_the_reply_leaves_out_only_what_the_tab_does_not_read(tmp_path: Any) -> None:
-    make_experiment(str(tmp_path / "exp"), branches=3, nodes=9, seed=1)
+def test_the_reply_leaves_out_only_what_the_tree_view_does_not_draw(tmp_path: Any) -> None:
+    make_experiment(str(tmp_path / "exp"), branches=3, nodes=9, seed=1, search=4)
     app = App(str(tmp_path))
     reply = strict_json(app.get("tree?experiment=exp").data)
     full = ExperimentStore(app.provider, str(tmp_path)).tree(app.ctx, "exp")
+    trials = 0
     for sent, built in zip(reply["nodes"], full["nodes"], strict=True):
-        assert set(built) - set(sent) == {"children", "reason", "time"}
-        assert sent == {k: v for k, v in built.items() if k in sent}
+        assert set(built) - set(sent) == {"children", "reason", "time", "metrics"} | (
+            set() if built["search"] else {"search"})
+        assert {k: v for k, v in sent.items() if k != "search"} == {k: v for k, v in built.items() if k in sent
+                                                                    and k != "search"}
+        if built["search"]:
+            # A trial's node: its search and trial number, which the tree groups it by.
+            assert sent["search"] == {"id": built["search"]["id"], "trial": built["search"]["trial"]}
+            assert set(built["search"]) > {"id", "trial"}
+            trials += 1
+    assert trials == 4
     assert [set(b) for b in reply["branches"]] == [set(b) - {"time"} for b in full["branches"]]
     assert set(full["status"]) - set(reply["status"]) == {"checkpoints", "checkpoint_nodes"}
-    # The node route still has every field of the node.
-    node = strict_json(app.get("node?experiment=exp&node=main-2").data)
-    assert {"children", "reason", "time"} <= set(node)
+    # The node route still has every field of the node, its metrics and its whole search record.
+    trial = next(n for n in full["nodes"] if n["search"])
+    node = strict_json(app.get(f"node?experiment=exp&node={trial['id']}").data)
+    assert {"children", "reason", "time", "config", "series"} <= set(node)
+    assert node["metrics"] == trial["metrics"] and node["metrics"]["loss"]
+    assert node["search"] == trial["search"]
+    # The metrics route has every node's metrics, for the tree the tree route sent.
+    metrics = strict_json(app.get("metrics?experiment=exp").data)
+    assert metrics["metrics"] == {n["id"]: n["metrics"] for n in full["nodes"]}
+    assert metrics["tree_key"] == reply["tree_key"] and metrics["experiment"] == "exp"
+    packed = app.get("metrics?experiment=exp", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip" and strict_json(gzip.decompress(packed.data)) == metrics
+
+
+def test_the_branch_after_a_search_is_not_sent_as_one_of_its_trials() -> None:
+    then = {"id": "s-1", "then": "best", "trial": 3}
+    assert reply_search(then) == {"id": "s-1", "then": "best"}
+    assert reply_search({"id": "s-1", "trial": 2, "baseline": False, "state": "complete", "value": 0.5,
+                         "hyperparameters": {"learning_rate": 0.1}, "step": 400}) == {"id": "s-1", "trial": 2}
+    assert reply_search(None) is None and reply_search({"trial": 1}) is None
+    tree = {"nodes": [{"id": "a", "search": then, "metrics": {}}, {"id": "b", "search": None}]}
+    assert reply_tree(tree)["nodes"] == [{"id": "a", "search": {"id": "s-1", "then": "best"}}, {"id": "b"}]
+
+
+def test_the_tree_route_reads_no_metric_point_and_the_metrics_route_reads_only_what_changed(world: World) -> None:
+    world.recorder.reads.clear()
+    first = world.reply()
+    assert [kind for kind, _ in world.recorder.reads] == ["tensors"]
+    assert all("metrics" not in n for n in first["nodes"])
+    world.recorder.reads.clear()
+    metrics = world.reply("metrics")
+    assert world.recorder.reads == [("scalars", frozenset(f"exp/{b}" for b in ["main"] + [
+        f"main-s{i}" for i in range(1, BRANCHES)]))]
+    assert set(metrics["metrics"]) == {n["id"] for n in first["nodes"]}
+    # Warm: nothing is read again, and the tree's key is the same.
+    world.recorder.reads.clear()
+    assert world.reply()["tree_key"] == first["tree_key"] and world.reply("metrics") == metrics
+    assert world.recorder.reads == []
+    # A heartbeat: same tree, same key.
+    world.write_status()  # a new heartbeat
+    assert world.reply()["tree_key"] == first["tree_key"]
+
+
+def test_new_points_on_the_live_branch_move_its_end_without_reading_its_nodes_again(world: World) -> None:
+    world.tree()
+    world.settle()
+    before = world.reply()
+    last = world.last_step("main-s5")
+    world.add_points("main-s5", last + 40, 0.0625)
+    world.recorder.reads.clear()
+    after = world.reply()
+    assert world.recorder.reads == []  # the node records did not change: only listed
+    assert max(b["last_step"] for b in after["branches"] if b["name"] == "main-s5") == last + 40
+    assert after["tree_key"] != before["tree_key"]
+    latest = max((n for n in after["nodes"] if n["branch"] == "main-s5"), key=lambda n: n["start_step"])
+    assert latest["end_step"] == last + 40
+    metrics = world.reply("metrics")
+    assert world.recorder.reads == [("scalars", frozenset({"exp/main-s5"}))]
+    assert metrics["metrics"][latest["id"]]["loss"] == {"step": last + 40, "value": 0.0625}
+    assert metrics["tree_key"] == after["tree_key"]
 
 
 def test_reply_bytes_are_one_json_object_and_one_gzip_stream() -> None:

@@ -82,7 +82,8 @@ def test_tree_node_and_status_routes(app: App, control: str) -> None:
     assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
     tree = strict_json(app.get("tree?experiment=digits").data)
     assert tree["experiment"] == "digits" and len(tree["nodes"]) == 9
-    assert set(tree) == {"experiment", "roots", "nodes", "branches", "status", "trainer", "writable", "warnings"}
+    assert set(tree) == {"experiment", "roots", "nodes", "branches", "status", "trainer", "writable", "warnings",
+                         "tree_key"}
     assert tree["warnings"] == []
     assert tree["nodes"][0]["run"] == "digits/main"
     nested = strict_json(app.get("tree?experiment=sweeps/a").data)

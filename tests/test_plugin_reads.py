@@ -183,8 +183,10 @@ def test_cache_rereads_only_what_changed(tmp_path: Any) -> None:
     assert by_id["main-9"]["label"] == f"lr {old_lr} \u2192 0.5 @ {last + 1}"
     # The served JSON stays strict JSON despite the NaN loss.
     served = strict_json(store.tree_json(ctx, "digits"))
-    assert {n["id"]: n for n in served["nodes"]}["main-9"]["metrics"]["loss"]["value"] == "NaN"
     assert served["trainer"] == tree["trainer"] and served["writable"] is True
+    metrics = strict_json(store.metrics_json(ctx, "digits"))
+    assert metrics["metrics"]["main-9"]["loss"]["value"] == "NaN"
+    assert metrics["tree_key"] == served["tree_key"]
 
 
 def test_static_file_lookup_stays_inside_its_folder(tmp_path: Any) -> None:

@@ -121,9 +121,13 @@ def test_real_tensorboard_serves_the_tab(server: Server, logdir: str) -> None:
 
     code, tree, _ = server.request("/data/plugin/retune/tree?experiment=digits")
     assert code == 200 and len(tree["nodes"]) == 9 and tree["writable"] is True
-    assert {n["id"]: n for n in tree["nodes"]}["main-1"]["metrics"]["loss"]["step"] == 100
+    assert all("metrics" not in n for n in tree["nodes"])  # the metrics route has them
+    code, metrics, _ = server.request("/data/plugin/retune/metrics?experiment=digits")
+    assert code == 200 and metrics["metrics"]["main-1"]["loss"]["step"] == 100
+    assert metrics["tree_key"] == tree["tree_key"]
     code, node, _ = server.request("/data/plugin/retune/node?experiment=digits&node=main-1")
     assert code == 200 and node["config"]["optimizer"]["class_name"] == "SGD"
+    assert node["metrics"] == metrics["metrics"]["main-1"]
 
     code, js, ctype = server.request("/data/plugin/retune/static/index.js")
     assert code == 200 and ctype.startswith("text/javascript") and b"render" in js

@@ -1,15 +1,16 @@
-// The Retune tab's app: its state, the loading of the plugin's routes, the
-// selection, and which view draws what. The views live in views/, the
-// person's writes in actions.js, the refresh loop in poll.js.
+// The Retune tab's app: its state, the selection, and which view draws
+// what. The views live in views/, the loading of the routes in loading.js,
+// the person's writes in actions.js, the refresh loop in poll.js.
 
 import * as actions from './actions.js';
 import { scalarsUrl, tensorboardRoot, trainerSummary } from './format.js';
 import { GROUP_PREFIX, collapseTree } from './groups.js';
 import { NODE_H, branchColor, layoutTree } from './layout.js';
+import * as loading from './loading.js';
 import { experimentRuns } from './model.js';
 import { Poller } from './poll.js';
 import { Redraw } from './redraw.js';
-import { Sequencer, sequenced } from './sequence.js';
+import { Sequencer } from './sequence.js';
 import { layoutSteps } from './step_layout.js';
 import { RequestTracker } from './tracking.js';
 import { branchRows } from './branches.js';
@@ -23,7 +24,6 @@ import { buildShell, renderBanners, renderPicker, renderTrainerPill } from './vi
 import { TreeView, ensureTooltip, placeHalo, renderLegend } from './views/tree.js';
 import { PanZoom, initialTransform, legibleFit } from './zoom.js';
 
-const STORAGE_KEY = 'tb-retune.experiment';
 /** Below this scale the cards' text is hidden (it would be unreadable). */
 const TEXT_MIN_SCALE = 0.4;
 
@@ -38,6 +38,7 @@ export class RetuneApp {
       experiments: [],
       experiment: null,
       tree: null,
+      metrics: null, // the metrics route's last answer: the nodes' metrics (loading.js)
       layout: null,
       selected: null,
       details: null,
@@ -123,90 +124,39 @@ export class RetuneApp {
   // Data.
 
   start() {
+    // The experiment shown last: its tree is asked for beside the list of experiments.
+    const remembered = loading.rememberedExperiment();
+    if (remembered) this.state.experiment = remembered;
     this.poller.now();
   }
 
-  /** One refresh: experiments, then the selected experiment's tree and node. */
+  /**
+   * One refresh: experiments, then the selected experiment's tree and node;
+   * an experiment whose tree is not loaded yet (the first refresh, another
+   * experiment picked) has its tree asked for at the same time as the list.
+   */
   async refresh() {
+    const asked = this.state.experiment;
+    if (asked !== null && this.state.tree === null) {
+      await Promise.all([this.loadExperiments(), this.loadTree()]);
+      // The list named no such experiment (the tab switched to another): its tree now.
+      if (this.state.experiment !== null && this.state.experiment !== asked) await this.loadTree();
+      return;
+    }
     await this.loadExperiments();
     if (this.state.experiment !== null) await this.loadTree();
   }
 
-  async loadExperiments() {
-    const r = await sequenced(this.seq, 'experiments', {}, () => this.api.experiments(), () => ({}));
-    if (r.stale) return;
-    if (!r.ok) {
-      this.state.loadError = r.error.message;
-      this.renderChrome();
-      return;
-    }
-    const body = r.value;
-    this.state.loadError = null;
-    const experiments = Array.isArray(body.experiments) ? body.experiments : [];
-    this.state.experiments = experiments;
-    const names = experiments.map((e) => e.name);
-    if (this.state.experiment === null || !names.includes(this.state.experiment)) {
-      let remembered = null;
-      try {
-        remembered = window.localStorage.getItem(STORAGE_KEY);
-      } catch {
-        remembered = null;
-      }
-      const pick = names.includes(remembered) ? remembered : names[0] ?? null;
-      if (pick !== this.state.experiment) this.switchTo(pick);
-    }
-    this.renderChrome();
+  loadExperiments() {
+    return loading.loadExperiments(this);
   }
 
-  async loadTree() {
-    const experiment = this.state.experiment;
-    const r = await sequenced(this.seq, 'tree', { experiment }, () => this.api.tree(experiment),
-      () => ({ experiment: this.state.experiment }));
-    if (r.stale) return;
-    if (!r.ok) {
-      this.state.loadError = `Cannot load the tree of ${experiment}: ${r.error.message}`;
-      this.renderChrome();
-      return;
-    }
-    const tree = r.value.body;
-    this.state.loadError = null;
-    this.state.tree = tree;
-    await this.requests.load(this.api, this.seq, experiment);
-    this.requests.track(experiment, tree);
-    // Redraw only when what the tree shows changed (not the trainer's age).
-    this.redraw.ifChanged('tree', this.treeDeps(), () => this.renderTreeView());
-    if (this.state.selected === null || !this.reveal(this.state.selected)) {
-      const nodes = tree.nodes || [];
-      const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
-      this.state.selected = first ? first.id : null;
-      if (first) this.reveal(first.id); // the current node may be a trial of a closed search
-      this.markSelected();
-    }
-    this.renderChrome();
-    this.renderSide();
-    await this.loadNode();
+  loadTree() {
+    return loading.loadTree(this);
   }
 
-  async loadNode() {
-    const experiment = this.state.experiment;
-    const id = this.state.selected;
-    const item = this.selectedItem();
-    if (experiment === null || !item) return;
-    // Ask again only when the node changed (a running node grows).
-    const deps = [experiment, id, item.node.end_step, item.node.metrics];
-    if (!this.redraw.changed('node-details', deps) && this.state.details) return;
-    const r = await sequenced(this.seq, 'node', { experiment, node: id }, () => this.api.node(experiment, id),
-      () => ({ experiment: this.state.experiment, node: this.state.selected }));
-    if (r.stale) return;
-    if (!r.ok) {
-      this.state.detailsError = r.error.message;
-      this.renderSide();
-      return;
-    }
-    this.state.details = r.value;
-    this.state.detailsError = null;
-    this.redraw.mark('node-details', deps);
-    this.renderSide();
+  loadNode() {
+    return loading.loadNode(this);
   }
 
   selectedItem() {
@@ -255,9 +205,11 @@ export class RetuneApp {
     this.redraw.ifChanged('tree', this.treeDeps(), () => this.renderTreeView());
   }
 
+  /** What the drawn tree depends on: the server's key of the tree (else its nodes and branches), layout, open groups. */
   treeDeps() {
     const tree = this.state.tree;
-    return [tree.nodes || [], tree.branches || [], this.state.mode === 'steps', [...this.state.expanded].sort()];
+    const drawn = typeof tree.tree_key === 'string' ? tree.tree_key : [tree.nodes || [], tree.branches || []];
+    return [drawn, this.state.mode === 'steps', [...this.state.expanded].sort()];
   }
 
   /** Makes node `id` drawn: opens the group it is in. Returns whether it is in the layout now. */
@@ -274,7 +226,7 @@ export class RetuneApp {
 
   switchTo(name) {
     Object.assign(this.state, {
-      experiment: name, tree: null, layout: null, selected: null, details: null, detailsError: null,
+      experiment: name, tree: null, metrics: null, layout: null, selected: null, details: null, detailsError: null,
       expanded: new Set(), groupOf: new Map(),
     });
     this.redraw.forget();
@@ -285,6 +237,7 @@ export class RetuneApp {
     this.requests.statusReply = null;
     this.seq.cancel('tree');
     this.seq.cancel('node');
+    this.seq.cancel('metrics');
     this.seq.cancel('status');
     this.treeView.setLayout(null);
     placeHalo(this.ui.halo, null);
@@ -294,11 +247,7 @@ export class RetuneApp {
 
   selectExperiment(name) {
     if (name === this.state.experiment) return;
-    try {
-      window.localStorage.setItem(STORAGE_KEY, name);
-    } catch {
-      // Storage may be off; the choice then lasts for this page only.
-    }
+    loading.rememberExperiment(name);
     this.switchTo(name);
     this.renderChrome();
     this.poller.now();
@@ -422,7 +371,10 @@ export class RetuneApp {
     // Time until the browser has laid out and painted the new tree.
     requestAnimationFrame(() => {
       setTimeout(() => {
-        window.__retuneLastPaintMs = performance.now() - t0;
+        const now = performance.now();
+        window.__retuneLastPaintMs = now - t0;
+        // On the page's clock (from the navigation's start): when this tree was first on screen.
+        window.__retuneLastPaintAt = now;
       }, 0);
     });
   }
@@ -457,7 +409,10 @@ export class RetuneApp {
     }
     const branch = (tree.branches || []).find((b) => b.name === item.node.branch) || null;
     // The node as the server sent it (in the drawing, a node after a closed group hangs from the group).
-    const node = (tree.nodes || []).find((n) => n.id === item.id) || item.node;
+    let node = (tree.nodes || []).find((n) => n.id === item.id) || item.node;
+    // Its metrics: from the metrics route (loading.js), else the node route's, until that answers.
+    const details = this.state.details;
+    if (!node.metrics && details && details.id === node.id && details.metrics) node = { ...node, metrics: details.metrics };
     this.nodeCard.render({
       node,
       details: this.state.details,

@@ -2,7 +2,7 @@
 // so that a long chain of small edits reads as one step of the story
 // ("lr 1e-3 → 2e-3 in 7 changes @ 910–1720"). Pure: tree in, tree out.
 
-import { diffRows, formatValue, shortNumber } from './format.js';
+import { formatValue, shortName, shortNumber } from './format.js';
 import { searchList, trialBranches } from './search.js';
 
 /** A run shorter than this stays as it is. */
@@ -15,7 +15,11 @@ export const SEARCH_GROUP_PREFIX = `${GROUP_PREFIX}search:`;
 
 /** A run's label in two parts: what changed overall, and how many changes at which steps. */
 export function groupParts(diff, count, firstStep, lastStep) {
-  const parts = diffRows(diff).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`);
+  // As diffRows orders and names them (without the rows' long text: a large tree has a thousand groups).
+  const parts = Object.keys(diff || {}).sort().map((name) => {
+    const pair = Array.isArray(diff[name]) ? diff[name] : [undefined, diff[name]];
+    return `${shortName(name)} ${shortNumber(pair[0])} → ${shortNumber(pair[1])}`;
+  });
   const steps = firstStep === lastStep ? `${firstStep}` : `${firstStep}–${lastStep}`;
   return parts.length
     ? { what: parts.join(', '), where: `in ${count} changes @ ${steps}` }
@@ -54,28 +58,45 @@ function overall(before, after) {
  *   `groupOf` maps a member's id to its group's id (closed and open groups).
  */
 export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP, skip = new Set()) {
+  const { groupOf, groups } = runGroups(tree, min, skip);
+  return closeGroups(tree, groups, groupOf, expanded);
+}
+
+/** The runs of changes of `tree` (see collapseRuns) as groups, none closed yet. */
+function runGroups(tree, min, skip) {
   const nodes = (tree && tree.nodes) || [];
-  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const byId = new Map();
+  for (const n of nodes) byId.set(n.id, n);
   const kids = new Map();
   for (const n of nodes) {
     if (!n.parent || !byId.has(n.parent)) continue;
-    if (!kids.has(n.parent)) kids.set(n.parent, []);
-    kids.get(n.parent).push(n);
+    const list = kids.get(n.parent);
+    if (list) list.push(n);
+    else kids.set(n.parent, [n]);
   }
   const lastOf = new Map();
   for (const b of (tree && tree.branches) || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
+  // Each node is asked about once or twice (as itself, as a parent): keep the answers.
+  const known = new Map();
   const groupable = (n) => {
-    // A node with a note stays in sight (with its marker): a person marked it.
-    if (!n || skip.has(n.id) || !n.parent || n.current || n.note || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
-    const parent = byId.get(n.parent);
-    if (!parent || parent.branch !== n.branch) return false;
-    if (lastOf.get(n.branch) === n.id) return false;
-    const children = kids.get(n.id) || [];
-    return children.length === 1 && children[0].branch === n.branch;
+    if (!n) return false;
+    let yes = known.get(n.id);
+    if (yes !== undefined) return yes;
+    yes = canGroup(n, byId, kids, lastOf, skip);
+    known.set(n.id, yes);
+    return yes;
   };
+  return findRuns(nodes, byId, kids, groupable, min);
+}
 
-  const { groupOf, groups } = findRuns(nodes, byId, kids, groupable, min);
-  return closeGroups(tree, groups, groupOf, expanded);
+function canGroup(n, byId, kids, lastOf, skip) {
+  // A node with a note stays in sight (with its marker): a person marked it.
+  if (skip.has(n.id) || !n.parent || n.current || n.note || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
+  const parent = byId.get(n.parent);
+  if (!parent || parent.branch !== n.branch) return false;
+  if (lastOf.get(n.branch) === n.id) return false;
+  const children = kids.get(n.id);
+  return children !== undefined && children.length === 1 && children[0].branch === n.branch;
 }
 
 function findRuns(nodes, byId, kids, groupable, min) {
@@ -88,7 +109,7 @@ function findRuns(nodes, byId, kids, groupable, min) {
     if (groupable(byId.get(n.parent))) continue;
     const run = [];
     let cur = n;
-    while (cur && groupable(cur) && !seen.has(cur.id)) {
+    while (cur && !seen.has(cur.id) && groupable(cur)) {
       seen.add(cur.id);
       run.push(cur);
       cur = (kids.get(cur.id) || [])[0];
@@ -99,6 +120,13 @@ function findRuns(nodes, byId, kids, groupable, min) {
     const last = run[run.length - 1];
     const before = (byId.get(first.parent) || {}).hyperparameters;
     const diff = overall(before, last.hyperparameters);
+    const parts = groupParts(diff, run.length, first.start_step, last.start_step);
+    const checkpoints = [];
+    const members = [];
+    for (const m of run) {
+      members.push(m.id);
+      if (m.checkpoints) for (const c of m.checkpoints) checkpoints.push(c);
+    }
     const group = {
       id,
       branch: first.branch,
@@ -113,9 +141,9 @@ function findRuns(nodes, byId, kids, groupable, min) {
       hyperparameters: last.hyperparameters,
       diff,
       metrics: last.metrics,
-      checkpoints: run.flatMap((m) => m.checkpoints || []),
-      label: groupLabel(diff, run.length, first.start_step, last.start_step),
-      group: { members: run.map((m) => m.id), first: first.id, last: last.id, ...groupParts(diff, run.length, first.start_step, last.start_step) },
+      checkpoints,
+      label: `${parts.what} ${parts.where}`,
+      group: { members, first: first.id, last: last.id, ...parts },
     };
     groups.set(id, group);
     for (const m of run) groupOf.set(m.id, id);
@@ -128,19 +156,22 @@ function findRuns(nodes, byId, kids, groupable, min) {
  * as one node each: a member's child outside the group hangs from the group.
  * Shared by the runs of changes and the searches' trials.
  */
-export function closeGroups(tree, groups, groupOf, expanded) {
-  if (!groups.size) return { tree, groupOf, groups };
+export function closeGroups(tree, groups, groupOf, expanded, best = null) {
+  if (!groups.size && !(best && best.size)) return { tree, groupOf, groups };
   const nodes = (tree && tree.nodes) || [];
   const closed = new Set([...groups.keys()].filter((g) => !expanded.has(g)));
   const out = [];
   for (const n of nodes) {
     const g = groupOf.get(n.id);
-    if (g && closed.has(g)) {
-      if (groups.get(g).group.first === n.id) out.push(groups.get(g));
+    if (g !== undefined && closed.has(g)) {
+      const group = groups.get(g);
+      if (group.group.first === n.id) out.push(group);
       continue;
     }
     const pg = n.parent ? groupOf.get(n.parent) : undefined;
-    out.push(pg && closed.has(pg) ? { ...n, parent: pg } : n);
+    const marked = best !== null && best.has(n.id);
+    if (pg !== undefined && closed.has(pg)) out.push(marked ? { ...n, parent: pg, searchBest: true } : { ...n, parent: pg });
+    else out.push(marked ? { ...n, searchBest: true } : n);
   }
   const branches = ((tree && tree.branches) || []).map((b) => {
     const ids = [];
@@ -226,11 +257,8 @@ export function searchGroups(tree) {
  */
 export function collapseTree(tree, expanded = new Set(), min = MIN_GROUP) {
   const search = searchGroups(tree);
-  const runs = collapseRuns(tree, new Set(), min, new Set(search.groupOf.keys()));
+  const runs = runGroups(tree, min, new Set(search.groupOf.keys()));
   const groups = new Map([...runs.groups, ...search.groups]);
   const groupOf = new Map([...runs.groupOf, ...search.groupOf]);
-  const marked = search.best.size
-    ? { ...tree, nodes: tree.nodes.map((n) => (search.best.has(n.id) ? { ...n, searchBest: true } : n)) }
-    : tree;
-  return closeGroups(marked, groups, groupOf, expanded);
+  return closeGroups(tree, groups, groupOf, expanded, search.best);
 }

@@ -95,6 +95,11 @@ export class Api {
     return this._get('tree', { experiment });
   }
 
+  /** `{experiment, tree_key, metrics: {node id: metrics}}`: the metrics that the tree reply leaves out. */
+  async metrics(experiment) {
+    return (await this._get('metrics', { experiment })).body;
+  }
+
   async node(experiment, node) {
     return (await this._get('node', { experiment, node })).body;
   }

@@ -9,100 +9,49 @@ schema, merged, locked, atomic).
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tb_retune._errors import ControlError, PendingRestoreError
-from tb_retune.experiment import control_file, strict_json
+from tb_retune.experiment import control_file
 from tb_retune.experiment.control import CONTROL_FILENAME
 from tb_retune.experiment.metadata import PLUGIN_NAME
 from tb_retune.experiment.safe_read import UnsafeFileError
-from tb_retune.plugin.hosts import HostPolicy
-from tb_retune.reader.experiments import ExperimentStore, dumps_json
-from tb_retune.reader.folders import (
-    InvalidExperimentNameError,
-    LogdirNotWritableError,
-    UnknownExperimentError,
-    UnknownNodeError,
-    resolve_for_write,
+from tb_retune.plugin._http import (
+    MAX_BODY_BYTES,
+    MAX_BODY_DEPTH,
+    STATIC_DIR,
+    Encoded,
+    RequestError,
+    accepts_gzip,
+    arg,
+    check_keys,
+    json_body,
+    route,
+    serve,
+    static_file,
 )
+from tb_retune.plugin.hosts import HostPolicy
+from tb_retune.reader.experiments import ExperimentStore
+from tb_retune.reader.folders import resolve_for_write
+
+__all__ = ["MAX_BODY_BYTES", "MAX_BODY_DEPTH", "MAX_REVISIONS", "STATIC_DIR", "RequestError", "RetunePlugin",
+           "static_file"]
 
 logger = logging.getLogger(__name__)
 
-#: Largest request body accepted by the POST routes.
-MAX_BODY_BYTES = 64 * 1024
-#: Deepest nesting accepted in a request body (the restore body needs 3).
-MAX_BODY_DEPTH = 8
 #: Most ``revision`` parameters of one ``status`` request.
 MAX_REVISIONS = 20
-#: The folder of the tab's built frontend files.
-STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
 _T = TypeVar("_T")
-
-_CONTENT_TYPES = {
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".css": "text/css",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".woff2": "font/woff2",
-    ".txt": "text/plain",
-}
-
 _Request = wrappers.Request
 _Response = wrappers.Response
-_WsgiMethod = Callable[[Any, dict[str, Any], Any], Iterable[bytes]]
-
-
-def _route(handler: Callable[[Any, _Request], _Response]) -> _WsgiMethod:
-    """Turns ``handler(self, request) -> Response`` into a WSGI app method."""
-
-    @functools.wraps(handler)
-    def app(self: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        return handler(self, wrappers.Request(environ))(environ, start_response)
-
-    return app
-
-
-class RequestError(Exception):
-    """A request that cannot be served, with the HTTP code of the reply.
-
-    The message is shown to the person, so it says what was wrong and what to do.
-    """
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _error_for(exc: Exception) -> RequestError:
-    """Maps our typed errors to HTTP codes."""
-    if isinstance(exc, RequestError):
-        return exc
-    if isinstance(exc, (UnknownExperimentError, UnknownNodeError)):
-        return RequestError(404, str(exc))
-    if isinstance(exc, PendingRestoreError):
-        return RequestError(409, str(exc))
-    if isinstance(exc, (InvalidExperimentNameError, ControlError)):
-        return RequestError(400, str(exc))
-    if isinstance(exc, LogdirNotWritableError):
-        return RequestError(409, str(exc))
-    raise exc
 
 
 class RetunePlugin(base_plugin.TBPlugin):
@@ -122,6 +71,7 @@ class RetunePlugin(base_plugin.TBPlugin):
         return {
             "/experiments": self.experiments_route,
             "/tree": self.tree_route,
+            "/metrics": self.metrics_route,
             "/node": self.node_route,
             "/status": self.status_route,
             "/restore": self.restore_route,
@@ -162,6 +112,10 @@ class RetunePlugin(base_plugin.TBPlugin):
         with ``gzip``, compressed (the large part compressed once per change)."""
         return self._store.tree_json(ctx, name, experiment_id, gzip=gzip)
 
+    def metrics_json_impl(self, ctx: Any, experiment_id: str, name: str, *, gzip: bool = False) -> bytes:
+        """The ``metrics`` route's JSON: every node's latest metrics (the tree reply leaves them out)."""
+        return self._store.metrics_json(ctx, name, experiment_id, gzip=gzip)
+
     def node_impl(self, ctx: Any, experiment_id: str, name: str, node_id: str) -> dict[str, Any]:
         return self._store.node(ctx, name, node_id, experiment_id)
 
@@ -185,7 +139,7 @@ class RetunePlugin(base_plugin.TBPlugin):
 
         Refused (409) while an earlier restore in the file is still pending.
         """
-        _check_keys(body, required=("experiment", "branch", "step"), optional=("hyperparameters",))
+        check_keys(body, required=("experiment", "branch", "step"), optional=("hyperparameters",))
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
         if control_file.read_status(folder) is None:
             raise RequestError(
@@ -208,7 +162,7 @@ class RetunePlugin(base_plugin.TBPlugin):
         self, ctx: Any, experiment_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Merges hyperparameters into the control file; returns ``{written, revision, control}``."""
-        _check_keys(body, required=("experiment", "hyperparameters"), optional=())
+        check_keys(body, required=("experiment", "hyperparameters"), optional=())
         hps = body["hyperparameters"]
         if not isinstance(hps, dict) or not hps:
             raise RequestError(
@@ -223,7 +177,7 @@ class RetunePlugin(base_plugin.TBPlugin):
 
     def stop_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Writes ``stop: true``: the trainer ends ``fit`` after its batch; returns ``{written, revision, control}``."""
-        _check_keys(body, required=("experiment",), optional=())
+        check_keys(body, required=("experiment",), optional=())
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
         if control_file.read_status(folder) is None:
             raise RequestError(400, f"experiment {body['experiment']!r}: no trainer has run here yet; nothing to stop")
@@ -236,7 +190,7 @@ class RetunePlugin(base_plugin.TBPlugin):
         """Writes a search request (``docs/search.md``); returns ``{written, id, control}``."""
         from tb_retune.experiment.search_request import write_search
 
-        _check_keys(body, required=("experiment", "search"), optional=())
+        check_keys(body, required=("experiment", "search"), optional=())
         if not isinstance(body["search"], dict):
             raise RequestError(400, f"search: must be an object (docs/search.md), got {json.dumps(body['search'])[:80]}")
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
@@ -246,7 +200,7 @@ class RetunePlugin(base_plugin.TBPlugin):
 
     def note_impl(self, ctx: Any, experiment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Sets (``""``: removes) the note of a node of the tree; returns ``{written, revision, control}``."""
-        _check_keys(body, required=("experiment", "node", "text"), optional=())
+        check_keys(body, required=("experiment", "node", "text"), optional=())
         folder = self._folder_for_write(ctx, experiment_id, body["experiment"])
         node = body["node"]
         if self._data_provider is not None and isinstance(node, str):
@@ -257,55 +211,62 @@ class RetunePlugin(base_plugin.TBPlugin):
 
     # -- routes -----------------------------------------------------------
 
-    @_route
+    @route
     def experiments_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.experiments_impl(ctx, eid))
+        return serve(request, lambda ctx, eid: self.experiments_impl(ctx, eid))
 
-    @_route
+    @route
     def tree_route(self, request: _Request) -> _Response:
-        gzip = _accepts_gzip(request)
-        return _serve(request, lambda ctx, eid: _Encoded(
-            self.tree_json_impl(ctx, eid, _arg(request, "experiment"), gzip=gzip), "gzip" if gzip else None,
+        gzip = accepts_gzip(request)
+        return serve(request, lambda ctx, eid: Encoded(
+            self.tree_json_impl(ctx, eid, arg(request, "experiment"), gzip=gzip), "gzip" if gzip else None,
         ))
 
-    @_route
+    @route
+    def metrics_route(self, request: _Request) -> _Response:
+        gzip = accepts_gzip(request)
+        return serve(request, lambda ctx, eid: Encoded(
+            self.metrics_json_impl(ctx, eid, arg(request, "experiment"), gzip=gzip), "gzip" if gzip else None,
+        ))
+
+    @route
     def node_route(self, request: _Request) -> _Response:
-        return _serve(
+        return serve(
             request,
-            lambda ctx, eid: self.node_impl(ctx, eid, _arg(request, "experiment"), _arg(request, "node")),
+            lambda ctx, eid: self.node_impl(ctx, eid, arg(request, "experiment"), arg(request, "node")),
         )
 
-    @_route
+    @route
     def status_route(self, request: _Request) -> _Response:
         revisions = [r for r in request.args.getlist("revision") if len(r) <= 200][:MAX_REVISIONS]
-        return _serve(request, lambda ctx, eid: self.status_impl(ctx, eid, _arg(request, "experiment"), revisions))
+        return serve(request, lambda ctx, eid: self.status_impl(ctx, eid, arg(request, "experiment"), revisions))
 
-    @_route
+    @route
     def restore_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.restore_impl(ctx, eid, _json_body(request)),
+        return serve(request, lambda ctx, eid: self.restore_impl(ctx, eid, json_body(request)),
                       post=True, hosts=self._hosts)
 
-    @_route
+    @route
     def stop_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.stop_impl(ctx, eid, _json_body(request)), post=True)
+        return serve(request, lambda ctx, eid: self.stop_impl(ctx, eid, json_body(request)), post=True)
 
-    @_route
+    @route
     def note_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.note_impl(ctx, eid, _json_body(request)),
+        return serve(request, lambda ctx, eid: self.note_impl(ctx, eid, json_body(request)),
                       post=True, hosts=self._hosts)
 
-    @_route
+    @route
     def hyperparameters_route(self, request: _Request) -> _Response:
-        return _serve(
-            request, lambda ctx, eid: self.hyperparameters_impl(ctx, eid, _json_body(request)),
+        return serve(
+            request, lambda ctx, eid: self.hyperparameters_impl(ctx, eid, json_body(request)),
             post=True, hosts=self._hosts,
         )
 
-    @_route
+    @route
     def search_route(self, request: _Request) -> _Response:
-        return _serve(request, lambda ctx, eid: self.search_impl(ctx, eid, _json_body(request)), post=True)
+        return serve(request, lambda ctx, eid: self.search_impl(ctx, eid, json_body(request)), post=True)
 
-    @_route
+    @route
     def static_route(self, request: _Request) -> _Response:
         """Serves a file of ``tb_retune/static/``; never one outside it."""
         marker = "/static/"
@@ -318,45 +279,6 @@ class RetunePlugin(base_plugin.TBPlugin):
         with open(file_path, "rb") as f:
             data = f.read()
         return http_util.Respond(request, data, content_type)
-
-
-def static_file(rel: str, root: str = STATIC_DIR) -> tuple[str, str] | None:
-    """``(path, content type)`` of a file under ``root``, or None.
-
-    ``rel`` is the decoded path after ``/static/``. Refused: empty or ``.``/
-    ``..`` parts, backslashes, NUL, hidden files, unknown extensions, and any
-    path whose real location (symlinks resolved) is outside ``root``.
-    """
-    if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/"):
-        return None
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        return None
-    content_type = _CONTENT_TYPES.get(posixpath.splitext(rel)[1].lower())
-    if content_type is None:
-        return None
-    real_root = os.path.realpath(root)
-    path = os.path.realpath(os.path.join(real_root, *parts))
-    if os.path.commonpath([real_root, path]) != real_root or not os.path.isfile(path):
-        return None
-    return path, content_type
-
-
-def _arg(request: _Request, name: str) -> str:
-    value = request.args.get(name)
-    if value is None or value == "":
-        raise RequestError(400, f"missing query parameter {name!r}, e.g. ?{name}=...")
-    return value
-
-
-def _check_keys(body: Mapping[str, Any], *, required: tuple[str, ...], optional: tuple[str, ...]) -> None:
-    for key in required:
-        if key not in body:
-            raise RequestError(400, f"{key}: missing; the body needs {', '.join(required)}")
-    allowed = required + optional
-    for key in body:
-        if key not in allowed:
-            raise RequestError(400, f"{key}: unknown key; allowed keys are {', '.join(allowed)}")
 
 
 def _write(folder: str, update: Mapping[str, Any]) -> dict[str, Any]:
@@ -375,100 +297,4 @@ def _write_with(write: Callable[[], _T], folder: str) -> _T:
             "make the experiment folder writable for TensorBoard, or use the tb-retune command line",
         ) from None
 
-
-def _same_origin(request: _Request) -> bool:
-    """Whether a browser's ``Origin`` (when sent) is this server's ``Host``."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
-    host = request.headers.get("Host", "")
-    try:
-        netloc = urlsplit(origin).netloc
-    except ValueError:
-        return False
-    return bool(host) and netloc.lower() == host.lower()
-
-
-def _json_body(request: _Request) -> dict[str, Any]:
-    """The request's JSON object, with the checks that a write needs."""
-    mimetype = (request.mimetype or "").lower()
-    if mimetype != "application/json":
-        raise RequestError(
-            415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}"
-        )
-    length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise RequestError(413, f"request body of {length} bytes is larger than {MAX_BODY_BYTES} bytes")
-    data = request.stream.read(MAX_BODY_BYTES + 1)
-    if len(data) > MAX_BODY_BYTES:
-        raise RequestError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        body = strict_json.loads(data.decode("utf-8"), what="request body", max_depth=MAX_BODY_DEPTH)
-    except UnicodeDecodeError as e:
-        raise RequestError(400, f"request body is not UTF-8 text (byte {e.start})") from None
-    except ControlError as e:
-        raise RequestError(400, str(e)) from None
-    if not isinstance(body, dict):
-        raise RequestError(400, "request body must be a JSON object like {\"experiment\": \"digits\", ...}")
-    return body
-
-
-class _Encoded:
-    """A reply's JSON bytes, already compressed when ``encoding`` says so."""
-
-    def __init__(self, data: bytes, encoding: str | None) -> None:
-        self.data = data
-        self.encoding = encoding
-
-
-def _accepts_gzip(request: _Request) -> bool:
-    """Whether the client takes a gzip-compressed reply (a browser always does)."""
-    return bool(request.accept_encodings["gzip"])
-
-
-def _serve(
-    request: _Request,
-    impl: Callable[[Any, str], Any],
-    *,
-    post: bool = False,
-    hosts: HostPolicy | None = None,
-) -> _Response:
-    """Runs ``impl(ctx, experiment_id)`` and answers JSON, or a JSON error."""
-    method = "POST" if post else "GET"
-    try:
-        if request.method != method and not (method == "GET" and request.method == "HEAD"):
-            return http_util.Respond(
-                request, {"error": f"use {method} for this route"}, "application/json",
-                code=405, headers=[("Allow", method)],
-            )
-        if post and hosts is not None and not hosts.allows(request.headers.get("Host")):
-            raise RequestError(403, hosts.refusal(request.headers.get("Host", "")))
-        if post and not _same_origin(request):
-            raise RequestError(
-                403,
-                f"cross-origin request refused: Origin {request.headers.get('Origin')!r} "
-                f"is not this server ({request.headers.get('Host')!r})",
-            )
-        ctx = plugin_util.context(request.environ)
-        experiment_id = plugin_util.experiment_id(request.environ)
-        try:
-            body = impl(ctx, experiment_id)
-        except Exception as e:  # typed errors become 4xx; others re-raise
-            raise _error_for(e) from None
-        if isinstance(body, _Encoded):  # compressed by the cache: Respond passes it on as it is
-            return http_util.Respond(request, body.data, "application/json", content_encoding=body.encoding,
-                                     headers=[("Vary", "Accept-Encoding")])
-        if not isinstance(body, bytes):
-            body = dumps_json(body)
-        return http_util.Respond(request, body, "application/json")
-    except RequestError as e:
-        return http_util.Respond(request, {"error": str(e)}, "application/json", code=e.code)
-    except Exception:
-        logger.exception("retune: %s %s failed", request.method, request.path)
-        return http_util.Respond(
-            request,
-            {"error": "internal error in the Retune plugin; the TensorBoard log has the details"},
-            "application/json",
-            code=500,
-        )
 

@@ -40,9 +40,14 @@ from typing import Any, TypeVar
 HOT_S = 60.0
 #: Other branches listed again per request, least recently listed first.
 SWEEP_PER_REQUEST = 32
-#: Fields of a node that the tree reply leaves out: the tab does not read
-#: them (it links nodes by ``parent``), and the ``node`` route has them.
-REPLY_DROPS_NODE_FIELDS = ("children", "reason", "time")
+#: Fields of a node that the tree reply leaves out: the tree view does not
+#: draw them (it links nodes by ``parent``); the ``node`` route has them, and
+#: the ``metrics`` route every node's ``metrics``.
+REPLY_DROPS_NODE_FIELDS = ("children", "reason", "time", "metrics")
+#: Keys of a node's ``search`` record that the tree reply keeps: the search
+#: and the trial number of a trial's node (the tree draws a search's trials as
+#: one group), or the search and ``then`` for the branch that goes on after it.
+REPLY_SEARCH_KEYS = ("id", "trial", "then")
 #: Fields of a branch that the tree reply leaves out (not read by the tab).
 REPLY_DROPS_BRANCH_FIELDS = ("time",)
 #: Keys of the status file that the tree reply leaves out of its ``status``:
@@ -193,10 +198,33 @@ def reply_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
     Every other key passes through unchanged."""
     out = dict(tree)
     if isinstance(tree.get("nodes"), list):
-        out["nodes"] = [_without(n, REPLY_DROPS_NODE_FIELDS) for n in tree["nodes"]]
+        out["nodes"] = [_reply_node(n) for n in tree["nodes"]]
     if isinstance(tree.get("branches"), list):
         out["branches"] = [_without(b, REPLY_DROPS_BRANCH_FIELDS) for b in tree["branches"]]
     return out
+
+
+def _reply_node(node: Any) -> Any:
+    """A node as the tree reply sends it: without :data:`REPLY_DROPS_NODE_FIELDS`,
+    its ``search`` cut to :func:`reply_search` (left out when it has none)."""
+    out = _without(node, REPLY_DROPS_NODE_FIELDS)
+    if isinstance(out, dict) and "search" in out:
+        search = reply_search(out.pop("search"))
+        if search is not None:
+            out["search"] = search
+    return out
+
+
+def reply_search(search: Any) -> dict[str, Any] | None:
+    """A node record's ``search`` as the tree reply sends it: ``{"id", "trial"}``
+    for a trial's node, ``{"id", "then"}`` for the branch after a search (its
+    ``trial`` is the best trial's number, not its own); None for a node that
+    is not of a search. The ``node`` route has the whole record."""
+    if not isinstance(search, Mapping) or not isinstance(search.get("id"), str):
+        return None
+    if "then" in search:
+        return {"id": search["id"], "then": search["then"]}
+    return {k: search[k] for k in ("id", "trial") if k in search}
 
 
 def reply_status(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -226,6 +254,8 @@ class Reply:
         if not (head.startswith(b"{") and head.endswith(b"}")):
             raise ValueError("Reply: head must be the bytes of a JSON object")
         self._head = head[:-1]
+        #: A fingerprint of ``head`` (CRC-32, hex): the same bytes, the same key.
+        self.key = f"{zlib.crc32(head):08x}"
         self._lock = threading.Lock()
         self._gzip: tuple[bytes, Any] | None = None
 

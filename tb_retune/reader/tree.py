@@ -76,6 +76,29 @@ def node_label(node: Mapping[str, Any], changes: Mapping[str, Sequence[Any]]) ->
     return change_label(changes, int(node["step"]))
 
 
+def node_metrics(
+    series: Sequence[tuple[int, Mapping[str, float]]], start: int, end: int, *, steps: Sequence[int] | None = None
+) -> dict[str, dict[str, float]]:
+    """``{tag: {"step", "value"}}``: the last point of each metric whose step is in
+    ``[start, end]`` (a node's own range), hyperparameter tags left out.
+
+    Args:
+        series: A branch's ``(step, {tag: value})`` points sorted by step.
+        start: The node's first step.
+        end: The node's end step.
+        steps: The steps of ``series`` (to share them between the nodes of a branch).
+    """
+    if steps is None:
+        steps = [step for step, _ in series]
+    latest: dict[str, dict[str, float]] = {}
+    lo, hi = bisect.bisect_left(steps, start), bisect.bisect_right(steps, end)
+    for step, values in series[lo:hi]:
+        for tag, value in values.items():
+            if not tag.startswith(HYPERPARAMETER_TAG_PREFIX):
+                latest[tag] = {"step": step, "value": value}
+    return latest
+
+
 def trainer_liveness(status: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
     """``{"alive", "state", "age_s"}`` from a status file, as seen at ``now``."""
     if not status:
@@ -162,13 +185,7 @@ def build_tree(
             if parent and node.get("learning_rate_schedule") and (
                     node.get("learning_rate_schedule") == parent.get("learning_rate_schedule")):
                 changes.pop("learning_rate", None)  # the schedule's own decay is no change
-            latest: dict[str, dict[str, float]] = {}
-            lo, hi = bisect.bisect_left(series_steps, start), bisect.bisect_right(series_steps, end)
-            for step, values in series[lo:hi]:
-                for tag, value in values.items():
-                    if tag.startswith(HYPERPARAMETER_TAG_PREFIX):
-                        continue
-                    latest[tag] = {"step": step, "value": value}
+            latest = node_metrics(series, start, end, steps=series_steps)
             if isinstance(ckpt_index, Mapping) and branch in ckpt_index:
                 checkpoints = sorted(
                     int(c["step"]) for c in ckpt_index[branch] if c.get("node") == node["id"]
@@ -198,6 +215,7 @@ def build_tree(
                     "has_config": bool(node.get("config")),
                     "time": node.get("time"),
                     "note": note_of.get(str(node["id"])),
+                    "search": node.get("search") if isinstance(node.get("search"), Mapping) else None,
                 }
             )
     index = {n["id"]: n for n in out_nodes}

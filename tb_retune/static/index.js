@@ -824,13 +824,12 @@ var MIN_GROUP = 3;
 var GROUP_PREFIX = "group:";
 var SEARCH_GROUP_PREFIX = `${GROUP_PREFIX}search:`;
 function groupParts(diff, count3, firstStep, lastStep) {
-  const parts = diffRows(diff).map((r) => `${r.short} ${shortNumber(r.old)} → ${shortNumber(r.new)}`);
+  const parts = Object.keys(diff || {}).sort().map((name) => {
+    const pair = Array.isArray(diff[name]) ? diff[name] : [void 0, diff[name]];
+    return `${shortName(name)} ${shortNumber(pair[0])} → ${shortNumber(pair[1])}`;
+  });
   const steps = firstStep === lastStep ? `${firstStep}` : `${firstStep}–${lastStep}`;
   return parts.length ? { what: parts.join(", "), where: `in ${count3} changes @ ${steps}` } : { what: `${count3} changes, back where they started`, where: `@ ${steps}` };
-}
-function groupLabel(diff, count3, firstStep, lastStep) {
-  const { what, where } = groupParts(diff, count3, firstStep, lastStep);
-  return `${what} ${where}`;
 }
 function overall(before, after) {
   const out = {};
@@ -841,27 +840,37 @@ function overall(before, after) {
   }
   return out;
 }
-function collapseRuns(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP, skip = /* @__PURE__ */ new Set()) {
+function runGroups(tree2, min, skip) {
   const nodes = tree2 && tree2.nodes || [];
-  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const byId = /* @__PURE__ */ new Map();
+  for (const n of nodes) byId.set(n.id, n);
   const kids = /* @__PURE__ */ new Map();
   for (const n of nodes) {
     if (!n.parent || !byId.has(n.parent)) continue;
-    if (!kids.has(n.parent)) kids.set(n.parent, []);
-    kids.get(n.parent).push(n);
+    const list = kids.get(n.parent);
+    if (list) list.push(n);
+    else kids.set(n.parent, [n]);
   }
   const lastOf = /* @__PURE__ */ new Map();
   for (const b of tree2 && tree2.branches || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
+  const known = /* @__PURE__ */ new Map();
   const groupable = (n) => {
-    if (!n || skip.has(n.id) || !n.parent || n.current || n.note || n.reason === "restore" || n.reason === "root" || n.restore) return false;
-    const parent = byId.get(n.parent);
-    if (!parent || parent.branch !== n.branch) return false;
-    if (lastOf.get(n.branch) === n.id) return false;
-    const children = kids.get(n.id) || [];
-    return children.length === 1 && children[0].branch === n.branch;
+    if (!n) return false;
+    let yes = known.get(n.id);
+    if (yes !== void 0) return yes;
+    yes = canGroup(n, byId, kids, lastOf, skip);
+    known.set(n.id, yes);
+    return yes;
   };
-  const { groupOf, groups } = findRuns(nodes, byId, kids, groupable, min);
-  return closeGroups(tree2, groups, groupOf, expanded);
+  return findRuns(nodes, byId, kids, groupable, min);
+}
+function canGroup(n, byId, kids, lastOf, skip) {
+  if (skip.has(n.id) || !n.parent || n.current || n.note || n.reason === "restore" || n.reason === "root" || n.restore) return false;
+  const parent = byId.get(n.parent);
+  if (!parent || parent.branch !== n.branch) return false;
+  if (lastOf.get(n.branch) === n.id) return false;
+  const children = kids.get(n.id);
+  return children !== void 0 && children.length === 1 && children[0].branch === n.branch;
 }
 function findRuns(nodes, byId, kids, groupable, min) {
   const groupOf = /* @__PURE__ */ new Map();
@@ -872,7 +881,7 @@ function findRuns(nodes, byId, kids, groupable, min) {
     if (groupable(byId.get(n.parent))) continue;
     const run = [];
     let cur = n;
-    while (cur && groupable(cur) && !seen.has(cur.id)) {
+    while (cur && !seen.has(cur.id) && groupable(cur)) {
       seen.add(cur.id);
       run.push(cur);
       cur = (kids.get(cur.id) || [])[0];
@@ -883,6 +892,13 @@ function findRuns(nodes, byId, kids, groupable, min) {
     const last = run[run.length - 1];
     const before = (byId.get(first.parent) || {}).hyperparameters;
     const diff = overall(before, last.hyperparameters);
+    const parts = groupParts(diff, run.length, first.start_step, last.start_step);
+    const checkpoints = [];
+    const members = [];
+    for (const m of run) {
+      members.push(m.id);
+      if (m.checkpoints) for (const c of m.checkpoints) checkpoints.push(c);
+    }
     const group = {
       id,
       branch: first.branch,
@@ -897,28 +913,31 @@ function findRuns(nodes, byId, kids, groupable, min) {
       hyperparameters: last.hyperparameters,
       diff,
       metrics: last.metrics,
-      checkpoints: run.flatMap((m) => m.checkpoints || []),
-      label: groupLabel(diff, run.length, first.start_step, last.start_step),
-      group: { members: run.map((m) => m.id), first: first.id, last: last.id, ...groupParts(diff, run.length, first.start_step, last.start_step) }
+      checkpoints,
+      label: `${parts.what} ${parts.where}`,
+      group: { members, first: first.id, last: last.id, ...parts }
     };
     groups.set(id, group);
     for (const m of run) groupOf.set(m.id, id);
   }
   return { groupOf, groups };
 }
-function closeGroups(tree2, groups, groupOf, expanded) {
-  if (!groups.size) return { tree: tree2, groupOf, groups };
+function closeGroups(tree2, groups, groupOf, expanded, best = null) {
+  if (!groups.size && !(best && best.size)) return { tree: tree2, groupOf, groups };
   const nodes = tree2 && tree2.nodes || [];
   const closed = new Set([...groups.keys()].filter((g) => !expanded.has(g)));
   const out = [];
   for (const n of nodes) {
     const g = groupOf.get(n.id);
-    if (g && closed.has(g)) {
-      if (groups.get(g).group.first === n.id) out.push(groups.get(g));
+    if (g !== void 0 && closed.has(g)) {
+      const group = groups.get(g);
+      if (group.group.first === n.id) out.push(group);
       continue;
     }
     const pg = n.parent ? groupOf.get(n.parent) : void 0;
-    out.push(pg && closed.has(pg) ? { ...n, parent: pg } : n);
+    const marked = best !== null && best.has(n.id);
+    if (pg !== void 0 && closed.has(pg)) out.push(marked ? { ...n, parent: pg, searchBest: true } : { ...n, parent: pg });
+    else out.push(marked ? { ...n, searchBest: true } : n);
   }
   const branches = (tree2 && tree2.branches || []).map((b) => {
     const ids = [];
@@ -987,11 +1006,10 @@ function searchGroups(tree2) {
 }
 function collapseTree(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP) {
   const search2 = searchGroups(tree2);
-  const runs = collapseRuns(tree2, /* @__PURE__ */ new Set(), min, new Set(search2.groupOf.keys()));
+  const runs = runGroups(tree2, min, new Set(search2.groupOf.keys()));
   const groups = new Map([...runs.groups, ...search2.groups]);
   const groupOf = new Map([...runs.groupOf, ...search2.groupOf]);
-  const marked = search2.best.size ? { ...tree2, nodes: tree2.nodes.map((n) => search2.best.has(n.id) ? { ...n, searchBest: true } : n) } : tree2;
-  return closeGroups(marked, groups, groupOf, expanded);
+  return closeGroups(tree2, groups, groupOf, expanded, search2.best);
 }
 
 // node_modules/d3-hierarchy/dist/d3-hierarchy.mjs
@@ -1567,6 +1585,195 @@ function cull(layout, rect) {
   return { nodes, links };
 }
 
+// src/metrics.js
+function metricsWanted(tree2, answer) {
+  if (!tree2 || typeof tree2.tree_key !== "string") return false;
+  return !answer || answer.experiment !== tree2.experiment || answer.tree_key !== tree2.tree_key;
+}
+function applyMetrics(tree2, answer) {
+  if (!tree2 || !answer || answer.experiment !== tree2.experiment) return 0;
+  const metrics = answer.metrics;
+  if (!metrics || typeof metrics !== "object") return 0;
+  let count3 = 0;
+  for (const node of tree2.nodes || []) {
+    const m = metrics[node.id];
+    if (m && typeof m === "object") {
+      node.metrics = m;
+      count3 += 1;
+    }
+  }
+  return count3;
+}
+
+// src/sequence.js
+var Sequencer = class {
+  constructor() {
+    this._seq = 0;
+    this._latest = /* @__PURE__ */ new Map();
+  }
+  /**
+   * Starts a request on `channel` ("tree", "node", ...) for `context`
+   * (e.g. `{experiment, node}`); returns its token. Any earlier token of the
+   * channel stops being current.
+   */
+  begin(channel, context = {}) {
+    const token = Object.freeze({ channel, seq: ++this._seq, context: Object.freeze({ ...context }) });
+    this._latest.set(channel, token);
+    return token;
+  }
+  /** Whether `token` is still the newest request of its channel. */
+  isCurrent(token) {
+    return this._latest.get(token.channel) === token;
+  }
+  /**
+   * Whether the answer to `token` may be used now: it is the newest on its
+   * channel and every key of its context equals the same key of `now`.
+   */
+  accepts(token, now = {}) {
+    if (!this.isCurrent(token)) return false;
+    for (const key of Object.keys(token.context)) {
+      if (key in now && now[key] !== token.context[key]) return false;
+    }
+    return true;
+  }
+  /** Forgets the channel: answers to its pending requests are dropped. */
+  cancel(channel) {
+    this._latest.delete(channel);
+  }
+};
+async function sequenced(sequencer, channel, context, fetcher, currentContext) {
+  const token = sequencer.begin(channel, context);
+  let value;
+  try {
+    value = await fetcher();
+  } catch (error) {
+    if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
+    return { ok: false, error };
+  }
+  if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
+  return { ok: true, value };
+}
+
+// src/loading.js
+var STORAGE_KEY = "tb-retune.experiment";
+function rememberedExperiment() {
+  try {
+    return window.localStorage.getItem(STORAGE_KEY);
+  } catch {
+    return null;
+  }
+}
+function rememberExperiment(name) {
+  try {
+    window.localStorage.setItem(STORAGE_KEY, name);
+  } catch {
+  }
+}
+async function loadExperiments(app2) {
+  const r = await sequenced(app2.seq, "experiments", {}, () => app2.api.experiments(), () => ({}));
+  if (r.stale) return;
+  if (!r.ok) {
+    app2.state.loadError = r.error.message;
+    app2.renderChrome();
+    return;
+  }
+  const body = r.value;
+  app2.state.loadError = null;
+  const experiments = Array.isArray(body.experiments) ? body.experiments : [];
+  app2.state.experiments = experiments;
+  const names = experiments.map((e) => e.name);
+  if (app2.state.experiment === null || !names.includes(app2.state.experiment)) {
+    const remembered = rememberedExperiment();
+    const pick = names.includes(remembered) ? remembered : names[0] ?? null;
+    if (pick !== app2.state.experiment) app2.switchTo(pick);
+  }
+  app2.renderChrome();
+}
+async function loadTree(app2) {
+  const experiment = app2.state.experiment;
+  const r = await sequenced(
+    app2.seq,
+    "tree",
+    { experiment },
+    () => app2.api.tree(experiment),
+    () => ({ experiment: app2.state.experiment })
+  );
+  if (r.stale) return;
+  if (!r.ok) {
+    app2.state.loadError = `Cannot load the tree of ${experiment}: ${r.error.message}`;
+    app2.renderChrome();
+    return;
+  }
+  const tree2 = r.value.body;
+  app2.state.loadError = null;
+  app2.state.tree = tree2;
+  applyMetrics(tree2, app2.state.metrics);
+  await app2.requests.load(app2.api, app2.seq, experiment);
+  app2.requests.track(experiment, tree2);
+  const drew = app2.redraw.ifChanged("tree", app2.treeDeps(), () => app2.renderTreeView());
+  if (app2.state.selected === null || !app2.reveal(app2.state.selected)) {
+    const nodes = tree2.nodes || [];
+    const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
+    app2.state.selected = first ? first.id : null;
+    if (first) app2.reveal(first.id);
+    app2.markSelected();
+  }
+  app2.renderChrome();
+  if (drew) await afterPaint();
+  if (app2.state.tree !== tree2) return;
+  app2.renderSide();
+  await Promise.all([loadNode(app2), loadMetrics(app2)]);
+}
+function afterPaint(ms = 100) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(timer);
+      resolve();
+    }, 0));
+  });
+}
+async function loadMetrics(app2) {
+  const experiment = app2.state.experiment;
+  const tree2 = app2.state.tree;
+  if (experiment === null || !metricsWanted(tree2, app2.state.metrics)) return;
+  const r = await sequenced(
+    app2.seq,
+    "metrics",
+    { experiment },
+    () => app2.api.metrics(experiment),
+    () => ({ experiment: app2.state.experiment })
+  );
+  if (r.stale || !r.ok) return;
+  app2.state.metrics = r.value;
+  if (applyMetrics(app2.state.tree, r.value)) app2.renderSide();
+}
+async function loadNode(app2) {
+  const experiment = app2.state.experiment;
+  const id = app2.state.selected;
+  const item = app2.selectedItem();
+  if (experiment === null || !item) return;
+  const deps = [experiment, id, item.node.start_step, item.node.end_step];
+  if (!app2.redraw.changed("node-details", deps) && app2.state.details) return;
+  const r = await sequenced(
+    app2.seq,
+    "node",
+    { experiment, node: id },
+    () => app2.api.node(experiment, id),
+    () => ({ experiment: app2.state.experiment, node: app2.state.selected })
+  );
+  if (r.stale) return;
+  if (!r.ok) {
+    app2.state.detailsError = r.error.message;
+    app2.renderSide();
+    return;
+  }
+  app2.state.details = r.value;
+  app2.state.detailsError = null;
+  app2.redraw.mark("node-details", deps);
+  app2.renderSide();
+}
+
 // src/model.js
 var ApiError = class extends Error {
   constructor(message, status) {
@@ -1641,6 +1848,10 @@ var Api = class {
   /** The tree, and its raw text (to skip redrawing an unchanged tree). */
   async tree(experiment) {
     return this._get("tree", { experiment });
+  }
+  /** `{experiment, tree_key, metrics: {node id: metrics}}`: the metrics that the tree reply leaves out. */
+  async metrics(experiment) {
+    return (await this._get("metrics", { experiment })).body;
   }
   async node(experiment, node) {
     return (await this._get("node", { experiment, node })).body;
@@ -1787,55 +1998,6 @@ var Redraw = class {
     else this._keys.delete(name);
   }
 };
-
-// src/sequence.js
-var Sequencer = class {
-  constructor() {
-    this._seq = 0;
-    this._latest = /* @__PURE__ */ new Map();
-  }
-  /**
-   * Starts a request on `channel` ("tree", "node", ...) for `context`
-   * (e.g. `{experiment, node}`); returns its token. Any earlier token of the
-   * channel stops being current.
-   */
-  begin(channel, context = {}) {
-    const token = Object.freeze({ channel, seq: ++this._seq, context: Object.freeze({ ...context }) });
-    this._latest.set(channel, token);
-    return token;
-  }
-  /** Whether `token` is still the newest request of its channel. */
-  isCurrent(token) {
-    return this._latest.get(token.channel) === token;
-  }
-  /**
-   * Whether the answer to `token` may be used now: it is the newest on its
-   * channel and every key of its context equals the same key of `now`.
-   */
-  accepts(token, now = {}) {
-    if (!this.isCurrent(token)) return false;
-    for (const key of Object.keys(token.context)) {
-      if (key in now && now[key] !== token.context[key]) return false;
-    }
-    return true;
-  }
-  /** Forgets the channel: answers to its pending requests are dropped. */
-  cancel(channel) {
-    this._latest.delete(channel);
-  }
-};
-async function sequenced(sequencer, channel, context, fetcher, currentContext) {
-  const token = sequencer.begin(channel, context);
-  let value;
-  try {
-    value = await fetcher();
-  } catch (error) {
-    if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
-    return { ok: false, error };
-  }
-  if (!sequencer.accepts(token, currentContext())) return { ok: false, stale: true };
-  return { ok: true, value };
-}
 
 // src/step_layout.js
 var LANE_H = NODE_H + 16;
@@ -3283,6 +3445,13 @@ function nodeElement(item, selectedId) {
   if (n.id === selectedId) g.classList.add("selected");
   return g;
 }
+var MARGIN = 1;
+var LARGE = 1e3;
+var FIRST_MARGIN = 0.25;
+function whenIdle(fn) {
+  if (typeof globalThis.requestIdleCallback === "function") globalThis.requestIdleCallback(fn, { timeout: 300 });
+  else setTimeout(fn, 50);
+}
 var TreeView = class {
   constructor(linksLayer, nodesLayer) {
     this.linksLayer = linksLayer;
@@ -3292,6 +3461,8 @@ var TreeView = class {
     this.keys = /* @__PURE__ */ new Map();
     this.rendered = null;
     this.selected = null;
+    this.fresh = false;
+    this.last = null;
   }
   /**
    * Shows a new layout. Nodes drawn before that look the same in the new
@@ -3301,6 +3472,7 @@ var TreeView = class {
   setLayout(layout) {
     this.layout = layout;
     this.rendered = null;
+    this.fresh = Boolean(layout && layout.nodes.length > LARGE);
     const keep = /* @__PURE__ */ new Map();
     for (const [id, g] of this.mounted) {
       const item = layout ? layout.index.get(id) : null;
@@ -3320,12 +3492,22 @@ var TreeView = class {
    */
   update(t, width, height, force = false) {
     if (!this.layout) return;
+    this.last = { t, width, height };
     const view = viewRect(t, width, height, 0);
     const r = this.rendered;
     if (!force && r && contains(r.rect, view) && t.k > r.k * 0.6) return;
     const t0 = performance.now();
-    const rect = viewRect(t, width, height, 1);
+    const first = this.fresh;
+    this.fresh = false;
+    const rect = viewRect(t, width, height, first ? FIRST_MARGIN : MARGIN);
     this.rendered = { rect, k: t.k };
+    if (first) {
+      const layout = this.layout;
+      whenIdle(() => {
+        const last = this.last;
+        if (this.layout === layout && this.rendered && this.rendered.rect === rect && last) this.update(last.t, last.width, last.height, true);
+      });
+    }
     const { nodes, links } = cull(this.layout, rect);
     const groups = /* @__PURE__ */ new Map();
     for (const link of links) {
@@ -3684,7 +3866,6 @@ var PanZoom = class {
 };
 
 // src/app.js
-var STORAGE_KEY = "tb-retune.experiment";
 var TEXT_MIN_SCALE = 0.4;
 var RetuneApp = class {
   constructor(root, api) {
@@ -3697,6 +3878,8 @@ var RetuneApp = class {
       experiments: [],
       experiment: null,
       tree: null,
+      metrics: null,
+      // the metrics route's last answer: the nodes' metrics (loading.js)
       layout: null,
       selected: null,
       details: null,
@@ -3780,94 +3963,33 @@ var RetuneApp = class {
   // -------------------------------------------------------------------------
   // Data.
   start() {
+    const remembered = rememberedExperiment();
+    if (remembered) this.state.experiment = remembered;
     this.poller.now();
   }
-  /** One refresh: experiments, then the selected experiment's tree and node. */
+  /**
+   * One refresh: experiments, then the selected experiment's tree and node;
+   * an experiment whose tree is not loaded yet (the first refresh, another
+   * experiment picked) has its tree asked for at the same time as the list.
+   */
   async refresh() {
+    const asked = this.state.experiment;
+    if (asked !== null && this.state.tree === null) {
+      await Promise.all([this.loadExperiments(), this.loadTree()]);
+      if (this.state.experiment !== null && this.state.experiment !== asked) await this.loadTree();
+      return;
+    }
     await this.loadExperiments();
     if (this.state.experiment !== null) await this.loadTree();
   }
-  async loadExperiments() {
-    const r = await sequenced(this.seq, "experiments", {}, () => this.api.experiments(), () => ({}));
-    if (r.stale) return;
-    if (!r.ok) {
-      this.state.loadError = r.error.message;
-      this.renderChrome();
-      return;
-    }
-    const body = r.value;
-    this.state.loadError = null;
-    const experiments = Array.isArray(body.experiments) ? body.experiments : [];
-    this.state.experiments = experiments;
-    const names = experiments.map((e) => e.name);
-    if (this.state.experiment === null || !names.includes(this.state.experiment)) {
-      let remembered = null;
-      try {
-        remembered = window.localStorage.getItem(STORAGE_KEY);
-      } catch {
-        remembered = null;
-      }
-      const pick = names.includes(remembered) ? remembered : names[0] ?? null;
-      if (pick !== this.state.experiment) this.switchTo(pick);
-    }
-    this.renderChrome();
+  loadExperiments() {
+    return loadExperiments(this);
   }
-  async loadTree() {
-    const experiment = this.state.experiment;
-    const r = await sequenced(
-      this.seq,
-      "tree",
-      { experiment },
-      () => this.api.tree(experiment),
-      () => ({ experiment: this.state.experiment })
-    );
-    if (r.stale) return;
-    if (!r.ok) {
-      this.state.loadError = `Cannot load the tree of ${experiment}: ${r.error.message}`;
-      this.renderChrome();
-      return;
-    }
-    const tree2 = r.value.body;
-    this.state.loadError = null;
-    this.state.tree = tree2;
-    await this.requests.load(this.api, this.seq, experiment);
-    this.requests.track(experiment, tree2);
-    this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
-    if (this.state.selected === null || !this.reveal(this.state.selected)) {
-      const nodes = tree2.nodes || [];
-      const first = nodes.find((n) => n.current) || nodes[nodes.length - 1];
-      this.state.selected = first ? first.id : null;
-      if (first) this.reveal(first.id);
-      this.markSelected();
-    }
-    this.renderChrome();
-    this.renderSide();
-    await this.loadNode();
+  loadTree() {
+    return loadTree(this);
   }
-  async loadNode() {
-    const experiment = this.state.experiment;
-    const id = this.state.selected;
-    const item = this.selectedItem();
-    if (experiment === null || !item) return;
-    const deps = [experiment, id, item.node.end_step, item.node.metrics];
-    if (!this.redraw.changed("node-details", deps) && this.state.details) return;
-    const r = await sequenced(
-      this.seq,
-      "node",
-      { experiment, node: id },
-      () => this.api.node(experiment, id),
-      () => ({ experiment: this.state.experiment, node: this.state.selected })
-    );
-    if (r.stale) return;
-    if (!r.ok) {
-      this.state.detailsError = r.error.message;
-      this.renderSide();
-      return;
-    }
-    this.state.details = r.value;
-    this.state.detailsError = null;
-    this.redraw.mark("node-details", deps);
-    this.renderSide();
+  loadNode() {
+    return loadNode(this);
   }
   selectedItem() {
     const { layout, selected } = this.state;
@@ -3909,9 +4031,11 @@ var RetuneApp = class {
     this.redraw.forget("tree");
     this.redraw.ifChanged("tree", this.treeDeps(), () => this.renderTreeView());
   }
+  /** What the drawn tree depends on: the server's key of the tree (else its nodes and branches), layout, open groups. */
   treeDeps() {
     const tree2 = this.state.tree;
-    return [tree2.nodes || [], tree2.branches || [], this.state.mode === "steps", [...this.state.expanded].sort()];
+    const drawn = typeof tree2.tree_key === "string" ? tree2.tree_key : [tree2.nodes || [], tree2.branches || []];
+    return [drawn, this.state.mode === "steps", [...this.state.expanded].sort()];
   }
   /** Makes node `id` drawn: opens the group it is in. Returns whether it is in the layout now. */
   reveal(id) {
@@ -3928,6 +4052,7 @@ var RetuneApp = class {
     Object.assign(this.state, {
       experiment: name,
       tree: null,
+      metrics: null,
       layout: null,
       selected: null,
       details: null,
@@ -3943,6 +4068,7 @@ var RetuneApp = class {
     this.requests.statusReply = null;
     this.seq.cancel("tree");
     this.seq.cancel("node");
+    this.seq.cancel("metrics");
     this.seq.cancel("status");
     this.treeView.setLayout(null);
     placeHalo(this.ui.halo, null);
@@ -3951,10 +4077,7 @@ var RetuneApp = class {
   }
   selectExperiment(name) {
     if (name === this.state.experiment) return;
-    try {
-      window.localStorage.setItem(STORAGE_KEY, name);
-    } catch {
-    }
+    rememberExperiment(name);
     this.switchTo(name);
     this.renderChrome();
     this.poller.now();
@@ -4066,7 +4189,9 @@ var RetuneApp = class {
     }
     requestAnimationFrame(() => {
       setTimeout(() => {
-        window.__retuneLastPaintMs = performance.now() - t0;
+        const now = performance.now();
+        window.__retuneLastPaintMs = now - t0;
+        window.__retuneLastPaintAt = now;
       }, 0);
     });
   }
@@ -4096,7 +4221,9 @@ var RetuneApp = class {
       return;
     }
     const branch = (tree2.branches || []).find((b) => b.name === item.node.branch) || null;
-    const node = (tree2.nodes || []).find((n) => n.id === item.id) || item.node;
+    let node = (tree2.nodes || []).find((n) => n.id === item.id) || item.node;
+    const details = this.state.details;
+    if (!node.metrics && details && details.id === node.id && details.metrics) node = { ...node, metrics: details.metrics };
     this.nodeCard.render({
       node,
       details: this.state.details,

@@ -106,6 +106,21 @@ function nodeElement(item, selectedId) {
   return g;
 }
 
+/** Views of margin drawn around the view, so that a pan shows nodes already there. */
+const MARGIN = 1;
+/**
+ * A layout of more cards than this is first drawn with only `FIRST_MARGIN`
+ * around the view (a large tree is on screen sooner), and with the whole
+ * margin once the page is idle.
+ */
+const LARGE = 1000;
+const FIRST_MARGIN = 0.25;
+
+function whenIdle(fn) {
+  if (typeof globalThis.requestIdleCallback === 'function') globalThis.requestIdleCallback(fn, { timeout: 300 });
+  else setTimeout(fn, 50);
+}
+
 /**
  * Draws a laid-out tree into the `links` and `nodes` layers of the SVG. Only
  * what is in or near the view is in the page (see layout.cull): `update()`
@@ -121,6 +136,8 @@ export class TreeView {
     this.keys = new Map(); // id -> nodeKey() of the element drawn
     this.rendered = null; // the world rectangle drawn last
     this.selected = null;
+    this.fresh = false; // a large layout not drawn yet: its first drawing has less margin
+    this.last = null; // the view of the last drawing: {t, width, height}
   }
 
   /**
@@ -131,6 +148,7 @@ export class TreeView {
   setLayout(layout) {
     this.layout = layout;
     this.rendered = null;
+    this.fresh = Boolean(layout && layout.nodes.length > LARGE);
     const keep = new Map();
     for (const [id, g] of this.mounted) {
       const item = layout ? layout.index.get(id) : null;
@@ -151,12 +169,23 @@ export class TreeView {
    */
   update(t, width, height, force = false) {
     if (!this.layout) return;
+    this.last = { t, width, height };
     const view = viewRect(t, width, height, 0);
     const r = this.rendered;
     if (!force && r && contains(r.rect, view) && t.k > r.k * 0.6) return;
     const t0 = performance.now();
-    const rect = viewRect(t, width, height, 1);
+    const first = this.fresh;
+    this.fresh = false;
+    const rect = viewRect(t, width, height, first ? FIRST_MARGIN : MARGIN);
     this.rendered = { rect, k: t.k };
+    if (first) {
+      const layout = this.layout;
+      // The rest of the margin once the first frame is out (unless a pan has drawn it already).
+      whenIdle(() => {
+        const last = this.last;
+        if (this.layout === layout && this.rendered && this.rendered.rect === rect && last) this.update(last.t, last.width, last.height, true);
+      });
+    }
     const { nodes, links } = cull(this.layout, rect);
 
     const groups = new Map();
