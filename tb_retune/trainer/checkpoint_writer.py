@@ -1,7 +1,10 @@
 """How checkpoints become durable: on a thread of their own, or inline.
 
-The controller talks to one writer interface (``submit, promote, pending,
-flush, stop``) whichever is in use. A checkpoint is named by ``(branch,
+The controller talks to one writer interface (``submit, promote, run,
+pending, flush, stop``) whichever is in use. ``run`` hands the writer other
+work that must happen in order with the checkpoints but not on the training
+thread (a run's start: the root node's record, the first state save), so the
+order on disk is the order of submission. A checkpoint is named by ``(branch,
 step)``: a promotion or a restore resolves the file through the store under
 its lock when it runs, never through a path captured earlier on another
 thread.
@@ -36,6 +39,8 @@ class CheckpointWriter(Protocol):
     def submit(self, snap: Snapshot) -> None: ...
 
     def promote(self, branch: str, step: int, kind: str) -> None: ...
+
+    def run(self, job: Callable[[], None], what: str) -> None: ...
 
     def pending(self, branch: str, step: int) -> bool: ...
 
@@ -76,6 +81,14 @@ class InlineWriter:
         except (OSError, CheckpointError) as e:
             self._on_error(f"checkpoint at step {step}: {e}")
 
+    def run(self, job: Callable[[], None], what: str) -> None:
+        """Runs ``job`` now; a failure is reported (``what`` names it), never raised."""
+        try:
+            job()
+        except Exception as e:  # the job's own failure, never the end of fit
+            logger.exception("retune: %s failed", what)
+            self._on_error(f"{what}: {type(e).__name__}: {e}")
+
     def pending(self, branch: str, step: int) -> bool:
         return False
 
@@ -114,6 +127,10 @@ class BackgroundWriter:
     def promote(self, branch: str, step: int, kind: str) -> None:
         self._queue.put(("promote", branch, step, kind))
 
+    def run(self, job: Callable[[], None], what: str) -> None:
+        """Runs ``job`` on the writer's thread, after what was submitted before it."""
+        self._queue.put(("run", job, what))
+
     def pending(self, branch: str, step: int) -> bool:
         with self._pending_lock:
             return (branch, step) in self._pending
@@ -130,6 +147,8 @@ class BackgroundWriter:
                     finally:
                         with self._pending_lock:
                             self._pending.discard((job.branch, job.step))
+                elif job[0] == "run":
+                    self._inline.run(job[1], job[2])
                 else:
                     _, branch, step, kind = job
                     self._inline.promote(branch, step, kind)

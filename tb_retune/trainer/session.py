@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,11 +47,14 @@ class Session:
         self.params = dict(params or {})
         self.steps = StepCounter(optimizer, int(getattr(model, "steps_per_execution", 1) or 1))
         self.state = TrainerState(self.logdir)
-        self.config_static: dict[str, Any] = {}
+        #: What does not change during the run (versions, host, git): see :meth:`environment`.
+        self._environment: dict[str, Any] | None = None
+        self._environment_lock = threading.Lock()
         #: What the watcher thread validates against: (hyperparameters, checkpoint steps).
         self.known: tuple[dict[str, Any], dict[str, list[int]]] = ({}, {})
         self.store = CheckpointStore(os.path.join(self.logdir, CHECKPOINTS_DIRNAME), options.keep_checkpoints)
-        self.records = NodeRecords(self.logdir, self.state, self.capture_config, self.report_error)
+        self.records = NodeRecords(self.logdir, self.state, self.capture_config, self.report_error,
+                                   environment=self.environment, drain=lambda: self.checkpoints.flush())
         self.schedule = Schedule(self.state)
         #: Each branch an HParams session of TensorBoard's hparams plugin (written when training leaves it).
         self.hparams = HParamsRecorder(self.logdir)
@@ -97,6 +101,12 @@ class Session:
             self.state.save(durable=durable)
         except OSError as e:  # a full disk: reported by the writes that matter
             logger.warning("retune: cannot save the trainer state %s: %s", self.state.path, e)
+
+    def later(self, job: Callable[[], None], what: str) -> None:
+        """Runs ``job`` off the training thread, in order with the checkpoints
+        submitted before and after it (on the writer's thread; at once when
+        checkpoints are written inline). A failure is reported, never raised."""
+        self.checkpoints.writer.run(job, what)
 
     def publish(self, *, durable: bool = False) -> None:
         """Saves the state, then writes the status derived from it."""
@@ -177,10 +187,27 @@ class Session:
             branch, node = self.state.branch, self.state.node
         return self.checkpoints.take(kind, branch, step, node)
 
-    def capture_config(self) -> dict[str, Any]:
+    def environment(self) -> dict[str, Any]:
+        """Versions, host, command and git commit, taken once per run by the
+        first thread that asks: the writer's thread at a fresh start (git
+        runs two subprocesses), the training thread only when a node opens
+        before that."""
         from tb_retune.trainer import recorder as _recorder
 
-        config = dict(self.config_static)
+        with self._environment_lock:
+            if self._environment is None:
+                try:
+                    self._environment = _recorder.environment()
+                except Exception as e:  # never fail a run for the recorder
+                    self._environment = {"error": str(e)}
+            return self._environment
+
+    def capture_config(self, *, environment: bool = True) -> dict[str, Any]:
+        """The configuration recorded with a node; ``environment=False`` leaves
+        out what :meth:`environment` takes (the caller adds it later)."""
+        from tb_retune.trainer import recorder as _recorder
+
+        config: dict[str, Any] = {"environment": self.environment()} if environment else {}
         try:
             config["optimizer"] = self.handle.full_config()
             config["model"] = _recorder.model_summary(self.model)

@@ -81,11 +81,16 @@ def fresh_start(s: Session, *, keep_errors: bool) -> None:
     with st.lock:
         st.lr_schedule = s.handle.schedule_config()
     s.plan_epochs("main", 0)
-    s.records.open_node(reason="root", parent=None, change={}, hps=hps, step=step)
+    # The root node is in force now; its environment (git: two subprocesses)
+    # and its record, then the state, then the step-0 checkpoint are written
+    # in that order on the writer's thread: a kill at any point leaves a state
+    # that a restart takes up (no checkpoint without the state that names it).
+    s.records.open_node(reason="root", parent=None, change={}, hps=hps, step=step,
+                        late=lambda job: s.later(job, "the root node's record"))
     s.records.hyperparameters(step, hps)
+    s.later(s.publish, "the trainer state")
     if not s.take_checkpoint("branch", step):
         s.checkpoints.deferred = "branch"  # a subclassed model: once its first step built it
-    s.publish()
 
 
 def prepare_resume(s: Session) -> bool:

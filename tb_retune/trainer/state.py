@@ -81,7 +81,9 @@ class TrainerState:
         """Writes the state atomically (raises OSError, e.g. on a full disk)."""
         with self._save_lock:  # the newest snapshot is the one written last
             data = self.to_dict()
-            _atomic.atomic_write_json(self.path, data, durable=durable, tmp_dir=self._tmp_dir)
+            # One line: the training thread saves it after each change, and
+            # an indented dump of the node records costs milliseconds.
+            _atomic.atomic_write_json(self.path, data, durable=durable, tmp_dir=self._tmp_dir, indent=None)
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
