@@ -12,11 +12,12 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from tb_retune._errors import CheckpointError
@@ -41,6 +42,8 @@ class CheckpointWriter(Protocol):
     def promote(self, branch: str, step: int, kind: str) -> None: ...
 
     def run(self, job: Callable[[], None], what: str) -> None: ...
+
+    def held(self) -> contextlib.AbstractContextManager[None]: ...
 
     def pending(self, branch: str, step: int) -> bool: ...
 
@@ -92,6 +95,9 @@ class InlineWriter:
     def pending(self, branch: str, step: int) -> bool:
         return False
 
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     def flush(self) -> None:
         pass
 
@@ -116,20 +122,47 @@ class BackgroundWriter:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._pending: set[tuple[str, int]] = set()
         self._pending_lock = threading.Lock()
+        self._held: list[Any] | None = None  # jobs held back on the training thread (see held)
         self._thread = threading.Thread(target=self._run, name="tb-retune-checkpoints", daemon=True)
         self._thread.start()
 
     def submit(self, snap: Snapshot) -> None:
         with self._pending_lock:
             self._pending.add((snap.branch, snap.step))
-        self._queue.put(snap)
+        self._put(snap)
 
     def promote(self, branch: str, step: int, kind: str) -> None:
-        self._queue.put(("promote", branch, step, kind))
+        self._put(("promote", branch, step, kind))
 
     def run(self, job: Callable[[], None], what: str) -> None:
         """Runs ``job`` on the writer's thread, after what was submitted before it."""
-        self._queue.put(("run", job, what))
+        self._put(("run", job, what))
+
+    def _put(self, job: Any) -> None:
+        if self._held is not None:
+            self._held.append(job)
+        else:
+            self._queue.put(job)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Jobs submitted in the block (by the thread that holds it) reach the
+        writer's thread when it ends, in order: the writer does not compete
+        for the GIL with the rest of a batch boundary's work (a snapshot is
+        taken at once; only its write waits). Not re-entrant."""
+        if self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        for job in held or ():
+            self._queue.put(job)
 
     def pending(self, branch: str, step: int) -> bool:
         with self._pending_lock:
@@ -159,7 +192,10 @@ class BackgroundWriter:
                 self._queue.task_done()
 
     def flush(self) -> None:
-        """Waits until everything submitted is written."""
+        """Waits until everything submitted is written (held jobs included)."""
+        if self._held is not None:
+            self._release()
+            self._held = []
         self._queue.join()
 
     def stop(self) -> None:

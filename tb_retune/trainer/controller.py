@@ -248,16 +248,7 @@ class RetuneController:
                 # gives its branch all the epochs it has left.
                 s.initial_epoch = s.fit_epoch = s.state.epoch
                 s.plan_epochs(s.state.branch, s.state.epoch)
-        # The first status and the heartbeat come after what the start handed
-        # to the writer's thread (a fresh start's root node and state), so the
-        # status never shows a run whose state is not on disk.
-        def first_status() -> None:
-            try:
-                s.status.write_now(durable=False)
-            finally:
-                s.status.start()
-
-        s.later(first_status, "the first status")
+        s.start_status_later()  # if the start has not (a fresh start does, before its first checkpoint)
         return retrace
 
     def watch_frame(self, thread_ident: int, frame: Any) -> None:

@@ -40,17 +40,21 @@ class NodeRecords:
             (``environment=False``: without the environment).
         on_error: Reports a problem to the person (status and log).
         environment: Returns the environment that a late record gets.
+        later: Runs a job off the training thread (in order with the
+            checkpoints): a late record, and the flush after a node record.
         drain: Waits until the late records handed over are written.
     """
 
     def __init__(self, logdir: str, state: TrainerState, config: Callable[..., dict[str, Any]],
                  on_error: Callable[[str], None], *, environment: Callable[[], dict[str, Any]] | None = None,
+                 later: Callable[[Callable[[], None], str], None] | None = None,
                  drain: Callable[[], None] | None = None) -> None:
         self.logdir = logdir
         self.state = state
         self._config = config
         self._on_error = on_error
         self._environment = environment
+        self._later = later
         self._drain = drain
         self._lock = threading.RLock()
         self._late = 0  # late records handed over and not written yet
@@ -132,13 +136,14 @@ class NodeRecords:
     # -- nodes -------------------------------------------------------------
     def open_node(self, *, reason: str, parent: str | None, change: Mapping[str, Any], hps: Mapping[str, Any],
                   step: int, request_id: str | None = None, restore: Mapping[str, Any] | None = None,
-                  extra: Mapping[str, Any] | None = None,
-                  late: Callable[[Callable[[], None]], None] | None = None) -> dict[str, Any]:
+                  extra: Mapping[str, Any] | None = None, late: bool = False) -> dict[str, Any]:
         """Opens a new node of the branch in force and writes its record.
 
-        ``late``: the node is in force now; its environment and the write
-        are the job that ``late`` is given (which runs it on another thread).
+        The record is handed to the event writer at once and flushed off the
+        training thread. ``late``: the node is in force now; its environment
+        and the write are a job off the training thread.
         """
+        late = late and self._later is not None
         branch = self._branch
         node = self.state.next_node_id(branch)
         record: dict[str, Any] = {
@@ -157,13 +162,15 @@ class NodeRecords:
             # is its value at the node's first step.
             "learning_rate_schedule": self.state.lr_schedule,
             "change": dict(change),
-            "config": self._config(environment=late is None),
+            "config": self._config(environment=not late),
         }
         if extra:
             record.update(extra)
         self.state.enter_node(record)
-        if late is None:
-            self.write_record(record)
+        if not late:
+            self.write_record(record, flush=self._later is None)
+            if self._later is not None:
+                self._later(self.flush, "flushing the event files")
             return record
         with self._lock:
             self._late += 1
@@ -178,13 +185,14 @@ class NodeRecords:
                 with self._lock:
                     self._late -= 1
 
-        late(complete_and_write)
+        assert self._later is not None
+        self._later(complete_and_write, "the root node's record")
         return record
 
-    def write_record(self, record: Mapping[str, Any] | None) -> None:
+    def write_record(self, record: Mapping[str, Any] | None, *, flush: bool = True) -> None:
         if not record:
             return
-        if not self._guard("node", lambda: self.writer.node(record)):  # type: ignore[union-attr]
+        if not self._guard("node", lambda: self.writer.node(record, flush=flush)):  # type: ignore[union-attr]
             self._unwritten.append(dict(record))
 
     # -- scalars -----------------------------------------------------------
