@@ -60,10 +60,10 @@ demo: deps
 	$(BIN)/python demo/run.py $(DEMO_ARGS)
 
 bench: deps chromium postgresql
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 bench-quick: deps chromium postgresql
-	$(BIN)/python benchmarks/run.py --quick --json bench.json
+	$(BIN)/python benchmarks/run.py --quick --json bench.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) frontend/node_modules build dist *.egg-info

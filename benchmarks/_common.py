@@ -17,6 +17,7 @@ import os
 import platform
 import pstats
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -171,3 +172,15 @@ def machine() -> dict[str, Any]:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def busy_core() -> Iterator[None]:
+    """Keeps one core busy for the block: a child process that spins (pure
+    Python, no I/O), as another job on the machine would. Killed on the way out."""
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        child.kill()
+        child.wait()

@@ -32,9 +32,10 @@ _SUBSECTIONS = ("plugin_rust",)
 
 #: key -> (comparison, bound). ``<=``/``<``: the value must not exceed the bound.
 TARGETS: dict[str, tuple[str, float]] = {
-    "overhead_vs_tensorboard_callback": ("<=", 1.02),
-    "overhead_vs_bare_fit": ("<=", 1.05),
-    "control_latency_ms_p99": ("<=", 50.0),
+    "overhead_vs_tensorboard_callback": ("<=", 1.0),
+    "overhead_vs_bare_fit": ("<=", 1.03),
+    "retune_fixed_ms_per_fit": ("<=", 15.0),
+    "control_latency_ms_p99": ("<=", 20.0),
     "checkpoint_vs_save_weights": ("<=", 1.2),
     "checkpoint_training_thread_vs_save_weights": ("<=", 0.3),
     "checkpoint_vs_save_weights_fsynced": ("<=", 1.0),
@@ -53,6 +54,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 PROFILE_OF = {
     "overhead_vs_tensorboard_callback": "fit.",
     "overhead_vs_bare_fit": "fit.",
+    "retune_fixed_ms_per_fit": "fit.",
     "control_latency_ms_p99": "latency.",
     "checkpoint_vs_save_weights": "checkpoint.profile_save",
     "checkpoint_vs_save_weights_fsynced": "checkpoint.profile_save",
@@ -68,8 +70,13 @@ PROFILE_OF = {
 
 #: The rows of the table: (key, what it is, unit).
 ROWS: list[tuple[str, str, str]] = [
-    ("overhead_vs_tensorboard_callback", "fit + RetuneCallback (ckpt each epoch) / fit + TensorBoard callback", "x"),
-    ("overhead_vs_bare_fit", "fit + RetuneCallback (no epoch ckpt) / bare fit", "x"),
+    ("overhead_vs_tensorboard_callback", "fit + RetuneCallback (ckpt each epoch) / fit + TensorBoard callback, "
+     "CPU time (direct)", "x"),
+    ("overhead_vs_tensorboard_cpu_pairs", "  the same, median of interleaved pairs, process CPU time", "x"),
+    ("overhead_vs_tensorboard_wall_pairs", "  the same, median of interleaved pairs, wall time", "x"),
+    ("overhead_vs_bare_fit", "fit + RetuneCallback (no epoch ckpt) / bare fit, CPU time (direct)", "x"),
+    ("overhead_vs_bare_fit_cpu_pairs", "  the same, median of interleaved pairs, process CPU time", "x"),
+    ("overhead_vs_bare_fit_wall_pairs", "  the same, median of interleaved pairs, wall time", "x"),
     ("overhead_vs_bare_fit_from_hooks", "  1 + time inside RetuneCallback's hooks / bare fit", "x"),
     ("retune_fixed_ms_per_fit", "  of which on_train_begin + on_train_end", "ms"),
     ("retune_ms_per_epoch", "  of which per epoch (scalars, status)", "ms"),
@@ -218,7 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile breakdowns")
     parser.add_argument("--tree-sizes", metavar="N,N", help="node counts of the big trees (default: 100,1000; "
                         "full mode adds 10000), e.g. --only plugin --tree-sizes 10000")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="keep one core busy with a spinning child process during the run (the busy machine "
+                             "that the stability targets are stated for)")
     args = parser.parse_args(argv)
+    if args.busy_core:
+        from benchmarks._common import busy_core
+
+        with busy_core():
+            return _main(parser, args)
+    return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
@@ -232,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = not args.no_profile
     result: dict[str, Any] = {"mode": "quick" if quick else "full", "details": {}, "profiles": {}}
     info = machine()
+    info["busy_core"] = bool(args.busy_core)
 
     def section(name: str, fn: Any) -> None:
         if name not in only and name not in _SUBSECTIONS:
@@ -253,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import bench_fit
 
         def fit() -> dict[str, Any]:
-            out = bench_fit.overhead(pairs=5 if quick else 15, nograph=not quick, profile=profile)
+            out = bench_fit.overhead(pairs=5 if quick else 15, nograph=not quick, profile=profile,
+                                     direct_runs=3 if quick else 5)
             d = out["details"]
             out["overhead_with_checkpoints_vs_bare"] = d["overhead_with_checkpoints_vs_bare"]
             if "overhead_vs_tensorboard_nograph" in d:
@@ -349,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"tb-retune benchmarks ({result['mode']}, {result['seconds']} s) on {info['nproc']} x {info['cpu']}, "
-          f"Python {info['python']}, TensorFlow {info.get('tensorflow')}, load {info.get('loadavg_at_start')}")
+          f"Python {info['python']}, TensorFlow {info.get('tensorflow')}, load {info.get('loadavg_at_start')}"
+          + (", one core kept busy (--busy-core)" if args.busy_core else ""))
     print()
     print(table(result))
     from benchmarks.bench_backends import table as backends_table

@@ -63,6 +63,33 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def fsync_paths(paths: list[str]) -> None:
+    """Makes files already written (and renamed into place) durable: each
+    file, then each of their folders once. Files gone since are passed over."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    for folder in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in paths):
+        fsync_dir(folder)
+
+
+def fsync_later(paths: list[str], *, name: str) -> threading.Thread:
+    """:func:`fsync_paths` on a thread of its own, which the interpreter waits
+    for at exit (not a daemon): the caller goes on, and the files are durable
+    before the process ends."""
+    thread = threading.Thread(target=fsync_paths, args=(list(paths),), name=name, daemon=False)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, *, durable: bool = True, prefix: str | None = None,
                 tmp_dir: str | None = None) -> Iterator[BinaryIO]:
@@ -99,12 +126,15 @@ def atomic_write_bytes(path: str, data: bytes, *, durable: bool = True, tmp_dir:
         f.write(data)
 
 
-def dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+def dumps(obj: Any, *, indent: int | None = 2) -> bytes:
+    """JSON for a file; ``indent=None`` is one line, written by json's C
+    encoder (several times faster than an indented dump)."""
+    return (json.dumps(obj, indent=indent, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
 
 
-def atomic_write_json(path: str, obj: Any, *, durable: bool = True, tmp_dir: str | None = None) -> None:
-    atomic_write_bytes(path, dumps(obj), durable=durable, tmp_dir=tmp_dir)
+def atomic_write_json(path: str, obj: Any, *, durable: bool = True, tmp_dir: str | None = None,
+                      indent: int | None = 2) -> None:
+    atomic_write_bytes(path, dumps(obj, indent=indent), durable=durable, tmp_dir=tmp_dir)
 
 
 def read_json(path: str, limit: int = MAX_JSON_BYTES) -> Any:
@@ -165,9 +195,10 @@ class TrainerLock:
                 f"({os.path.dirname(self.path)}); stop it first, or give this run "
                 "another logdir"
             ) from None
+        # The pid is for messages only (the flock is the lock, and the kernel
+        # drops it with the process): no fsync.
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode("ascii"))
-        os.fsync(fd)
         self._fd = fd
 
     def release(self) -> None:

@@ -20,7 +20,14 @@ from tb_retune.trainer.session import Session
 def run(s: Session, mailbox: RevisionMailbox[Any]) -> tuple[bool, bool]:
     """Applies what is due at the step read from the optimizer; returns
     ``(retrace, stop asked for)``. The batch about to run is counted
-    (``calls = 1``) once the step is re-read."""
+    (``calls = 1``) once the step is re-read. The checkpoints taken here are
+    copied at once and handed to the writer's thread at the end; the status
+    shows the boundary's changes once all of it is recorded."""
+    with s.state.commit_lock, s.checkpoints.writer.held():
+        return _run(s, mailbox)
+
+
+def _run(s: Session, mailbox: RevisionMailbox[Any]) -> tuple[bool, bool]:
     step = s.steps.sync()
     s.steps.calls = 1
     retrace, stop = False, False
@@ -57,6 +64,5 @@ def fire_schedule(s: Session, step: int) -> bool:
             retrace |= apply_change(s, values, reason="schedule")
         except ControlError as e:
             s.report_error(str(e))
-    s.save_state()
-    s.status.poke()
+    s.save_state_later()
     return retrace

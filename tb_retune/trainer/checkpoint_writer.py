@@ -1,7 +1,10 @@
 """How checkpoints become durable: on a thread of their own, or inline.
 
-The controller talks to one writer interface (``submit, promote, pending,
-flush, stop``) whichever is in use. A checkpoint is named by ``(branch,
+The controller talks to one writer interface (``submit, promote, run,
+pending, flush, stop``) whichever is in use. ``run`` hands the writer other
+work that must happen in order with the checkpoints but not on the training
+thread (a run's start: the root node's record, the first state save), so the
+order on disk is the order of submission. A checkpoint is named by ``(branch,
 step)``: a promotion or a restore resolves the file through the store under
 its lock when it runs, never through a path captured earlier on another
 thread.
@@ -9,11 +12,12 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from tb_retune._errors import CheckpointError
@@ -36,6 +40,10 @@ class CheckpointWriter(Protocol):
     def submit(self, snap: Snapshot) -> None: ...
 
     def promote(self, branch: str, step: int, kind: str) -> None: ...
+
+    def run(self, job: Callable[[], None], what: str) -> None: ...
+
+    def held(self) -> contextlib.AbstractContextManager[None]: ...
 
     def pending(self, branch: str, step: int) -> bool: ...
 
@@ -76,8 +84,19 @@ class InlineWriter:
         except (OSError, CheckpointError) as e:
             self._on_error(f"checkpoint at step {step}: {e}")
 
+    def run(self, job: Callable[[], None], what: str) -> None:
+        """Runs ``job`` now; a failure is reported (``what`` names it), never raised."""
+        try:
+            job()
+        except Exception as e:  # the job's own failure, never the end of fit
+            logger.exception("retune: %s failed", what)
+            self._on_error(f"{what}: {type(e).__name__}: {e}")
+
     def pending(self, branch: str, step: int) -> bool:
         return False
+
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def flush(self) -> None:
         pass
@@ -103,16 +122,47 @@ class BackgroundWriter:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._pending: set[tuple[str, int]] = set()
         self._pending_lock = threading.Lock()
+        self._held: list[Any] | None = None  # jobs held back on the training thread (see held)
         self._thread = threading.Thread(target=self._run, name="tb-retune-checkpoints", daemon=True)
         self._thread.start()
 
     def submit(self, snap: Snapshot) -> None:
         with self._pending_lock:
             self._pending.add((snap.branch, snap.step))
-        self._queue.put(snap)
+        self._put(snap)
 
     def promote(self, branch: str, step: int, kind: str) -> None:
-        self._queue.put(("promote", branch, step, kind))
+        self._put(("promote", branch, step, kind))
+
+    def run(self, job: Callable[[], None], what: str) -> None:
+        """Runs ``job`` on the writer's thread, after what was submitted before it."""
+        self._put(("run", job, what))
+
+    def _put(self, job: Any) -> None:
+        if self._held is not None:
+            self._held.append(job)
+        else:
+            self._queue.put(job)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Jobs submitted in the block (by the thread that holds it) reach the
+        writer's thread when it ends, in order: the writer does not compete
+        for the GIL with the rest of a batch boundary's work (a snapshot is
+        taken at once; only its write waits). Not re-entrant."""
+        if self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        for job in held or ():
+            self._queue.put(job)
 
     def pending(self, branch: str, step: int) -> bool:
         with self._pending_lock:
@@ -130,6 +180,8 @@ class BackgroundWriter:
                     finally:
                         with self._pending_lock:
                             self._pending.discard((job.branch, job.step))
+                elif job[0] == "run":
+                    self._inline.run(job[1], job[2])
                 else:
                     _, branch, step, kind = job
                     self._inline.promote(branch, step, kind)
@@ -140,7 +192,10 @@ class BackgroundWriter:
                 self._queue.task_done()
 
     def flush(self) -> None:
-        """Waits until everything submitted is written."""
+        """Waits until everything submitted is written (held jobs included)."""
+        if self._held is not None:
+            self._release()
+            self._held = []
         self._queue.join()
 
     def stop(self) -> None:

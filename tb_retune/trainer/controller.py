@@ -248,12 +248,6 @@ class RetuneController:
         if cluster is not None:
             cluster.join(s, self.logdir)
         build_optimizer_if_possible(model, optimizer)
-        from tb_retune.trainer import recorder as _recorder
-
-        try:
-            s.config_static = {"environment": _recorder.environment()}
-        except Exception as e:  # never fail a run for the recorder
-            s.config_static = {"environment": {"error": str(e)}}
         if continuation.continues(previous, model, optimizer):
             retrace = continuation.continue_run(s)  # a second fit in this process
         else:
@@ -261,16 +255,17 @@ class RetuneController:
         search_host.attach(s, self.evaluation_data)
         s.started = True
         s.publish_known()
-        s.status.start()
         initial = None
         if cluster is None or cluster.leader:
             self.watcher = ControlWatcher(self.control_path, self._on_revision,
-                                          debounce_s=self.options.debounce_s, polling=self.options.polling)
+                                          debounce_s=self.options.debounce_s, polling=self.options.polling,
+                                          on_kind=lambda kind: setattr(s, "watcher_kind", kind))
             # What the file holds at the start is in force from the first step:
-            # read it here, once, then let the watcher report later saves.
-            self.watcher.start(initial=False)
-            s.watcher_kind = self.watcher.kind
+            # read it here, once; the watcher sets up its observer on its own
+            # thread, reads again, and reports what differs and later saves.
             initial = self.watcher.read_now()
+            self.watcher.start(background=True)
+            s.watcher_kind = self.watcher.kind
         if cluster is not None:
             initial = cluster.broadcast_bytes(initial)
         if initial is not None:
@@ -282,7 +277,7 @@ class RetuneController:
                 # gives its branch all the epochs it has left.
                 s.initial_epoch = s.fit_epoch = s.state.epoch
                 s.plan_epochs(s.state.branch, s.state.epoch)
-        s.status.write_now(durable=False)
+        s.start_status_later()  # if the start has not (a fresh start does, before its first checkpoint)
         return retrace
 
     def _start_worker(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None,
@@ -298,17 +293,10 @@ class RetuneController:
                                    own_folder=spec.folder, status_name=worker.STATUS_FILENAME)
         s.mailbox = self.mailbox
         build_optimizer_if_possible(model, optimizer)
-        from tb_retune.trainer import recorder as _recorder
-
-        try:
-            s.config_static = {"environment": _recorder.environment()}
-        except Exception as e:  # never fail a run for the recorder
-            s.config_static = {"environment": {"error": str(e)}}
         worker.start(s, spec, self.evaluation_data)
         s.started = True
         s.publish_known()
-        s.status.start()
-        s.status.write_now(durable=False)
+        s.start_status_later()
         return False
 
     def watch_frame(self, thread_ident: int, frame: Any) -> None:
@@ -330,18 +318,27 @@ class RetuneController:
         """Interpreter exit while the run is open: a crash, Ctrl-C, or an exit from inside fit."""
         if not self._begun:
             return
+        # At exit no thread is waited for: the last files are fsynced here.
         if isinstance(error, KeyboardInterrupt):
-            self.end("stopped")
+            self._end("stopped", None, sync_now=True)
         else:
-            self.end("failed", describe_exception(error) or "the process exited while training was running")
+            self._end("failed", describe_exception(error) or "the process exited while training was running",
+                      sync_now=True)
 
     def end(self, state: str = "finished", error: str | None = None) -> None:
         """Takes a final checkpoint, stops the threads and closes the files.
+
+        The final checkpoint is durable and the last status and state are
+        written when this returns; their fsync runs on a thread that the
+        interpreter waits for at exit.
 
         Args:
             state: ``finished``, ``stopped`` or ``failed``.
             error: For ``failed``: what happened, shown in the status.
         """
+        self._end(state, error, sync_now=False)
+
+    def _end(self, state: str, error: str | None, *, sync_now: bool) -> None:
         with self._end_lock:
             if not self._begun:
                 return
@@ -350,8 +347,6 @@ class RetuneController:
         self._crash.remove()
         s = self.session
         try:
-            if self.watcher is not None:
-                self.watcher.stop()
             if s is not None:
                 # First what ended, so a failure below (a dead peer, a full disk) cannot hide it.
                 s.status.update(state=state, error=error)
@@ -370,9 +365,11 @@ class RetuneController:
                 step = s.steps.sync()
                 s.checkpoints.final(s.state.branch, step, s.state.node)
         finally:
-            self._close_resources()
+            self._close_resources(sync_now=sync_now)
 
-    def _close_resources(self) -> None:
+    def _close_resources(self, *, sync_now: bool = True) -> None:
+        # The watcher stops (milliseconds in inotify) while the writer's
+        # thread writes the final checkpoint.
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
@@ -384,7 +381,9 @@ class RetuneController:
             finally:
                 s.status.stop()
                 if s.started:  # a refused start leaves the folder as it was
-                    s.publish(durable=True)
+                    s.publish(durable=sync_now)
+                    if not sync_now:
+                        _atomic.fsync_later([s.state.path, s.status.path], name="tb-retune-sync")
                 s.records.close()
         if self._lock is not None:
             self._lock.release()
@@ -520,4 +519,4 @@ class RetuneController:
 
 
 #: The names of our threads (tests look for leaked ones).
-THREAD_NAMES = ("tb-retune-control", "tb-retune-status", "tb-retune-checkpoints")
+THREAD_NAMES = ("tb-retune-control", "tb-retune-status", "tb-retune-checkpoints", "tb-retune-sync")

@@ -48,6 +48,11 @@ def record(s: Session, set_by: SetBy, step: int | None = None) -> bool:
     old, new = changed_values(s)
     if not new:
         return False
+    with s.state.commit_lock:  # the status shows the change once it is recorded whole
+        return _record(s, set_by, step, old, new)
+
+
+def _record(s: Session, set_by: SetBy, step: int | None, old: dict[str, Any], new: dict[str, Any]) -> bool:
     step = s.steps.sync() if step is None else step
     if callable(set_by):
         set_by = set_by(sorted(new))

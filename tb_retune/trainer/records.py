@@ -5,12 +5,18 @@ writer, opens the nodes (ids from the trainer state), writes the scalars of
 metrics and hyperparameters, and survives a writer that fails (a full disk):
 the error is reported, node records not written are kept and written again
 once the writer can be reopened.
+
+A node may be opened *late* (a fresh start's root): it is in force at once,
+and its record is completed (the environment, whose git commit takes two
+subprocesses) and written by the writer's thread. Writes are serialised by one
+lock, and opening another branch's run or closing waits for a late record.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,16 +36,28 @@ class NodeRecords:
     Args:
         logdir: The experiment folder.
         state: The trainer state (node ids, the node in force).
-        config: Returns the configuration captured with each node.
+        config: Returns the configuration captured with each node
+            (``environment=False``: without the environment).
         on_error: Reports a problem to the person (status and log).
+        environment: Returns the environment that a late record gets.
+        later: Runs a job off the training thread (in order with the
+            checkpoints): a late record, and the flush after a node record.
+        drain: Waits until the late records handed over are written.
     """
 
-    def __init__(self, logdir: str, state: TrainerState, config: Callable[[], dict[str, Any]],
-                 on_error: Callable[[str], None]) -> None:
+    def __init__(self, logdir: str, state: TrainerState, config: Callable[..., dict[str, Any]],
+                 on_error: Callable[[str], None], *, environment: Callable[[], dict[str, Any]] | None = None,
+                 later: Callable[[Callable[[], None], str], None] | None = None,
+                 drain: Callable[[], None] | None = None) -> None:
         self.logdir = logdir
         self.state = state
         self._config = config
         self._on_error = on_error
+        self._environment = environment
+        self._later = later
+        self._drain = drain
+        self._lock = threading.RLock()
+        self._late = 0  # late records handed over and not written yet
         self.writer: BranchWriter | None = None
         self._branch = ""
         self._failed_at: float | None = None
@@ -55,10 +73,11 @@ class NodeRecords:
         epoch's scalars logged with the checkpoint it resumes from).
         """
         self.close()
-        self._branch = branch
-        self._start_step = step
-        self.reset_scalars()
-        self._guard("open", lambda: self._open(step, session_start=True, keep_start_step=keep_start_step))
+        with self._lock:
+            self._branch = branch
+            self._start_step = step
+            self.reset_scalars()
+            self._guard("open", lambda: self._open(step, session_start=True, keep_start_step=keep_start_step))
 
     def _open(self, step: int, *, session_start: bool, keep_start_step: bool = False) -> None:
         # Only a run's (re)start writes TensorBoard's SessionLog.START: written
@@ -67,15 +86,26 @@ class NodeRecords:
                                    session_start=session_start, keep_start_step=keep_start_step)
 
     def close(self) -> None:
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            try:
-                writer.close()
-            except Exception as e:  # a failed writer fails again on close
-                logger.debug("retune: closing the event writer: %s", e)
+        self.wait_late()
+        with self._lock:
+            if self.writer is not None:
+                writer, self.writer = self.writer, None
+                try:
+                    writer.close()
+                except Exception as e:  # a failed writer fails again on close
+                    logger.debug("retune: closing the event writer: %s", e)
+
+    def wait_late(self) -> None:
+        """Returns once the late records are written (they go to this branch's run)."""
+        if self._late and self._drain is not None:
+            self._drain()
 
     def _guard(self, what: str, op: Callable[[], None]) -> bool:
         """Runs a writer operation; reports a failure once and keeps training."""
+        with self._lock:
+            return self._guard_locked(what, op)
+
+    def _guard_locked(self, what: str, op: Callable[[], None]) -> bool:
         if self.writer is None and what != "open":
             if self._failed_at is None or time.monotonic() - self._failed_at < REOPEN_AFTER_S:
                 return False
@@ -106,8 +136,14 @@ class NodeRecords:
     # -- nodes -------------------------------------------------------------
     def open_node(self, *, reason: str, parent: str | None, change: Mapping[str, Any], hps: Mapping[str, Any],
                   step: int, request_id: str | None = None, restore: Mapping[str, Any] | None = None,
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Opens a new node of the branch in force and writes its record."""
+                  extra: Mapping[str, Any] | None = None, late: bool = False) -> dict[str, Any]:
+        """Opens a new node of the branch in force and writes its record.
+
+        The record is handed to the event writer at once and flushed off the
+        training thread. ``late``: the node is in force now; its environment
+        and the write are a job off the training thread.
+        """
+        late = late and self._later is not None
         branch = self._branch
         node = self.state.next_node_id(branch)
         record: dict[str, Any] = {
@@ -126,18 +162,37 @@ class NodeRecords:
             # is its value at the node's first step.
             "learning_rate_schedule": self.state.lr_schedule,
             "change": dict(change),
-            "config": self._config(),
+            "config": self._config(environment=not late),
         }
         if extra:
             record.update(extra)
         self.state.enter_node(record)
-        self.write_record(record)
+        if not late:
+            self.write_record(record, flush=self._later is None)
+            if self._later is not None:
+                self._later(self.flush, "flushing the event files")
+            return record
+        with self._lock:
+            self._late += 1
+
+        def complete_and_write() -> None:
+            try:
+                environment = self._environment() if self._environment is not None else {}
+                with self.state.lock:  # the state's copy (saved, re-emitted at a resume) gets it too
+                    record["config"] = {"environment": environment, **record["config"]}
+                self.write_record(record)
+            finally:
+                with self._lock:
+                    self._late -= 1
+
+        assert self._later is not None
+        self._later(complete_and_write, "the root node's record")
         return record
 
-    def write_record(self, record: Mapping[str, Any] | None) -> None:
+    def write_record(self, record: Mapping[str, Any] | None, *, flush: bool = True) -> None:
         if not record:
             return
-        if not self._guard("node", lambda: self.writer.node(record)):  # type: ignore[union-attr]
+        if not self._guard("node", lambda: self.writer.node(record, flush=flush)):  # type: ignore[union-attr]
             self._unwritten.append(dict(record))
 
     # -- scalars -----------------------------------------------------------

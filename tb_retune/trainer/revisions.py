@@ -195,8 +195,7 @@ def take(s: Session, incoming: Incoming) -> tuple[bool, bool]:
     if restored:
         s.publish(durable=True)  # a restore id is carried out exactly once
     else:
-        s.save_state()
-        s.status.poke()  # the heartbeat thread writes the status
+        s.save_state_later()  # the status thread saves the state, then writes the status
     return retrace, stop
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -52,23 +53,29 @@ class Session:
         self.params = dict(params or {})
         self.steps = StepCounter(optimizer, int(getattr(model, "steps_per_execution", 1) or 1))
         self.state = TrainerState(self.own_folder)
-        self.config_static: dict[str, Any] = {}
+        #: What does not change during the run (versions, host, git): see :meth:`environment`.
+        self._environment: dict[str, Any] | None = None
+        self._environment_lock = threading.Lock()
         #: What the watcher thread validates against: (hyperparameters, checkpoint steps).
         self.known: tuple[dict[str, Any], dict[str, list[int]]] = ({}, {})
         self.store = CheckpointStore(os.path.join(self.logdir, CHECKPOINTS_DIRNAME), options.keep_checkpoints)
-        self.records = NodeRecords(self.logdir, self.state, self.capture_config, self.report_error)
+        self.records = NodeRecords(self.logdir, self.state, self.capture_config, self.report_error,
+                                   environment=self.environment, later=self.later,
+                                   drain=lambda: self.checkpoints.flush())
         self.schedule = Schedule(self.state)
         #: Each branch an HParams session of TensorBoard's hparams plugin (written when training leaves it).
         self.hparams = HParamsRecorder(self.logdir)
         self.checkpoints = CheckpointPolicy(
             self.store, model, optimizer, background=options.background_checkpoints,
             every_epochs=options.checkpoint_every_epochs, every_steps=options.checkpoint_every_steps,
-            meta=self.checkpoint_meta, before_write=self.records.flush,
+            meta=self.checkpoint_meta, before_write=self._flush_records_first,
             on_written=self.on_checkpoint_written, on_error=self.report_error,
         )
         self.status = StatusFile(os.path.join(self.own_folder, status_name), self._base_status(),
-                                 heartbeat_s=options.heartbeat_s, refresh=self.refresh_status, tick=tick)
+                                 heartbeat_s=options.heartbeat_s, refresh=self.refresh_status,
+                                 prepare=self.prepare_status, guard=self.state.commit_lock, tick=tick)
         self.watcher_kind: str | None = None
+        self._status_started = False
         #: Set once the start went through (until then nothing is published).
         self.started = False
         #: A resume that waits for the model to be built by its first step.
@@ -95,9 +102,20 @@ class Session:
                 "experiment": self.logdir, "step": 0, "checkpoints": {}, "checkpoint_nodes": {},
                 "watcher": None, "error": None}
 
-    def refresh_status(self, data: dict[str, Any]) -> None:
+    def prepare_status(self) -> dict[str, Any]:
+        """Before each status write: saves the state if it changed and returns
+        its public view as saved, so the status never shows what a restart
+        would not find. A change on the training thread only pokes the status
+        (:meth:`save_state_later`); this thread saves it."""
+        try:
+            return self.state.save_for_status()
+        except OSError as e:  # a full disk: the status still shows the error
+            logger.warning("retune: cannot save the trainer state %s: %s", self.state.path, e)
+            return self.state.public()
+
+    def refresh_status(self, data: dict[str, Any], public: dict[str, Any] | None = None) -> None:
         """Derives the public status from the state (under the status lock)."""
-        data.update(self.state.public())
+        data.update(public if public is not None else self.state.public())
         data["step"] = self.steps.current()
         data["watcher"] = self.watcher_kind
         data["checkpoints"] = self.store.steps()
@@ -115,6 +133,40 @@ class Session:
             self.state.save(durable=durable)
         except OSError as e:  # a full disk: reported by the writes that matter
             logger.warning("retune: cannot save the trainer state %s: %s", self.state.path, e)
+
+    def _flush_records_first(self) -> None:
+        """Before a checkpoint: the points logged before it are flushed before
+        it is written (on the writer's thread, in that order), so they survive
+        a crash after it."""
+        self.later(self.records.flush, "flushing the event files")
+
+    def save_state_later(self) -> None:
+        """The state changed: the status thread saves it, then writes the
+        status that shows it (the training thread does no file I/O)."""
+        self.status.poke()
+
+    def start_status_later(self) -> None:
+        """Starts the status thread (which writes the first status at once)
+        after the jobs handed to the writer's thread so far, e.g. a fresh
+        start's root node and state: the status never shows a run whose state
+        is not on disk. Once per run. (The writer's thread never writes the
+        status itself: the training thread may wait for that thread while it
+        holds the state's commit lock, which a status write takes.)"""
+        if self._status_started:
+            return
+        self._status_started = True
+
+        def start() -> None:
+            self.status.poke()
+            self.status.start()
+
+        self.later(start, "starting the status heartbeat")
+
+    def later(self, job: Callable[[], None], what: str) -> None:
+        """Runs ``job`` off the training thread, in order with the checkpoints
+        submitted before and after it (on the writer's thread; at once when
+        checkpoints are written inline). A failure is reported, never raised."""
+        self.checkpoints.writer.run(job, what)
 
     def publish(self, *, durable: bool = False) -> None:
         """Saves the state, then writes the status derived from it."""
@@ -220,10 +272,27 @@ class Session:
             branch, node = self.state.branch, self.state.node
         return self.checkpoints.take(kind, branch, step, node)
 
-    def capture_config(self) -> dict[str, Any]:
+    def environment(self) -> dict[str, Any]:
+        """Versions, host, command and git commit, taken once per run by the
+        first thread that asks: the writer's thread at a fresh start (git
+        runs two subprocesses), the training thread only when a node opens
+        before that."""
         from tb_retune.trainer import recorder as _recorder
 
-        config = dict(self.config_static)
+        with self._environment_lock:
+            if self._environment is None:
+                try:
+                    self._environment = _recorder.environment()
+                except Exception as e:  # never fail a run for the recorder
+                    self._environment = {"error": str(e)}
+            return self._environment
+
+    def capture_config(self, *, environment: bool = True) -> dict[str, Any]:
+        """The configuration recorded with a node; ``environment=False`` leaves
+        out what :meth:`environment` takes (the caller adds it later)."""
+        from tb_retune.trainer import recorder as _recorder
+
+        config: dict[str, Any] = {"environment": self.environment()} if environment else {}
         try:
             config["optimizer"] = self.handle.full_config()
             config["model"] = _recorder.model_summary(self.model)

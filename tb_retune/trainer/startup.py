@@ -70,7 +70,7 @@ def fresh_start(s: Session, *, keep_errors: bool) -> None:
     fresh = type(st)(s.logdir)
     with st.lock:
         for key, value in vars(fresh).items():
-            if key not in ("lock", "_save_lock", "path", "_tmp_dir"):
+            if key not in ("lock", "commit_lock", "_save_lock", "path", "_tmp_dir", "_saved"):
                 setattr(st, key, value)
         st.errors = errors
         step = s.steps.sync()
@@ -81,11 +81,16 @@ def fresh_start(s: Session, *, keep_errors: bool) -> None:
     with st.lock:
         st.lr_schedule = s.handle.schedule_config()
     s.plan_epochs("main", 0)
-    s.records.open_node(reason="root", parent=None, change={}, hps=hps, step=step)
+    # The root node is in force now; its environment (git: two subprocesses)
+    # and its record, then the state, then the step-0 checkpoint are written
+    # in that order on the writer's thread: a kill at any point leaves a state
+    # that a restart takes up (no checkpoint without the state that names it).
+    s.records.open_node(reason="root", parent=None, change={}, hps=hps, step=step, late=True)
     s.records.hyperparameters(step, hps)
+    s.later(s.save_state, "the trainer state")
+    s.start_status_later()  # the first status after the state, before the checkpoint
     if not s.take_checkpoint("branch", step):
         s.checkpoints.deferred = "branch"  # a subclassed model: once its first step built it
-    s.publish()
 
 
 def prepare_resume(s: Session) -> bool:

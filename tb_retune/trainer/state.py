@@ -46,7 +46,13 @@ class TrainerState:
         self.path = os.path.join(folder, STATE_FILENAME)
         self._tmp_dir = os.path.join(folder, ".retune-tmp")
         self.lock = threading.RLock()
+        #: Held by the training thread over a change it records in several
+        #: steps (a batch boundary's work); the status thread waits for it
+        #: before it saves the state and writes the status, so neither ever
+        #: shows a change half-recorded (the new value without its entry).
+        self.commit_lock = threading.RLock()
         self._save_lock = threading.Lock()
+        self._saved = b""  # the bytes last written
         self.branch = "main"
         self.node = ""
         self.node_start = 0
@@ -80,8 +86,25 @@ class TrainerState:
     def save(self, *, durable: bool = True) -> None:
         """Writes the state atomically (raises OSError, e.g. on a full disk)."""
         with self._save_lock:  # the newest snapshot is the one written last
-            data = self.to_dict()
-            _atomic.atomic_write_json(self.path, data, durable=durable, tmp_dir=self._tmp_dir)
+            self._write(_atomic.dumps(self.to_dict(), indent=None), durable=durable)
+
+    def save_for_status(self) -> dict[str, Any]:
+        """Saves the state if it changed since it was last saved, and returns
+        :meth:`public` as of that same moment: a status derived from it shows
+        nothing that a restarted trainer would not find (raises OSError)."""
+        with self._save_lock:
+            with self.lock:
+                data, public = self.to_dict(), self.public()
+            raw = _atomic.dumps(data, indent=None)
+            if raw != self._saved:
+                self._write(raw, durable=False)
+            return public
+
+    def _write(self, raw: bytes, *, durable: bool) -> None:
+        # One line, by json's C encoder: an indented dump of the node records
+        # costs milliseconds.
+        _atomic.atomic_write_bytes(self.path, raw, durable=durable, tmp_dir=self._tmp_dir)
+        self._saved = raw
 
     def exists(self) -> bool:
         return os.path.exists(self.path)

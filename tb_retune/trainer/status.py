@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import logging
 import os
 import threading
@@ -23,12 +23,16 @@ class StatusFile:
 
     The training thread changes the dict under :attr:`lock` (cheap); the
     heartbeat thread writes a snapshot every ``heartbeat_s`` seconds, and at
-    once after :meth:`poke`. :meth:`write_now` writes synchronously, for the
+    once after :meth:`poke`. ``prepare`` runs before each write, and what it
+    returns is handed to ``refresh``, which fills the dict; ``guard`` (a
+    re-entrant lock) is held over both. :meth:`write_now` writes synchronously, for the
     records a restarted trainer relies on (applied restores, new nodes).
     """
 
     def __init__(self, path: str, data: dict[str, Any], *, heartbeat_s: float = 2.0,
-                 refresh: Callable[[dict[str, Any]], None] | None = None,
+                 refresh: Callable[[dict[str, Any], Any], None] | None = None,
+                 prepare: Callable[[], Any] | None = None,
+                 guard: contextlib.AbstractContextManager[Any] | None = None,
                  tick: Callable[[], None] | None = None) -> None:
         self.path = path
         self.data = data
@@ -36,6 +40,8 @@ class StatusFile:
         self._write_lock = threading.Lock()
         self._heartbeat_s = heartbeat_s
         self._refresh = refresh
+        self._prepare = prepare
+        self._guard = guard if guard is not None else contextlib.nullcontext()
         self._tick = tick
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,17 +82,25 @@ class StatusFile:
             del items[:-MAX_LIST]
 
     def write_now(self, *, durable: bool = True) -> None:
-        with self._write_lock:
+        with self._guard, self._write_lock:  # the guard first, on every thread
+            # Before each write, outside the lock that the training thread
+            # takes: ``prepare`` (the session saves the trainer state there),
+            # whose result ``refresh`` derives the status from.
+            prepared = self._prepare() if self._prepare is not None else None
             with self.lock:
                 if self._refresh is not None:
-                    self._refresh(self.data)
+                    self._refresh(self.data, prepared)
                 self.data["heartbeat"] = time.time()
-                snapshot = copy.deepcopy(self.data)
+                # One line, by json's C encoder, under the lock (it is the
+                # snapshot): this thread holds the GIL for a fraction of a
+                # millisecond, where an indented dump of a copy held it for
+                # milliseconds while the training thread waited for it.
+                raw = _atomic.dumps(self.data, indent=None)
             # The temporary file lives in a sub-folder: the control-file
             # watcher watches the experiment folder, and a rename from inside
             # it makes watchdog hold its events while it pairs the move.
             tmp_dir = os.path.join(os.path.dirname(self.path), ".retune-tmp")
-            _atomic.atomic_write_json(self.path, snapshot, durable=durable, tmp_dir=tmp_dir)
+            _atomic.atomic_write_bytes(self.path, raw, durable=durable, tmp_dir=tmp_dir)
 
     def stop(self) -> None:
         self._stop.set()

@@ -136,10 +136,12 @@ class BranchWriter:
         """Writes a ready-made summary (the HParams session of trainer.hparams)."""
         self._add(event_pb2.Event(summary=pb), step)
 
-    def node(self, record: Mapping[str, Any]) -> None:
-        """Writes a node record and flushes, so the tree survives a crash."""
+    def node(self, record: Mapping[str, Any], *, flush: bool = True) -> None:
+        """Writes a node record and flushes, so the tree survives a crash
+        (``flush=False``: the caller flushes, e.g. from another thread)."""
         self._add(event_pb2.Event(summary=metadata.node_pb(record)), int(record["step"]))
-        self._writer.flush()
+        if flush:
+            self._writer.flush()
 
     def notes(self, records: Sequence[Mapping[str, Any]], step: int) -> None:
         """Writes note records (``metadata.note_record``) at ``step`` and flushes."""

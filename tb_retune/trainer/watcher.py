@@ -66,6 +66,8 @@ class ControlWatcher:
         polling: Use watchdog's polling observer (for filesystems without
             inotify, e.g. some network mounts).
         poll_interval_s: The polling observer's interval.
+        on_kind: Called with ``"polling"`` when inotify is unavailable and
+            the watcher falls back to polling after a background start.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class ControlWatcher:
         polling: bool = False,
         poll_interval_s: float = 0.5,
         max_bytes: int = MAX_CONTROL_BYTES,
+        on_kind: Callable[[str], None] | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self._on_revision = on_revision
@@ -88,35 +91,54 @@ class ControlWatcher:
         self._complete = threading.Event()
         self._stopping = threading.Event()
         self._observer: BaseObserver | None = None
+        self._observer_lock = threading.Lock()
+        self._on_kind = on_kind
         self._thread: threading.Thread | None = None
         self._last: bytes | None = None
         self.kind = "polling" if polling else "native"
 
-    def start(self, *, initial: bool = True) -> None:
-        folder = os.path.dirname(self.path)
-        os.makedirs(folder, exist_ok=True)
-        handler = _Handler(self.path, self._poke)
-        observer: BaseObserver
-        if self._polling:
-            observer = PollingObserver(timeout=self._poll_interval_s)
-        else:
-            observer = Observer()
-        try:
-            observer.schedule(handler, folder, recursive=False)
-            observer.start()
-        except OSError as e:
-            if self._polling:
-                raise
-            logger.warning("retune: file events unavailable (%s); polling %s instead", e, folder)
-            observer = PollingObserver(timeout=self._poll_interval_s)
-            observer.schedule(handler, folder, recursive=False)
-            observer.start()
-            self.kind = "polling"
-        self._observer = observer
-        self._thread = threading.Thread(target=self._run, name="tb-retune-control", daemon=True)
+    def start(self, *, initial: bool = True, background: bool = False) -> None:
+        """Starts watching.
+
+        ``initial``: read the file once watching, and hand it over if it
+        differs from what :meth:`read_now` read. ``background``: set up the
+        observer (inotify's set-up takes milliseconds) on the watcher's own
+        thread, then read the file (``initial`` is implied): a save made
+        before the observer watched is handed over all the same.
+        """
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if not background:
+            self._start_observer()
+        self._thread = threading.Thread(target=self._run, args=(background,), name="tb-retune-control", daemon=True)
         self._thread.start()
-        if initial:
+        if initial and not background:
             self._wake.set()
+
+    def _start_observer(self) -> None:
+        folder = os.path.dirname(self.path)
+        handler = _Handler(self.path, self._poke)
+        with self._observer_lock:
+            if self._stopping.is_set():
+                return
+            observer: BaseObserver
+            if self._polling:
+                observer = PollingObserver(timeout=self._poll_interval_s)
+            else:
+                observer = Observer()
+            try:
+                observer.schedule(handler, folder, recursive=False)
+                observer.start()
+            except OSError as e:
+                if self._polling:
+                    raise
+                logger.warning("retune: file events unavailable (%s); polling %s instead", e, folder)
+                observer = PollingObserver(timeout=self._poll_interval_s)
+                observer.schedule(handler, folder, recursive=False)
+                observer.start()
+                self.kind = "polling"
+                if self._on_kind is not None:
+                    self._on_kind(self.kind)
+            self._observer = observer
 
     def _poke(self, complete: bool) -> None:
         if complete:
@@ -143,7 +165,14 @@ class ControlWatcher:
             logger.warning("retune: cannot read %s: %s", self.path, e)
             return safe_read.ReadFailure(str(e))
 
-    def _run(self) -> None:
+    def _run(self, start_observer: bool = False) -> None:
+        if start_observer:
+            try:
+                self._start_observer()
+            except OSError as e:
+                logger.error("retune: cannot watch %s: %s; changes to it are not seen", self.path, e)
+                return
+            self._wake.set()  # what was saved before the observer watched
         while not self._stopping.is_set():
             self._wake.wait()
             if self._stopping.is_set():
@@ -170,10 +199,11 @@ class ControlWatcher:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
-        if self._thread is not None:
+        if self._thread is not None:  # first: it may be starting the observer
             self._thread.join(timeout=5)
             self._thread = None
+        with self._observer_lock:
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout=5)

@@ -113,7 +113,14 @@ def start(s: Session, spec: spec_mod.WorkerSpec, evaluation: Any) -> None:
 
 
 def boundary(s: Session) -> tuple[bool, bool]:
-    """A worker's batch boundary: returns ``(retrace, stop)``."""
+    """A worker's batch boundary: returns ``(retrace, stop)``. As the
+    trainer's (``boundary.run``): the status shows the boundary's work once
+    it is recorded whole, and its checkpoint writes start when it is done."""
+    with s.state.commit_lock, s.checkpoints.writer.held():
+        return _boundary(s)
+
+
+def _boundary(s: Session) -> tuple[bool, bool]:
     worker, host = s.search_worker, s.search_host
     if s.worker_leave is not None or worker is None or host is None:
         return False, True
@@ -137,7 +144,7 @@ def boundary(s: Session) -> tuple[bool, bool]:
     if host.restored:
         s.steps.calls = 1
         step = s.steps.known
-        s.publish(durable=True)
+        s.status.poke()  # a worker is never resumed: its status shows the new trial soon
     if action.leave is not None:
         s.worker_leave = (action.leave.reason, action.leave.message)
         s.log(f"retune: {action.leave.message}; this worker ends fit")
