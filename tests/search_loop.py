@@ -172,7 +172,11 @@ class LoopHost:
     def restore(self, branch: str, step: int, hyperparameters: Mapping[str, Any], new_branch_name: str,
                 node_record_extra: Mapping[str, Any]) -> str:
         self.save()  # the state left behind stays restorable, as the controller keeps it
-        ckpt = self.checkpoints[(branch, step)]
+        ckpt = self.checkpoints.get((branch, step))
+        if ckpt is None:
+            from tb_retune._errors import CheckpointError
+
+            raise CheckpointError(f"branch {branch!r} has no checkpoint at step {step}")
         self.w, self.v, self.step = ckpt.w.copy(), ckpt.v.copy(), ckpt.step
         self.hps = {k: hyperparameters.get(k, v) for k, v in self.hps.items()}
         name, n = new_branch_name, 2

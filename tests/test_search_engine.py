@@ -376,3 +376,24 @@ def test_trials_of_another_process_are_left_to_it_and_waited_for(tmp_path: Any) 
     # That worker recorded no end state: training goes on from the source, with the best settings.
     assert entry["outcome"]["from"] == {"branch": "main", "step": SOURCE_STEP} and host.errors == []
     assert host.hps["learning_rate"] == entry["best"]["hyperparameters"]["learning_rate"]
+
+
+def test_a_best_trial_whose_end_state_is_lost_goes_on_from_the_source_with_its_settings(tmp_path: Any) -> None:
+    from tb_retune._errors import CheckpointError
+
+    host = started_host()
+    restore = host.restore
+
+    def unreadable_trial_ends(branch: str, step: int, *args: Any) -> str:
+        if branch != "main":  # another process's write of it never reached the disk
+            raise CheckpointError(f"checkpoint of {branch}@{step} is unreadable")
+        return restore(branch, step, *args)
+
+    host.restore = unreadable_trial_ends  # type: ignore[method-assign]
+    _, engine, actions = run_search(tmp_path, request(trials=3, steps_per_trial=10), host=host)
+    entry = engine.searches()["s-1"]
+    assert entry["state"] == "done" and entry["best"] is not None
+    assert entry["outcome"]["from"] == {"branch": "main", "step": SOURCE_STEP}
+    assert any("cannot be restored" in e and "going on from the source" in e for e in host.errors), host.errors
+    assert host.hps["learning_rate"] == entry["best"]["hyperparameters"]["learning_rate"]
+    assert actions[-1].done is not None and actions[-1].done.branch == entry["outcome"]["branch"]

@@ -216,13 +216,10 @@ class RetuneController:
         os.makedirs(self.logdir, exist_ok=True)
         self.worker_spec = WorkerSpec.from_env()
         self.cluster = Cluster.detect(self.agree_every_steps)
-        if self.worker_spec is not None and self.cluster is not None:
-            raise ValueError("tb-retune worker runs one training process per worker; a multi-process JAX job "
-                             "cannot be a search worker (start one `tb-retune worker` per process instead)")
-        folder = self.cluster.folder(self.logdir) if self.cluster is not None else self.logdir
         if self.worker_spec is not None:
-            folder = self.worker_spec.folder
-            os.makedirs(folder, exist_ok=True)
+            folder = worker.own_folder(self.worker_spec, self.cluster)
+        else:
+            folder = self.cluster.folder(self.logdir) if self.cluster is not None else self.logdir
         self._lock = _atomic.TrainerLock(os.path.join(folder, LOCK_FILENAME))
         self._lock.acquire()
         try:
@@ -236,8 +233,11 @@ class RetuneController:
         return retrace
 
     def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None) -> bool:
-        if self.worker_spec is not None:
-            return self._start_worker(model, optimizer, params, self.worker_spec)
+        if self.worker_spec is not None:  # a search worker (trainer/worker.py)
+            self.session = worker.open_session(self.options, model, optimizer, params, self.worker_spec,
+                                               tick=self._check_abandoned, mailbox=self.mailbox,
+                                               evaluation=self.evaluation_data)
+            return False
         previous = self.session
         options, cluster = self.options, self.cluster
         if cluster is not None:  # a follower keeps its own files in a scratch folder
@@ -279,25 +279,6 @@ class RetuneController:
                 s.plan_epochs(s.state.branch, s.state.epoch)
         s.start_status_later()  # if the start has not (a fresh start does, before its first checkpoint)
         return retrace
-
-    def _start_worker(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None,
-                      spec: WorkerSpec) -> bool:
-        """A search worker's start (``trainer/worker.py``): the experiment of
-        ``spec`` (whatever logdir the script names), no control file, its own
-        status in its own folder, the running search joined."""
-        if os.path.realpath(spec.experiment) != os.path.realpath(self.logdir):
-            logger.info("retune: worker: training script names %s; joining %s as `tb-retune worker` says",
-                        self.logdir, spec.experiment)
-        options = dataclasses.replace(self.options, logdir=spec.experiment)
-        s = self.session = Session(options, model, optimizer, params, tick=self._check_abandoned,
-                                   own_folder=spec.folder, status_name=worker.STATUS_FILENAME)
-        s.mailbox = self.mailbox
-        build_optimizer_if_possible(model, optimizer)
-        worker.start(s, spec, self.evaluation_data)
-        s.started = True
-        s.publish_known()
-        s.start_status_later()
-        return False
 
     def watch_frame(self, thread_ident: int, frame: Any) -> None:
         """Ends the run as failed if ``frame`` (``fit``'s) leaves its thread's

@@ -22,17 +22,24 @@ the controller runs this way instead of training the experiment's branch:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from tb_retune.experiment import worker as spec_mod
 from tb_retune.trainer import external
+from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.checkpoints import CheckpointInfo, CheckpointStore, Snapshot
+from tb_retune.trainer.options import ControllerOptions
 from tb_retune.trainer.session import Session
 
+logger = logging.getLogger("tb_retune")
+
 #: Seconds between two looks for a search to join.
-WAIT_POLL_S = 1.0
+WAIT_POLL_S = 0.5
 
 #: The worker's own status file in its folder (not ``retune-status.json``:
 #: nothing takes a worker's folder for an experiment).
@@ -74,6 +81,34 @@ class WorkerStore(CheckpointStore):
     def promote(self, branch: str, step: int, kind: str) -> None:
         if branch in self._own:  # the trainer keeps its source itself
             super().promote(branch, step, kind)
+
+
+def own_folder(spec: spec_mod.WorkerSpec, cluster: Any) -> str:
+    """Where a worker keeps its own files (its lock, state and status)."""
+    if cluster is not None:
+        raise ValueError("tb-retune worker runs one training process per worker; a multi-process JAX job "
+                         "cannot be a search worker (start one `tb-retune worker` per process instead)")
+    os.makedirs(spec.folder, exist_ok=True)
+    return spec.folder
+
+
+def open_session(options: ControllerOptions, model: Any, optimizer: Any, params: Mapping[str, Any] | None,
+                 spec: spec_mod.WorkerSpec, *, tick: Callable[[], None], mailbox: Any, evaluation: Any) -> Session:
+    """A search worker's session: the experiment of ``spec`` (whatever logdir
+    the script names), no control file, its own status in its own folder,
+    the running search joined (waiting for one to start)."""
+    if os.path.realpath(spec.experiment) != os.path.realpath(options.logdir):
+        logger.info("retune: worker: training script names %s; joining %s as `tb-retune worker` says",
+                    options.logdir, spec.experiment)
+    options = dataclasses.replace(options, logdir=spec.experiment)
+    s = Session(options, model, optimizer, params, tick=tick, own_folder=spec.folder, status_name=STATUS_FILENAME)
+    s.mailbox = mailbox
+    build_optimizer_if_possible(model, optimizer)
+    start(s, spec, evaluation)
+    s.started = True
+    s.publish_known()
+    s.start_status_later()
+    return s
 
 
 def start(s: Session, spec: spec_mod.WorkerSpec, evaluation: Any) -> None:

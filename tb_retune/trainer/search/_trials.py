@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from tb_retune._errors import RetuneError
 from tb_retune.experiment.search import SearchRequest
 from tb_retune.trainer.search import _allot, _status
 from tb_retune.trainer.search._host import NOTHING, Action, Leave, SearchDone, TrialEnd, TrialHost, TrialStart
@@ -31,9 +32,10 @@ logger = logging.getLogger("tb_retune")
 
 #: Seconds between two readings of the study for the status while a trial runs.
 PUBLISH_S = 2.0
-#: Seconds between two looks at the study while other processes finish its last trials
-#: (and between two judgements of their heartbeats).
+#: Seconds between two judgements of the other processes' heartbeats.
 RECHECK_S = 1.0
+#: Seconds between two looks at the study while other processes finish its last trials.
+WAIT_S = 0.25
 
 
 class SearchRun:
@@ -190,7 +192,7 @@ class SearchRun:
                     # Other processes run its last trials: wait for them here, so the
                     # search goes on from the best of all, wherever it ran.
                     self._say_waiting(running)
-                    if self.host.wait(RECHECK_S):
+                    if self.host.wait(WAIT_S):
                         continue
                     return Action(ended=ended)  # something else is due at this boundary
                 return Action(ended=ended, done=self._finish())
@@ -325,7 +327,18 @@ class SearchRun:
             name = f"{src_branch}-{request.id}-{request.then}"
         extra = {"search": {"id": request.id, "then": request.then,
                             "trial": best["number"] if best is not None else None}}
-        branch = self.host.restore(from_branch, from_step, hps, name, extra)
+        try:
+            branch = self.host.restore(from_branch, from_step, hps, name, extra)
+        except RetuneError as e:
+            if (from_branch, from_step) == (src_branch, src_step):
+                raise
+            # The best trial's end state cannot be read (another process's write was lost,
+            # its disk filled): its settings from the source, rather than no outcome at all.
+            self.host.report_error(f"search {request.id}: the end state of trial {best and best['number']} "
+                                   f"({from_branch}@{from_step}) cannot be restored ({e}); going on from the "
+                                   "source with its settings")
+            from_branch, from_step = src_branch, src_step
+            branch = self.host.restore(from_branch, from_step, hps, name, extra)
         outcome = {"branch": branch, "from": {"branch": from_branch, "step": from_step}, "time": time.time()}
         self.study.set_user_attr(_status.ATTR_OUTCOME, outcome)
         self.study.set_user_attr(_status.ATTR_STATE, "done")
