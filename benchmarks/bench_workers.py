@@ -27,6 +27,7 @@ median over rounds of the per-round speed-up t1 / tN.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -181,11 +182,12 @@ def one_search(logdir: str, trainer: Process, search_id: str, processes: int, *,
     }
 
 
-def compare(*, rounds: int, steps: int = 24, sleep: float = 0.05,
-            log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """``rounds`` rounds of a search on 1, 2 and 3 processes, interleaved (1 2 3, 3 2 1, ...)."""
+def compare(*, rounds: int, steps: int = 24, sleep: float = 0.05, log: Callable[[str], None] = _log,
+            keep: str | None = None) -> dict[str, Any]:
+    """``rounds`` rounds of a search on 1, 2 and 3 processes, interleaved (1 2 3, 3 2 1, ...);
+    in a temporary folder, or in ``keep`` (left there, with the processes' logs)."""
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="tbr-bench-workers-") as tmp:
+    with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="tbr-bench-workers-") as tmp:
         logdir = os.path.join(tmp, "exp")
         trainer = _trainer(logdir, sleep)
         try:
@@ -284,10 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=24, help="steps per trial")
     parser.add_argument("--sleep", type=float, default=0.05, help="seconds of sleep per batch")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+    parser.add_argument("--keep", metavar="FOLDER", help="run in FOLDER and leave the experiment and logs there")
     args = parser.parse_args(argv)
     quiet()
     rounds = args.rounds or (2 if args.quick else 3)
-    result = compare(rounds=rounds, steps=args.steps, sleep=args.sleep)  # logs its summary on stderr
+    result = compare(rounds=rounds, steps=args.steps, sleep=args.sleep, keep=args.keep)  # logs its summary on stderr
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**result, "machine": machine()}, f, indent=1)
