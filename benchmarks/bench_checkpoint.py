@@ -36,7 +36,8 @@ from benchmarks._common import log, median, pair_ratios, profile_top, spread, ti
 #: (name, inputs, hidden width, hidden layers): the fit benchmarks' MLP (7 thousand
 #: parameters), then 1 million and 17 million parameters (Adam keeps two slots per weight).
 SIZES = (("small", 32, 64, 2), ("medium", 512, 512, 4), ("large", 2048, 2048, 4))
-#: The memory check's model: 101 million parameters, 1.2 GB of state with Adam's slots.
+#: The memory check's model: 101 million parameters, 1.2 GB of state with Adam's slots; it is
+#: also timed like the others (``reps["xl"]`` rounds, in the same child process).
 XL = ("xl", 4096, 4096, 6)
 
 
@@ -86,13 +87,13 @@ def _round(store: Any, model: Any, step: int, path: str, meta: dict[str, Any],
             t["save"], t["save_cpu"] = t["snapshot"] + t["write"], t["snapshot_cpu"] + t["write_cpu"]
         else:
             _timed_cpu(t, "save_weights", lambda: model.save_weights(path))
-            t["fsync"], _ = timed(lambda: _fsync_file(path))
+            _timed_cpu(t, "fsync", lambda: _fsync_file(path))
     assert info is not None
     for what in (["load", "load_weights"] if ours_first else ["load_weights", "load"]):
         if what == "load":
-            t[what], _ = timed(lambda: store.load(model, opt, info))
+            _timed_cpu(t, what, lambda: store.load(model, opt, info))
         else:
-            t[what], _ = timed(lambda: model.load_weights(path))
+            _timed_cpu(t, what, lambda: model.load_weights(path))
     sizes = (os.path.getsize(info.path), os.path.getsize(path))
     os.unlink(path)
     return t, sizes
@@ -129,6 +130,8 @@ def _one_size(model: Any, folder: str, n: int, profile: bool) -> dict[str, Any]:
     # CPU time moves less than wall time on a busy machine: what this process spent, its fsyncs' waits aside.
     thread_cpu, thread_cpu_spread = _ratio(col("snapshot_cpu"), col("save_weights_cpu"))
     save_cpu, save_cpu_spread = _ratio(col("save_cpu"), col("save_weights_cpu"))
+    fsynced_cpu, fsynced_cpu_spread = _ratio(col("save_cpu"), [r["save_weights_cpu"] + r["fsync_cpu"] for r in rounds])
+    load_cpu, load_cpu_spread = _ratio(col("load_cpu"), col("load_weights_cpu"))
     entry: dict[str, Any] = {
         "params": int(model.count_params()),
         "reps": n,
@@ -150,10 +153,24 @@ def _one_size(model: Any, folder: str, n: int, profile: bool) -> dict[str, Any]:
         "load_ratio_spread": load_spread,
         "cpu": {"training_thread_vs_save_weights": thread_cpu, "training_thread_spread": thread_cpu_spread,
                 "checkpoint_vs_save_weights": save_cpu, "checkpoint_spread": save_cpu_spread,
+                "checkpoint_vs_save_weights_fsynced": fsynced_cpu, "fsynced_spread": fsynced_cpu_spread,
+                "restore_vs_load_weights": load_cpu, "load_spread": load_cpu_spread,
                 "ms": {"snapshot": round(median(col("snapshot_cpu")) * 1000, 2),
                        "write": round(median(col("write_cpu")) * 1000, 2),
-                       "save_weights": round(median(col("save_weights_cpu")) * 1000, 2)}},
+                       "save_weights": round(median(col("save_weights_cpu")) * 1000, 2),
+                       "fsync": round(median(col("fsync_cpu")) * 1000, 2),
+                       "load": round(median(col("load_cpu")) * 1000, 2),
+                       "load_weights": round(median(col("load_weights_cpu")) * 1000, 2)}},
     }
+    # Every round's times (ms), for other estimators than the median of the pair ratios.
+    entry["rounds_ms"] = {k: [round(r[k] * 1000, 2) for r in rounds] for k in sorted(rounds[0])} if rounds else {}
+    for key, ours_keys, their_keys in (("fsynced", ("snapshot", "write"), ("save_weights", "fsync")),
+                                       ("training_thread", ("snapshot",), ("save_weights",))):
+        for clock in ("", "_cpu"):
+            ours = [sum(r[k + clock] for k in ours_keys) for r in rounds]
+            theirs = [sum(r[k + clock] for k in their_keys) for r in rounds]
+            # The ratio of the fastest round of each side: interference only ever adds time.
+            entry.setdefault("min_ratio", {})[key + clock] = round(min(ours) / min(theirs), 4) if rounds else None
     if profile and (save > 1.2 or load > 1.2 or fsynced > 1.0 or thread > 0.3):
         last = store.latest("main")
         assert last is not None
@@ -189,8 +206,9 @@ def _peak_extra_bytes(fn: Any) -> tuple[float, int]:
     return seconds, (_rss_kib("VmHWM") - before) * 1024
 
 
-def memory_child(folder: str) -> dict[str, Any]:
-    """Runs in a fresh process: the peak memory of a background write against the model's state."""
+def memory_child(folder: str, reps: int = 0) -> dict[str, Any]:
+    """Runs in a fresh process: the peak memory of a background write against the model's state;
+    then, with ``reps``, the timed rounds of :func:`_one_size` at this size (under ``size``)."""
     from tb_retune.trainer.checkpoint_writer import BackgroundWriter
     from tb_retune.trainer.checkpoints import CheckpointStore, collect_variables
 
@@ -218,10 +236,17 @@ def memory_child(folder: str) -> dict[str, Any]:
     theirs_s, theirs = _peak_extra_bytes(lambda: model.save_weights(path))
     if errors or len(written) != 1:
         raise RuntimeError(f"the background write failed: {errors}")
+    file_mb = round(os.path.getsize(written[-1].path) / 2**20, 1)
+    store.free_buffers()
+    os.unlink(written[-1].path)
+    os.unlink(path)
+    os.makedirs(os.path.join(folder, "timed"))
+    size = _one_size(model, os.path.join(folder, "timed"), reps, profile=False) if reps else None
     return {
+        **({"size": size} if size else {}),
         "params": int(model.count_params()),
         "state_mb": round(state / 2**20, 1),
-        "file_mb": round(os.path.getsize(written[-1].path) / 2**20, 1),
+        "file_mb": file_mb,
         "peak_extra_mb": {"background_write": round(ours / 2**20, 1), "save_weights": round(theirs / 2**20, 1)},
         "seconds": {"background_write": round(ours_s, 2), "save_weights": round(theirs_s, 2)},
         # The model's own state plus what the write added at its peak, over the state.
@@ -230,14 +255,15 @@ def memory_child(folder: str) -> dict[str, Any]:
     }
 
 
-def memory(folder: str) -> dict[str, Any]:
-    """The 100 M-parameter memory check in a child process (so its peak RSS is its own)."""
+def memory(folder: str, reps: int = 0) -> dict[str, Any]:
+    """The 100 M-parameter memory check in a child process (so its peak RSS is its own), and ``reps``
+    timed rounds at that size."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     code = ("import json, sys; from benchmarks._common import quiet; quiet(); "
             "from benchmarks.bench_checkpoint import memory_child; "
-            "print(json.dumps(memory_child(sys.argv[1])))")
-    done = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, env=env,
+            "print(json.dumps(memory_child(sys.argv[1], int(sys.argv[2]))))")
+    done = subprocess.run([sys.executable, "-c", code, folder, str(reps)], capture_output=True, text=True, env=env,
                           timeout=600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the memory check failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -258,7 +284,8 @@ def compare(*, reps: dict[str, int], profile: bool = True, xl: bool = True) -> d
                 f"durable x{entry['checkpoint_vs_save_weights_fsynced']:.2f}, "
                 f"training thread x{entry['checkpoint_training_thread_vs_save_weights']:.3f} "
                 f"({entry['training_thread_ratio_spread']}; CPU x{entry['cpu']['training_thread_vs_save_weights']:.3f} "
-                f"{entry['cpu']['training_thread_spread']}), load x{entry['restore_vs_load_weights']:.2f}")
+                f"{entry['cpu']['training_thread_spread']}), durable CPU x{entry['cpu']['checkpoint_vs_save_weights_fsynced']:.3f} "
+                f"({entry['cpu']['fsynced_spread']}), load x{entry['restore_vs_load_weights']:.2f}")
             shutil.rmtree(folder, ignore_errors=True)
         # The headline numbers are the worst of the three sizes; each size has its own key.
         for key in ("checkpoint_vs_save_weights", "restore_vs_load_weights", "checkpoint_vs_save_weights_fsynced",
@@ -268,12 +295,25 @@ def compare(*, reps: dict[str, int], profile: bool = True, xl: bool = True) -> d
             out[f"{key}_worst_size"] = worst
             for n, e in out["sizes"].items():
                 out[f"{key}_{n}"] = e[key]
+        for key in ("checkpoint_vs_save_weights_fsynced", "training_thread_vs_save_weights"):
+            for n, e in out["sizes"].items():  # the same ratios in process CPU time, per size
+                out[f"{key.replace('training_thread', 'checkpoint_training_thread')}_cpu_{n}"] = e["cpu"][key]
         if xl:
             folder = os.path.join(root, XL[0])
             os.makedirs(folder)
             t0 = time.perf_counter()
-            mem = memory(folder)
+            mem = memory(folder, reps.get("xl", 0))
             mem["check_s"] = round(time.perf_counter() - t0, 1)
+            entry = mem.pop("size", None)
+            if entry:  # the 100 M size: in the table, but not in the worst-of-three headline (issue 20's is 17 M)
+                out["sizes"]["xl"] = entry
+                for key in ("checkpoint_vs_save_weights_fsynced", "checkpoint_training_thread_vs_save_weights",
+                            "restore_vs_load_weights"):
+                    out[f"{key}_xl"] = entry[key]
+                log(f"  checkpoint xl ({entry['params']:,} parameters, {entry['reps']} rounds): "
+                    f"durable x{entry['checkpoint_vs_save_weights_fsynced']:.2f} "
+                    f"(CPU x{entry['cpu']['checkpoint_vs_save_weights_fsynced']:.2f}), training thread "
+                    f"x{entry['checkpoint_training_thread_vs_save_weights']:.3f}, load x{entry['restore_vs_load_weights']:.2f}")
             out["details"] = {"memory_xl": mem}
             out["background_write_memory_vs_state"] = mem["background_write_memory_vs_state"]
             log(f"  checkpoint xl ({mem['params']:,} parameters, {mem['state_mb']} MiB of state): peak memory during "

@@ -86,6 +86,10 @@ ROWS: list[tuple[str, str, str]] = [
     ("checkpoint_vs_save_weights_large", "  17 M params", "x"),
     ("checkpoint_vs_save_weights_fsynced", "CheckpointStore.save / (save_weights + fsync) (worst size)", "x"),
     ("checkpoint_training_thread_vs_save_weights", "what fit pays (copy; written by a background thread) / save_weights (worst size)", "x"),
+    ("checkpoint_vs_save_weights_fsynced_cpu_large", "  durable write at 17 M params, in process CPU time", "x"),
+    ("checkpoint_training_thread_vs_save_weights_cpu_large", "  what fit pays at 17 M params, in process CPU time", "x"),
+    ("checkpoint_vs_save_weights_fsynced_xl", "  durable write at 101 M params", "x"),
+    ("checkpoint_training_thread_vs_save_weights_xl", "  what fit pays at 101 M params", "x"),
     ("background_write_memory_vs_state", "peak memory during a background write / model state (101 M params)", "x"),
     ("restore_vs_load_weights", "CheckpointStore.load / model.load_weights (worst size)", "x"),
     ("restore_vs_load_weights_small", "  small MLP (7 k params)", "x"),
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import bench_checkpoint
 
         def checkpoint() -> dict[str, Any]:
-            reps = {"small": 7, "medium": 5, "large": 7} if quick else {"small": 15, "medium": 9, "large": 15}
+            reps = {"small": 7, "medium": 5, "large": 7, "xl": 3} if quick else {"small": 15, "medium": 9, "large": 15, "xl": 5}
             out = bench_checkpoint.compare(reps=reps, profile=profile)
             for name, e in out["sizes"].items():
                 for key in [k for k in e if k.startswith("profile")]:

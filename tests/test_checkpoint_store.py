@@ -402,6 +402,7 @@ def test_a_large_checkpoint_preallocates_and_checksums_beside_the_fsync(tmp_path
     with open(info.path, "rb") as f:
         header = fmt.read_header(f, info.path)
     assert header.data_bytes >= 16 << 20 and os.path.getsize(info.path) == header.start + header.data_bytes
+    assert header.start % fmt.DIRECT_ALIGN == 0  # written with O_DIRECT: the data region starts on a page
     fresh = _wide(1280)
     store.load(fresh, fresh.optimizer, info)
     _assert_same_state(fresh, expected)
@@ -414,3 +415,81 @@ def test_a_large_checkpoint_preallocates_and_checksums_beside_the_fsync(tmp_path
         _save(full, model, 8)
     assert caught.value.errno == errno.ENOSPC
     assert _files(os.path.join(small_disk, "checkpoints")) == []
+
+
+def _direct_calls(monkeypatch: Any) -> list[tuple[str, int]]:
+    """Records each O_DIRECT transfer (writing or reading, bytes) that the format makes."""
+    calls: list[tuple[str, int]] = []
+    real = fmt._direct
+
+    @__import__("contextlib").contextmanager
+    def recording(fd: int) -> Iterator[bool]:
+        with real(fd) as on:
+            if on:
+                calls.append(("on", fd))
+            yield on
+
+    monkeypatch.setattr(fmt, "_direct", recording)
+    return calls
+
+
+def test_o_direct_moves_the_data_region_and_every_check_still_holds(tmp_path: Any, monkeypatch: Any) -> None:
+    """With the threshold at 0 a tiny model takes the O_DIRECT path (a tail shorter than a page goes
+    through the page cache): the round trip is exact, and a flipped bit is caught by load and verify."""
+    monkeypatch.setattr(fmt, "DIRECT_FROM", 0)
+    calls = _direct_calls(monkeypatch)
+    model = _wide(64)
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    expected = _values(model)
+    info = _save(store, model, 8)
+    with open(info.path, "rb") as f:
+        header = fmt.read_header(f, info.path)
+    assert header.start % fmt.DIRECT_ALIGN == 0 and header.data_bytes % fmt.DIRECT_ALIGN != 0
+    assert calls, "nothing was written with O_DIRECT on this file system"
+    json.loads(open(info.path, "rb").read()[32:header.start])  # the padded header is plain JSON
+    calls.clear()
+    fresh = _wide(64)
+    store.load(fresh, fresh.optimizer, info)
+    _assert_same_state(fresh, expected)
+    assert calls, "the load read nothing with O_DIRECT"
+    store.verify(info)
+    _flip_one_bit(info.path)
+    with pytest.raises(CheckpointError, match=r"is damaged \(crc32"):
+        store.load(fresh, fresh.optimizer, info)
+    assert store.steps() == {}  # set aside
+
+
+def test_without_o_direct_the_same_bytes_go_through_the_page_cache(tmp_path: Any, monkeypatch: Any) -> None:
+    """A platform without O_DIRECT (or a file system that refuses it) writes and reads the same file."""
+    monkeypatch.setattr(fmt, "DIRECT_FROM", 0)
+    model = _wide(64)
+    expected = _values(model)
+    store = CheckpointStore(str(tmp_path / "direct"))
+    direct = _save(store, model, 8)
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    calls = _direct_calls(monkeypatch)
+    plain = _save(CheckpointStore(str(tmp_path / "plain")), model, 8)
+    with open(direct.path, "rb") as a, open(plain.path, "rb") as b:
+        assert a.read() == b.read()  # the same layout, padding included
+    fresh = _wide(64)
+    store.load(fresh, fresh.optimizer, direct)
+    _assert_same_state(fresh, expected)
+    assert calls == []
+
+
+def test_a_file_whose_data_region_is_not_page_aligned_is_read_through_the_page_cache(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    """Files written before O_DIRECT (data region at a 64-byte boundary) are read as before."""
+    model = _wide(64)
+    expected = _values(model)
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    info = _save(store, model, 8)  # small: written through the page cache, header not padded
+    with open(info.path, "rb") as f:
+        assert fmt.read_header(f, info.path).start % fmt.DIRECT_ALIGN != 0
+    monkeypatch.setattr(fmt, "DIRECT_FROM", 0)
+    calls = _direct_calls(monkeypatch)
+    fresh = _wide(64)
+    store.load(fresh, fresh.optimizer, info)
+    _assert_same_state(fresh, expected)
+    store.verify(info)
+    assert calls == []

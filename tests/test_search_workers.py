@@ -17,7 +17,7 @@ import pytest
 
 from tb_retune.experiment import worker as spec_mod
 from tests.conftest import atomic_save, read_status, wait_for
-from tests.test_search_trainer import ROOT, SCRIPT, Trainer, branch_records, done, search_of
+from tests.test_search_trainer import ROOT, SCRIPT, Trainer, branch_records, done
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +104,7 @@ def _check_exactly_once(logdir: str, entry: dict[str, Any], pids: set[int]) -> l
         first = min(records, key=lambda r: r["seq"])
         assert first["search"]["trial"] == t["number"] and first["restore"]["branch"] == source["branch"]
         assert first["step"] == source["step"]
+        assert first["search"]["worker"] == t["worker"]  # the tree shows where each trial ran
     return counted
 
 
@@ -158,8 +159,9 @@ def test_a_worker_killed_mid_trial_has_its_trial_retried_and_the_total_stays(
     _search(logdir)
 
     def victim_in_a_trial() -> dict[str, Any] | None:
-        entry = search_of(logdir, "s-1") or {}
-        pid = victim.status().get("pid")
+        status = victim.status()  # the worker's own status, written when one of its trials starts
+        entry = (status.get("searches") or {}).get("s-1") or {}
+        pid = status.get("pid")
         mine = [t for t in entry.get("trials", []) if t["state"] == "running" and (t.get("worker") or {}).get("pid") == pid]
         return mine[0] if mine else None
 

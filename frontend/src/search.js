@@ -212,12 +212,21 @@ export function searchList(tree) {
   return list.map((e, i) => [e, i]).sort((a, b) => order(a[0]) - order(b[0]) || b[1] - a[1]).map(([e]) => e);
 }
 
-/** Trials done (complete), running, pruned and failed; the total asked; the best so far. */
+/**
+ * Trials done (complete), running, pruned and failed; the total asked; the best so far.
+ * A lost trial (`interrupted`: its process died and it runs again as another) is not counted.
+ */
 export function searchProgress(entry) {
   const by = { complete: 0, running: 0, pruned: 0, failed: 0 };
-  for (const t of entry.trials || []) if (t.state in by) by[t.state] += 1;
+  for (const t of entry.trials || []) if (t.state in by && !t.interrupted) by[t.state] += 1;
   const total = typeof entry.total === 'number' ? entry.total : null;
   return { done: by.complete, running: by.running, pruned: by.pruned, failed: by.failed, total, best: entry.best || null };
+}
+
+/** Where a trial ran: `host:pid` of its `worker`, or null. */
+export function workerText(worker) {
+  if (!worker || typeof worker !== 'object' || worker.host === undefined) return null;
+  return `${worker.host}:${worker.pid}`;
 }
 
 /** `done 3 / 8 · running 1 · pruned 2 · best 0.412 (trial 2)`. */
@@ -237,7 +246,8 @@ const STATE_ORDER = { complete: 0, running: 1, pruned: 2, failed: 3 };
 /**
  * The trials ranked: complete ones by value (best first, by the objective's
  * mode; the lower number on a tie), then running, pruned, failed.
- * Each: `{rank, number, branch, value, state, hyperparameters, best}`.
+ * Each: `{rank, number, branch, value, state, hyperparameters, best, worker, lost, retryOf}`
+ * (`worker`: `host:pid` of the process that ran it; `lost`: its process died, it ran again).
  */
 export function rankedTrials(entry) {
   const sign = entry.objective && entry.objective.mode === 'max' ? -1 : 1;
@@ -250,6 +260,9 @@ export function rankedTrials(entry) {
     hyperparameters: t.hyperparameters || {},
     baseline: Boolean(t.baseline),
     best: t.number === bestNumber,
+    worker: workerText(t.worker),
+    lost: Boolean(t.interrupted),
+    retryOf: typeof t.retry_of === 'number' ? t.retry_of : null,
   }));
   trials.sort((a, b) => {
     const sa = STATE_ORDER[a.state] ?? 4;

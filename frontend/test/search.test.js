@@ -75,6 +75,23 @@ test('trials ranked: complete by value, then running, pruned', () => {
   assert.equal(max[0].number, complete[complete.length - 1].number);
 });
 
+test('trials run by workers: where each ran, and a lost trial neither counted nor ranked', () => {
+  const trials = [
+    { number: 0, state: 'complete', value: 0.5, baseline: true, worker: { host: 'a', pid: 1 } },
+    { number: 1, state: 'failed', value: null, interrupted: true, worker: { host: 'b', pid: 2 } },
+    { number: 2, state: 'complete', value: 0.4, retry_of: 1, worker: { host: 'a', pid: 1 } },
+    { number: 3, state: 'running', value: null, worker: { host: 'c', pid: 3 } },
+  ];
+  const e = { objective: { metric: 'val_loss', mode: 'min' }, total: 4, trials, best: { number: 2, value: 0.4 } };
+  const p = searchProgress(e);
+  assert.deepEqual([p.done, p.running, p.pruned, p.failed], [2, 1, 0, 0]);
+  const ranked = rankedTrials(e);
+  assert.deepEqual(ranked.map((t) => [t.number, t.worker]), [[2, 'a:1'], [0, 'a:1'], [3, 'c:3'], [1, 'b:2']]);
+  assert.deepEqual(ranked.filter((t) => t.lost).map((t) => t.number), [1]);
+  assert.equal(ranked[0].retryOf, 1);
+  assert.equal(ranked[0].rank, 1);
+});
+
 test('the trials of a search are one group, closed and open', () => {
   const closed = collapseTree(tree, new Set());
   const gid = `${SEARCH_GROUP_PREFIX}s-1`;

@@ -164,11 +164,11 @@ def time_left(entry: Mapping[str, Any], now: float) -> float | None:
     mean = sum(finished) / len(finished)
     total = int(entry.get("total") or len(trials))
     running = [t for t in trials if t.get("state") == "running"]
-    left = max(0, total - len(finished) - len(running)) * mean
-    for t in running:
-        started = t.get("started")
-        left += max(0.0, mean - (now - started)) if isinstance(started, (int, float)) else mean
-    return left
+    # The trials left share the processes that run trials now (the trainer and its workers).
+    left = max(0, total - len(finished) - len(running)) * mean / max(1, len(running))
+    remaining = [max(0.0, mean - (now - t["started"])) if isinstance(t.get("started"), (int, float)) else mean
+                 for t in running]
+    return left + (max(remaining) if remaining else 0.0)
 
 
 def progress_line(search_id: str, entry: Mapping[str, Any], now: float) -> str:

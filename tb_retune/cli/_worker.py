@@ -82,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
               "tb-retune worker runs/digits -- python train.py", file=sys.stderr)
         return 2
     experiment = os.path.abspath(args.experiment)
-    if not os.path.isdir(experiment):
+    wait_until = None if args.wait_for_search is None else time.time() + args.wait_for_search
+    if not _wait_for_folder(args.experiment, experiment, wait_until):
         raise CliError(f"{args.experiment}: no such experiment folder; give the folder that the trainer's "
                        "RetuneCallback writes (e.g. runs/digits), shared with this machine")
-    wait_until = None if args.wait_for_search is None else time.time() + args.wait_for_search
     folder = os.path.join(spec_mod.workers_folder(experiment), f"{socket.gethostname()}-{os.getpid()}")
     report_path = os.path.join(folder, "report.json")
     out = sys.stdout
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         report = spec_mod.WorkerReport.read(report_path)
         if rc != 0:
             detail = f": {report.error}" if report is not None and report.error else ""
-            print(f"tb-retune worker: the command exited with status {rc}{detail}; a trial it was running is "
+            print(f"tb-retune worker: the command exited with status {rc}{detail}; if it was running a trial, that trial is "
                   "queued again for another process", file=sys.stderr)
             return rc if rc > 0 else 1
         if report is None:
@@ -134,6 +134,20 @@ def run(args: argparse.Namespace) -> int:
         search = report.search or search  # the next run joins the same search
         print(f"tb-retune worker: the command's fit ended with trials left in search {search}; "
               "running it again", file=out, flush=True)
+
+
+def _wait_for_folder(given: str, experiment: str, wait_until: float | None) -> bool:
+    """Waits for the trainer to create the experiment folder (a worker may start first)."""
+    said = False
+    while not os.path.isdir(experiment):
+        if os.path.exists(experiment) or (wait_until is not None and time.time() >= wait_until):
+            return False
+        if not said:
+            print(f"tb-retune worker: {given} does not exist yet; waiting for the trainer to create it "
+                  "(check the path if it never does)", flush=True)
+            said = True
+        time.sleep(1.0 if wait_until is None else max(0.0, min(1.0, wait_until - time.time())))
+    return True
 
 
 def _run_command(command: list[str], spec: spec_mod.WorkerSpec) -> int:

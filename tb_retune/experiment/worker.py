@@ -89,11 +89,20 @@ class WorkerReport:
     reason: str
     trials: tuple[int, ...] = ()
     error: str | None = None
+    pid: int = dataclasses.field(default_factory=os.getpid)
 
     def write(self, path: str) -> None:
+        """Writes the report; a later ``fit`` of the same process adds to what
+        an earlier one reported (a script may call ``fit`` twice)."""
+        report = self
+        earlier = WorkerReport.read(path)
+        if earlier is not None and earlier.pid == self.pid:
+            reason = earlier.reason if self.reason == REASON_NO_SEARCH else self.reason
+            report = dataclasses.replace(self, search=self.search or earlier.search, reason=reason,
+                                         trials=earlier.trials + self.trials, error=self.error or earlier.error)
         with atomic_open(path) as f:
-            f.write(json.dumps({"search": self.search, "reason": self.reason, "trials": list(self.trials),
-                                "error": self.error}).encode("utf-8"))
+            f.write(json.dumps({"search": report.search, "reason": report.reason, "trials": list(report.trials),
+                                "error": report.error, "pid": report.pid}).encode("utf-8"))
 
     @staticmethod
     def read(path: str) -> WorkerReport | None:
@@ -101,7 +110,8 @@ class WorkerReport:
             with open(path, "rb") as f:
                 doc: Any = json.loads(f.read(1 << 20))
             return WorkerReport(search=doc.get("search"), reason=str(doc["reason"]),
-                                trials=tuple(int(n) for n in doc.get("trials") or ()), error=doc.get("error"))
+                                trials=tuple(int(n) for n in doc.get("trials") or ()), error=doc.get("error"),
+                                pid=int(doc.get("pid") or 0))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

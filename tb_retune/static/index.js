@@ -636,9 +636,13 @@ function searchList(tree2) {
 }
 function searchProgress(entry) {
   const by = { complete: 0, running: 0, pruned: 0, failed: 0 };
-  for (const t of entry.trials || []) if (t.state in by) by[t.state] += 1;
+  for (const t of entry.trials || []) if (t.state in by && !t.interrupted) by[t.state] += 1;
   const total = typeof entry.total === "number" ? entry.total : null;
   return { done: by.complete, running: by.running, pruned: by.pruned, failed: by.failed, total, best: entry.best || null };
+}
+function workerText(worker) {
+  if (!worker || typeof worker !== "object" || worker.host === void 0) return null;
+  return `${worker.host}:${worker.pid}`;
 }
 function progressText(entry) {
   const p = searchProgress(entry);
@@ -659,7 +663,10 @@ function rankedTrials(entry) {
     state: String(t.state || "running"),
     hyperparameters: t.hyperparameters || {},
     baseline: Boolean(t.baseline),
-    best: t.number === bestNumber
+    best: t.number === bestNumber,
+    worker: workerText(t.worker),
+    lost: Boolean(t.interrupted),
+    retryOf: typeof t.retry_of === "number" ? t.retry_of : null
   }));
   trials.sort((a, b) => {
     const sa = STATE_ORDER[a.state] ?? 4;
@@ -3058,9 +3065,14 @@ var SearchPanelView = class {
       h("td", { class: "num" }, t.rank === null ? "–" : String(t.rank)),
       h("td", { class: "num" }, String(t.number)),
       h("td", { class: "num", title: t.value === null ? null : String(t.value) }, t.value === null ? "–" : formatMetric(t.value)),
-      h("td", { class: `state state-${t.state}` }, `${t.state}${t.best ? " ★" : ""}${t.baseline ? " (base)" : ""}`),
+      h(
+        "td",
+        { class: `state state-${t.state}`, title: t.lost ? "its process died or stopped; it ran again as another trial" : null },
+        `${t.lost ? "lost" : t.state}${t.best ? " ★" : ""}${t.baseline ? " (base)" : ""}${t.retryOf !== null ? ` (retry of ${t.retryOf})` : ""}`
+      ),
       h("td", { class: "settings", title: settingsText(t.hyperparameters) }, settingsText(t.hyperparameters, shortName) || "–"),
-      h("td", {}, t.branch ? h("button", { type: "button", class: "link-button trial-link", onclick: () => this.onOpenBranch(t.branch) }, t.branch) : "–")
+      h("td", {}, t.branch ? h("button", { type: "button", class: "link-button trial-link", onclick: () => this.onOpenBranch(t.branch) }, t.branch) : "–"),
+      h("td", { class: "worker" }, t.worker || "–")
     ));
     return h(
       "div",
@@ -3071,7 +3083,7 @@ var SearchPanelView = class {
       h("div", { class: "trials-box" }, h(
         "table",
         { class: "kv trials" },
-        h("thead", {}, h("tr", {}, ["#", "trial", "value", "state", "settings", "branch"].map((c) => h("th", {}, c)))),
+        h("thead", {}, h("tr", {}, ["#", "trial", "value", "state", "settings", "branch", "worker"].map((c) => h("th", {}, c)))),
         h("tbody", {}, rows)
       ))
     );

@@ -80,17 +80,19 @@ export class SearchPanelView {
       h('td', { class: 'num' }, t.rank === null ? '–' : String(t.rank)),
       h('td', { class: 'num' }, String(t.number)),
       h('td', { class: 'num', title: t.value === null ? null : String(t.value) }, t.value === null ? '–' : formatMetric(t.value)),
-      h('td', { class: `state state-${t.state}` }, `${t.state}${t.best ? ' ★' : ''}${t.baseline ? ' (base)' : ''}`),
+      h('td', { class: `state state-${t.state}`, title: t.lost ? 'its process died or stopped; it ran again as another trial' : null },
+        `${t.lost ? 'lost' : t.state}${t.best ? ' ★' : ''}${t.baseline ? ' (base)' : ''}${t.retryOf !== null ? ` (retry of ${t.retryOf})` : ''}`),
       h('td', { class: 'settings', title: settingsText(t.hyperparameters) }, settingsText(t.hyperparameters, shortName) || '–'),
       h('td', {}, t.branch
         ? h('button', { type: 'button', class: 'link-button trial-link', onclick: () => this.onOpenBranch(t.branch) }, t.branch)
-        : '–')));
+        : '–'),
+      h('td', { class: 'worker' }, t.worker || '–')));
     return h('div', { class: `search-entry search-${e.state || 'running'}`, 'data-search': e.id },
       h('h3', {}, `${e.id} · ${e.state || 'running'}${source}${objective}`),
       h('p', { class: 'search-progress' }, progressText(e)),
       e.outcome ? h('p', { class: 'muted' }, String(typeof e.outcome === 'string' ? e.outcome : JSON.stringify(e.outcome))) : null,
       h('div', { class: 'trials-box' }, h('table', { class: 'kv trials' },
-        h('thead', {}, h('tr', {}, ['#', 'trial', 'value', 'state', 'settings', 'branch'].map((c) => h('th', {}, c)))),
+        h('thead', {}, h('tr', {}, ['#', 'trial', 'value', 'state', 'settings', 'branch', 'worker'].map((c) => h('th', {}, c)))),
         h('tbody', {}, rows))));
   }
 

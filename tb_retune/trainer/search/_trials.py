@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tb_retune")
 
+#: Seconds between two readings of the study for the status while a trial runs.
+PUBLISH_S = 2.0
 #: Seconds between two looks at the study while other processes finish its last trials
 #: (and between two judgements of their heartbeats).
 RECHECK_S = 1.0
@@ -72,9 +74,11 @@ class SearchRun:
         self.role = role
         self.heartbeat = TrialHeartbeat(study._storage)
         self._judged_at = -RECHECK_S
+        self._published_at = time.monotonic()
         self._waiting_for: tuple[int, ...] = ()
 
     def _publish(self) -> dict[str, Any]:
+        self._published_at = time.monotonic()
         return self._publish_cb(self.study)
 
     def take_over_interrupted(self) -> None:
@@ -121,6 +125,9 @@ class SearchRun:
         """One batch boundary: report a logged point, end the trial, start the next."""
         if self.trial is None:
             return self._next(None)
+        now = time.monotonic()
+        if now >= self._published_at + PUBLISH_S:
+            self._publish()  # other processes' trials move too: the status shows them live
         start = self.source[1]
         ended: TrialEnd | None = None
         if logs and self.request.metric in logs:
@@ -225,11 +232,12 @@ class SearchRun:
         hps = dict(self.source_hps)
         hps.update(values)
         src_branch, src_step = self.source
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        where = {"host": socket.gethostname(), "pid": os.getpid()}
+        trial.set_user_attr("worker", where)
         trial.set_user_attr("role", self.role)
         trial.set_user_attr("hyperparameters", values)
         extra = {"search": {"id": self.request.id, "trial": trial.number, "baseline": baseline,
-                            "hyperparameters": values}}
+                            "hyperparameters": values, "worker": where}}
         branch = self.host.restore(src_branch, src_step, hps, f"{src_branch}-{self.request.id}-t{trial.number}",
                                    extra)
         trial.set_user_attr("branch", branch)
@@ -294,6 +302,7 @@ class SearchRun:
         return self.last_point[1] if self.last_point is not None else None
 
     def _finish(self) -> SearchDone:
+        self._list_other_processes_checkpoints()
         entry = self._publish()
         best = entry["best"]
         request = self.request
@@ -327,6 +336,19 @@ class SearchRun:
         self.host.log(f"retune: search {request.id} done: {shown}; training goes on as branch {branch}")
         return SearchDone(request.id, request.then, branch, from_branch, from_step, hps,
                           best["number"] if best is not None else None)
+
+    def _list_other_processes_checkpoints(self) -> None:
+        """Makes the end states of the trials that workers ran known to this
+        process's checkpoint index (restorable from the tab once the search is
+        done): reading one is what lists its branch again."""
+        mine = os.getpid()
+        for t in self.study.get_trials(deepcopy=False):
+            end, worker = t.user_attrs.get("end"), t.user_attrs.get("worker") or {}
+            if isinstance(end, Mapping) and worker.get("pid") != mine and end.get("branch") is not None:
+                try:
+                    self.host.checkpoint_hyperparameters(str(end["branch"]), int(end["step"]))
+                except Exception as e:  # a missing file is the restore's to report, if it is the best
+                    logger.debug("retune: trial %s's end state: %s", t.number, e)
 
     def fail(self, message: str) -> None:
         """Ends the search as failed (its running trial too), reported through the host."""
