@@ -26,7 +26,7 @@ from typing import Any
 # Runnable as a script from anywhere: the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab", "table", "backends", "storage")
+SECTIONS = ("fit", "latency", "checkpoint", "plugin", "tab", "table", "backends", "storage", "workers")
 #: Sections that run as part of another (``plugin_rust`` with ``plugin``).
 _SUBSECTIONS = ("plugin_rust",)
 
@@ -132,6 +132,10 @@ ROWS: list[tuple[str, str, str]] = [
     ("storage_postgres_vs_journal", "study storage per trial (ask + 5 reports + tell): PostgreSQL / journal file", "x"),
     ("storage_ms_per_trial_journal", "  journal file (fsync per write), per trial", "ms"),
     ("storage_ms_per_trial_postgres", "  PostgreSQL on 127.0.0.1 (fsync on), per trial", "ms"),
+    ("workers_speedup_2_processes", "a 12-trial search, speed-up t1 / t2: the trainer + 1 tb-retune worker", "x"),
+    ("workers_speedup_3_processes", "  t1 / t3: the trainer + 2 workers", "x"),
+    ("workers_search_s_1_process", "  the search on the trainer alone, seconds", "s"),
+    ("workers_trial_overhead_ms", "  a trial beyond its steps' sleeps, the trainer alone", "ms"),
 ]
 
 
@@ -361,6 +365,12 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         section("storage", lambda: bench_storage.compare(rounds=5 if quick else 11, trials=20 if quick else 50,
                                                          profile=profile))
+
+    if "workers" in only:
+        from benchmarks import bench_workers
+
+        # A trainer process and tb-retune worker processes (each imports TensorFlow before its search).
+        section("workers", lambda: bench_workers.compare(rounds=2 if quick else 3, log=log))
 
     result["seconds"] = round(time.perf_counter() - started, 1)
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
