@@ -64,3 +64,28 @@ def test_a_worker_store_leaves_the_other_processes_files_alone(tmp_path: Any) ->
     worker.promote("main", 10, "boundary")  # not its file: no rename
     kept = trainer.get("main", 10)
     assert kept is not None and kept.kind == "epoch" and os.path.exists(kept.path)
+
+
+def test_a_starting_trainer_sweeps_only_the_temporary_files_of_writers_that_are_gone(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from tb_retune.trainer.checkpoint_index import temporary_prefix
+
+    folder = str(tmp_path / "checkpoints")
+    branch = os.path.join(folder, "main-s-1-t2")
+    os.makedirs(branch)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    mine = temporary_prefix()
+    gone = mine.replace(f"-{os.getpid()}-", f"-{int(dead.stdout)}-")
+    files = {"live": mine + "a.ckpt",  # a write in progress (here: this process's, as a worker's would be)
+             "dead": gone + "b.ckpt",  # its writer died mid-write
+             "old": ".tmp-abc.npz",  # no writer named (an older version's)
+             "foreign": ".tmp-otherhost-42-c.ckpt"}  # another machine's worker: kept (for a day)
+    for name in files.values():
+        with open(os.path.join(branch, name), "wb") as f:
+            f.write(b"x")
+    CheckpointStore(folder)  # a trainer starting (again) on the shared folder
+    left = set(os.listdir(branch))
+    assert left == {files["live"], files["foreign"]}, left

@@ -16,7 +16,9 @@ import dataclasses
 import errno
 import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -32,6 +34,45 @@ _NAME = re.compile(r"^step-(\d{10})--(.+)--([a-z]+)\.ckpt$")
 #: A checkpoint that failed its checks is renamed to ``<name>.bad`` (then
 #: ``.bad-2``, ...): out of the index and of every listing, but kept.
 BAD_SUFFIX = ".bad"
+
+
+#: Temporary files are named ``.tmp-<host>-<pid>-...``: whose write it is.
+def temporary_prefix() -> str:
+    return f".tmp-{_safe(socket.gethostname())}-{os.getpid()}-"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", text) or "host"
+
+
+#: A temporary file of another machine's process is taken for abandoned after this long.
+FOREIGN_TEMPORARY_S = 24 * 3600.0
+_TEMP = re.compile(r"^\.tmp-(.+)-(\d+)-")
+
+
+def abandoned_temporary(name: str, path: str) -> bool:
+    """Whether a temporary file is left over from a write that never
+    finished: its writer (by host and pid) is gone. A file of another
+    machine's process (a search worker on a shared filesystem) is kept for a
+    day; one that names no writer (older versions) is abandoned."""
+    m = _TEMP.match(name)
+    if m is None:
+        return True
+    host, pid = m.group(1), int(m.group(2))
+    if host == _safe(socket.gethostname()):
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, another user's
+            return False
+        return False
+    try:
+        return time.time() - os.path.getmtime(path) > FOREIGN_TEMPORARY_S
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +111,8 @@ class CheckpointIndex:
             for name in os.listdir(bdir):
                 path = os.path.join(bdir, name)
                 if name.startswith("."):
-                    # A temporary file from a write that never finished.
-                    self._remove(path)
+                    if abandoned_temporary(name, path):  # a write that never finished
+                        self._remove(path)
                     continue
                 m = _NAME.match(name)  # a set-aside ``*.ckpt.bad`` does not match
                 if not m:

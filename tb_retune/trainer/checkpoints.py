@@ -36,7 +36,7 @@ import numpy as np
 from tb_retune._errors import CheckpointError
 from tb_retune.experiment.atomic import atomic_open, fsync_dir
 from tb_retune.trainer import checkpoint_format as fmt
-from tb_retune.trainer.checkpoint_index import BAD_SUFFIX, KEPT_KINDS, CheckpointInfo
+from tb_retune.trainer.checkpoint_index import BAD_SUFFIX, KEPT_KINDS, CheckpointInfo, temporary_prefix
 from tb_retune.trainer.checkpoint_reader import CheckpointReader, SkippedCheckpoint
 from tb_retune.trainer.checkpoint_state import Snapshot, collect_variables, read_value, take_snapshot
 
@@ -123,7 +123,7 @@ class CheckpointStore(CheckpointReader):
         bdir = os.path.join(self.folder, snap.branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(snap.branch, snap.step, snap.node, snap.kind)
-        with atomic_open(final, prefix=".tmp-") as f:
+        with atomic_open(final, prefix=temporary_prefix()) as f:
             fmt.write(f, snap.meta, entries, total, sources, region)
         del sources, region
         self._reuse(snap)
@@ -157,7 +157,7 @@ class CheckpointStore(CheckpointReader):
         bdir = os.path.join(self.folder, branch)
         os.makedirs(bdir, exist_ok=True)
         final = self._path(branch, source.step, node, "branch")
-        fd, tmp = tempfile.mkstemp(dir=bdir, prefix=".tmp-", suffix=".ckpt")
+        fd, tmp = tempfile.mkstemp(dir=bdir, prefix=temporary_prefix(), suffix=".ckpt")
         os.close(fd)
         os.unlink(tmp)
         try:
