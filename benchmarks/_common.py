@@ -170,6 +170,15 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def write_result(path: str | None, result: dict[str, Any]) -> None:
+    """A benchmark's ``--json FILE``: its result with the machine it ran on."""
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump({**result, "machine": machine()}, f, indent=1)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

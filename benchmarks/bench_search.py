@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import interleaved, log, machine, median, pair_ratios, quiet, spread  # noqa: E402
+from benchmarks._common import interleaved, log, median, pair_ratios, quiet, spread, write_result  # noqa: E402
 
 SPACE = {"learning_rate": {"low": 1e-3, "high": 0.1, "log": True}, "momentum": {"low": 0.0, "high": 0.95}}
 BATCH = 32
@@ -255,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['search_vs_optuna_optimize']:.2f}x ({median(d['search_wall_s']['ours']):.2f} s vs "
           f"{median(d['search_wall_s']['theirs']):.2f} s; {trials} trials x {steps} steps; evaluation "
           f"{d['evaluate_ms_per_trial']:.1f} ms a trial on our side)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**result, "machine": machine()}, f, indent=1)
+    write_result(args.json, result)
     return 0
 
 

@@ -21,7 +21,6 @@ each commit waits for its WAL on disk, as the journal waits for its fsync),
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import Profile, interleaved, log, machine, median, pair_ratios, quiet, spread  # noqa: E402
+from benchmarks._common import Profile, interleaved, log, median, pair_ratios, quiet, spread, write_result  # noqa: E402
 
 KINDS = ("journal", "postgres", "postgres_nofsync")
 #: Intermediate values reported per trial (a search reports its metric at each of a few evaluations).
@@ -177,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds, trials = (5, 20) if args.quick else (11, 50)
     result = compare(rounds=rounds, trials=trials)
     print(summary(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**result, "machine": machine()}, f, indent=1)
+    write_result(args.json, result)
     return 0
 
 

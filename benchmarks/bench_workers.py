@@ -2,10 +2,10 @@
 ``tb-retune worker`` processes joining it (issue 18).
 
 Everything is the real thing, as ``tests/test_search_workers.py`` runs it: one
-trainer process (``benchmarks/_search_trainer.py``, a copy of the tests' script:
+trainer process (``tb_retune/testing/search_trainer.py``, the tests' script:
 a tiny model in ``fit``, RetuneCallback, ``--heartbeat 1,5``) trains for the
 whole benchmark; for each search, N - 1 workers (``python -m tb_retune.cli worker
-EXP --wait-for-search 600 -- python benchmarks/_search_trainer.py EXP``) are
+EXP --wait-for-search 600 -- python -m tb_retune.testing.search_trainer EXP``) are
 started and awaited until they print that they wait for a search (so their
 TensorFlow import and model build are not in the figure), then the search request
 is saved into ``retune.json`` (atomically) and the clock runs until
@@ -40,10 +40,10 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import log as _log  # noqa: E402
-from benchmarks._common import machine, median, quiet, spread  # noqa: E402
+from benchmarks._common import median, quiet, spread, write_result  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "_search_trainer.py")
+SCRIPT = ["-m", "tb_retune.testing.search_trainer"]
 TRIALS = 12
 PROCESSES = (1, 2, 3)
 SPACE = {"learning_rate": {"low": 1e-3, "high": 0.3, "log": True}, "momentum": {"low": 0.0, "high": 0.9}}
@@ -108,14 +108,14 @@ SAMPLES = 2048
 
 
 def _trainer(logdir: str, sleep: float) -> Process:
-    return Process([sys.executable, SCRIPT, logdir, "--sleep", str(sleep), "--samples", str(SAMPLES),
+    return Process([sys.executable, *SCRIPT, logdir, "--sleep", str(sleep), "--samples", str(SAMPLES),
                     "--heartbeat", "1,5"],
                    os.path.join(os.path.dirname(logdir), "trainer.log"))
 
 
 def _worker(logdir: str, sleep: float, name: str) -> Process:
     return Process([sys.executable, "-m", "tb_retune.cli", "worker", logdir, "--wait-for-search", "600", "--",
-                    sys.executable, SCRIPT, logdir, "--sleep", str(sleep), "--samples", str(SAMPLES)],
+                    sys.executable, *SCRIPT, logdir, "--sleep", str(sleep), "--samples", str(SAMPLES)],
                    os.path.join(os.path.dirname(logdir), f"worker-{name}.log"))
 
 
@@ -291,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet()
     rounds = args.rounds or (2 if args.quick else 3)
     result = compare(rounds=rounds, steps=args.steps, sleep=args.sleep, keep=args.keep)  # logs its summary on stderr
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**result, "machine": machine()}, f, indent=1)
+    write_result(args.json, result)
     return 0
 
 

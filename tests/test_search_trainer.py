@@ -18,27 +18,41 @@ import pytest
 
 from tests.conftest import atomic_save, read_status, wait_for
 
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "search_trainer_script.py")
+#: The trainer's (and a worker's) command: a real fit with RetuneCallback (``tb_retune/testing/search_trainer.py``).
+SCRIPT = ["-m", "tb_retune.testing.search_trainer"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIAL_KEYS = {"number", "branch", "hyperparameters", "value", "state", "worker"}
 
 pytestmark = pytest.mark.slow
 
 
-class Trainer:
-    """``tests/search_trainer_script.py`` in a process of its own."""
+class ScriptProcess:
+    """A command in a process of its own, its output in a log file beside the experiment."""
 
-    def __init__(self, logdir: str, sleep: float, extra: list[str] | None = None) -> None:
-        self.logdir = logdir
-        self.log_path = os.path.join(os.path.dirname(logdir), f"trainer-{os.path.basename(logdir)}.log")
-        self.log = open(self.log_path, "a")
+    def __init__(self, argv: list[str], log_path: str) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "a")
         env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.proc = subprocess.Popen([sys.executable, SCRIPT, logdir, "--sleep", str(sleep), *(extra or [])], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         with open(self.log_path) as f:
             return f.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+class Trainer(ScriptProcess):
+    """``tb_retune/testing/search_trainer.py`` in a process of its own."""
+
+    def __init__(self, logdir: str, sleep: float, extra: list[str] | None = None) -> None:
+        self.logdir = logdir
+        super().__init__([sys.executable, *SCRIPT, logdir, "--sleep", str(sleep), *(extra or [])],
+                         os.path.join(os.path.dirname(logdir), f"trainer-{os.path.basename(logdir)}.log"))
 
     def wait_metrics(self) -> dict[str, Any]:
         """Until the status names the metrics fit logs (the first epoch ended)."""
@@ -55,12 +69,6 @@ class Trainer:
         control["stop"] = True
         atomic_save(os.path.join(self.logdir, "retune.json"), control)
         assert self.proc.wait(timeout=180) == 0, self.output()[-3000:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=60)
-        self.log.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from tb_retune.experiment import worker as spec_mod
 from tests.conftest import atomic_save, read_status, wait_for
-from tests.test_search_trainer import ROOT, SCRIPT, Trainer, branch_records, done
+from tests.test_search_trainer import SCRIPT, ScriptProcess, Trainer, branch_records, done
 
 pytestmark = pytest.mark.slow
 
@@ -26,23 +25,16 @@ TRIALS = 12
 STEPS = 24
 
 
-class Worker:
-    """``tb-retune worker EXP -- python tests/search_trainer_script.py EXP`` in a process of its own."""
+class Worker(ScriptProcess):
+    """``tb-retune worker EXP -- python -m tb_retune.testing.search_trainer EXP`` in a process of its own."""
 
     def __init__(self, logdir: str, name: str, *, sleep: float, storage: str | None = None) -> None:
         self.logdir = logdir
-        self.log_path = os.path.join(os.path.dirname(logdir), f"worker-{name}.log")
-        self.log = open(self.log_path, "a")
-        env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
         cli = [sys.executable, "-m", "tb_retune.cli", "worker", logdir, "--wait-for-search", "600"]
         if storage:
             cli += ["--storage", storage]
-        self.proc = subprocess.Popen(cli + ["--", sys.executable, SCRIPT, logdir, "--sleep", str(sleep)],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        with open(self.log_path) as f:
-            return f.read()
+        super().__init__(cli + ["--", sys.executable, *SCRIPT, logdir, "--sleep", str(sleep)],
+                         os.path.join(os.path.dirname(logdir), f"worker-{name}.log"))
 
     @property
     def folder(self) -> str:
@@ -58,12 +50,6 @@ class Worker:
 
     def wait(self) -> int:
         return self.proc.wait(timeout=600)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=60)
-        self.log.close()
 
 
 @pytest.fixture

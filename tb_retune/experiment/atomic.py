@@ -49,8 +49,8 @@ def new_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def fsync_dir(path: str) -> None:
-    """Makes a rename inside ``path`` durable (no-op where unsupported)."""
+def _fsync(path: str) -> None:
+    """fsyncs ``path`` (a file or a folder); gone, or unsupported: passed over."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -63,22 +63,18 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: str) -> None:
+    """Makes a rename inside ``path`` durable (no-op where unsupported)."""
+    _fsync(path)
+
+
 def fsync_paths(paths: list[str]) -> None:
     """Makes files already written (and renamed into place) durable: each
     file, then each of their folders once. Files gone since are passed over."""
     for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        _fsync(path)
     for folder in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in paths):
-        fsync_dir(folder)
+        _fsync(folder)
 
 
 def fsync_later(paths: list[str], *, name: str) -> threading.Thread:

@@ -1,17 +1,22 @@
-"""A real trainer process for the search tests: a tiny model in ``fit`` with
-validation data, slow batches, RetuneCallback; it trains until it is stopped
-(``stop`` in retune.json) or killed. Run by ``tb-retune worker``, the same
-script is a search worker."""
+"""A real trainer process for the search tests and ``benchmarks/bench_workers.py``:
+``python -m tb_retune.testing.search_trainer LOGDIR [--sleep S] [--samples N]``.
+
+A tiny model in ``fit`` with validation data and RetuneCallback; each batch is
+padded with ``--sleep`` seconds, which stands for a real model's step time. It
+trains until it is stopped (``stop`` in retune.json) or killed. Run by
+``tb-retune worker``, the same script is a search worker. ``--samples`` makes
+an epoch (its validation pass and checkpoint) longer than a trial, as a real
+model's is.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -23,11 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("logdir")
     parser.add_argument("--epochs", type=int, default=10_000)
-    parser.add_argument("--sleep", type=float, default=0.01)
+    parser.add_argument("--sleep", type=float, default=0.01, help="seconds added to each batch")
+    parser.add_argument("--samples", type=int, default=128,
+                        help="training samples (batches of 16): the tests' 128 make an epoch of 8 steps")
     parser.add_argument("--storage", default=None, help="the searches' Optuna storage URL")
     parser.add_argument("--heartbeat", default=None, help="heartbeat_interval,grace_period")
     args = parser.parse_args()
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     if args.storage:
         options["search_storage"] = args.storage
     if args.heartbeat:
@@ -35,7 +42,7 @@ def main() -> None:
         options["search_heartbeat"] = (interval, grace)
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 4)).astype("float32")
+    x = rng.normal(size=(args.samples, 4)).astype("float32")
     y = (x[:, 0] + x[:, 1] > 0).astype("int32")
     x_val = rng.normal(size=(64, 4)).astype("float32")
     y_val = (x_val[:, 0] + x_val[:, 1] > 0).astype("int32")
