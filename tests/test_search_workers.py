@@ -16,7 +16,7 @@ import pytest
 
 from tb_retune.experiment import worker as spec_mod
 from tests.conftest import atomic_save, read_status, wait_for
-from tests.test_search_trainer import SCRIPT, ScriptProcess, Trainer, branch_records, done
+from tests.test_search_trainer import SCRIPT, ScriptProcess, Trainer, branch_records, done, search_of
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +167,55 @@ def test_a_worker_killed_mid_trial_has_its_trial_retried_and_the_total_stays(
     assert len(counted) == TRIALS and all(t["state"] in ("complete", "pruned") for t in counted)
     assert "queued again" in victim.output() or victim.proc.returncode != 0
     _stop(trainer)
+
+
+def test_the_trainer_waiting_for_another_process_s_trial_keeps_its_status_alive(
+        tmp_path: Any, procs: list[Any]) -> None:
+    """The trainer waits at a batch boundary for the last trials that others
+    run; meanwhile its status heartbeat goes on (the tab and the command line
+    would call it dead otherwise), and a trial told by the other process ends
+    the wait."""
+    import time
+
+    from tb_retune.trainer.search._heartbeat import TrialHeartbeat
+
+    logdir = str(tmp_path / "exp")
+    trainer = Trainer(logdir, sleep=0.05, extra=["--heartbeat", "1,30"])
+    procs.append(trainer)
+    trainer.wait_metrics()
+    _search(logdir, trials=2, steps_per_trial=40)
+    # This process is the other worker: it takes the second slot while the trainer runs the baseline.
+    study = wait_for(lambda: _load(logdir), timeout=300, what="the search's study")
+    theirs = study.ask()
+    theirs.suggest_float("learning_rate", 1e-3, 0.3, log=True)
+    theirs.suggest_float("momentum", 0.0, 0.9)
+    theirs.set_user_attr("role", "worker")
+    theirs.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
+    beat = TrialHeartbeat(study._storage)
+    beat.start(theirs._trial_id)
+    try:
+        wait_for(lambda: trainer._alive() and "waiting for trials running in other processes" in trainer.output(),
+                 timeout=300, what="the trainer waiting for this process's trial")
+        first = read_status(logdir)["heartbeat"]
+        wait_for(lambda: trainer._alive() and read_status(logdir)["heartbeat"] > first + 1.0, timeout=60,
+                 what="the status heartbeat going on while the trainer waits")
+        assert search_of(logdir, "s-1")["state"] == "running"
+    finally:
+        beat.stop()
+    study.tell(theirs, 0.001)
+    entry = wait_for(lambda: trainer._alive() and done(logdir, "s-1"), timeout=300, what="the search's end")
+    assert entry["best"]["number"] == theirs.number and time.time() - entry["outcome"]["time"] < 300
+    _stop(trainer)
+
+
+def _load(logdir: str) -> Any:
+    import optuna
+
+    from tb_retune.trainer.search._study import has_journal, open_storage
+
+    if not has_journal(logdir):
+        return None
+    try:
+        return optuna.load_study(study_name="s-1", storage=open_storage(logdir, heartbeat=(1, 30)))
+    except KeyError:
+        return None

@@ -186,7 +186,9 @@ class SessionTrialHost:
         self.s.report_error(message)
 
     def wait(self, seconds: float) -> bool:
-        return not self.s.wait_for_revision(seconds)
+        # The boundary holds the commit lock; the status must not stop for the wait.
+        with self.s.state.commit_lock_released():
+            return not self.s.wait_for_revision(seconds)
 
     def steps_left(self) -> int | None:
         return self.s.steps_left()

@@ -11,10 +11,12 @@ never read back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from tb_retune.experiment import atomic as _atomic
@@ -76,6 +78,22 @@ class TrainerState:
         self.epochs_planned: dict[str, dict[str, int]] = {}
 
     # -- persistence -----------------------------------------------------
+    @contextlib.contextmanager
+    def commit_lock_released(self) -> Iterator[None]:
+        """Lets go of the commit lock, at every level the calling thread holds
+        it, for a long wait at a batch boundary whose work so far is recorded
+        whole (a search waiting for other processes' trials): the status thread
+        goes on writing meanwhile. As ``threading.Condition.wait`` does."""
+        lock: Any = self.commit_lock
+        if not lock._is_owned():
+            yield
+            return
+        saved = lock._release_save()
+        try:
+            yield
+        finally:
+            lock._acquire_restore(saved)
+
     def to_dict(self) -> dict[str, Any]:
         with self.lock:
             out = {"version": STATE_VERSION}
