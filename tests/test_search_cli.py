@@ -175,3 +175,16 @@ def test_status_lines_for_running_and_failed_searches(tmp_path: Any) -> None:
             "learning_rate=0.01), about 16s left") in lines
     assert ("search s-2: failed, 0/2 trials done (0 running, 0 pruned); search s-2: OSError: disk full; "
             "training goes on from where it is") in lines
+
+
+def test_the_progress_line_says_how_many_processes_run_trials() -> None:
+    from tb_retune.cli._search import progress_line
+
+    def trial(n: int, state: str, pid: int) -> dict[str, Any]:
+        return {"number": n, "state": state, "worker": {"host": "h", "pid": pid}, "started": 1.0, "ended": None}
+
+    entry = {"state": "running", "total": 6, "trials": [trial(0, "running", 1), trial(1, "running", 2),
+                                                        trial(2, "running", 2)]}
+    assert "(3 running on 2 processes, 0 pruned)" in progress_line("s-1", entry, 2.0)
+    entry["trials"] = [trial(0, "running", 1)]
+    assert "(1 running, 0 pruned)" in progress_line("s-1", entry, 2.0)

@@ -178,7 +178,10 @@ def progress_line(search_id: str, entry: Mapping[str, Any], now: float) -> str:
     states = [t.get("state") for t in trials]
     done = sum(s in ("complete", "pruned", "failed") for s in states)
     total = entry.get("total") or len(trials)
-    parts = [f"{states.count('running')} running", f"{states.count('pruned')} pruned"]
+    workers = {(w.get("host"), w.get("pid")) for t in trials if t.get("state") == "running"
+               for w in [t.get("worker") or {}]}
+    on = f" on {len(workers)} processes" if len(workers) > 1 else ""  # a trainer and its workers
+    parts = [f"{states.count('running')} running{on}", f"{states.count('pruned')} pruned"]
     if states.count("failed"):
         parts.append(f"{states.count('failed')} failed")
     text = f"search {search_id}: {entry.get('state')}, {done}/{total} trials done ({', '.join(parts)})"
