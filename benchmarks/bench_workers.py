@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import log as _log  # noqa: E402
 from benchmarks._common import median, quiet, spread, write_result  # noqa: E402
+from tb_retune.testing.waiting import wait_for  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = ["-m", "tb_retune.testing.search_trainer"]
@@ -67,14 +68,6 @@ def atomic_save(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 class Process:
@@ -132,7 +125,7 @@ def one_search(logdir: str, trainer: Process, search_id: str, processes: int, *,
     try:
         t_ready = time.perf_counter()
         for w in workers:
-            wait_for(lambda w=w: w.alive() and WAITING in w.output(), 300, "a worker waiting for a search")
+            wait_for(lambda w=w: w.alive() and WAITING in w.output(), 300, what="a worker waiting for a search")
         ready_s = time.perf_counter() - t_ready
         request = {"search": {"id": search_id, "space": SPACE, "trials": TRIALS, "steps_per_trial": steps,
                               "objective": {"metric": "val_loss"}, "sampler": "random", "pruner": "none"}}
@@ -148,7 +141,7 @@ def one_search(logdir: str, trainer: Process, search_id: str, processes: int, *,
             entry = (read_status(logdir).get("searches") or {}).get(search_id)
             return entry if isinstance(entry, dict) and entry.get("state") != "running" else None
 
-        entry = wait_for(finished, 300, f"search {search_id} to end")
+        entry = wait_for(finished, 300, what=f"search {search_id} to end")
         took = time.perf_counter() - t0
         for w in workers:
             if w.proc.wait(timeout=120) != 0:
@@ -193,7 +186,7 @@ def compare(*, rounds: int, steps: int = 24, sleep: float = 0.05, log: Callable[
         try:
             t0 = time.perf_counter()
             wait_for(lambda: trainer.alive() and "val_loss" in (read_status(logdir).get("metrics") or []), 300,
-                     "the trainer's first epoch")
+                     what="the trainer's first epoch")
             log(f"  trainer ready after {time.perf_counter() - t0:.1f}s")
             n = 0
             for r in range(rounds):

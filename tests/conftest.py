@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tb_retune.testing.waiting import wait_for  # noqa: F401 (the tests import it from here)
 from tb_retune.trainer.controller import THREAD_NAMES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,14 +58,6 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, interval: float = 0.02, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def read_status(folder: str) -> dict[str, Any]:
