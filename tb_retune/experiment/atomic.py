@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -170,22 +171,47 @@ class TrainerLock:
     with SIGKILL never leaves a stale lock. The pid inside is for messages.
     """
 
+    #: Locks of this process whose run is ending (its last writes under way):
+    #: a new run on the same experiment waits for them instead of being refused.
+    _closing: set[str] = set()
+    _closing_lock = threading.Lock()
+    #: How long a new run waits for a run of this process that is ending.
+    CLOSING_WAIT_S = 60.0
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
 
+    def closing(self) -> None:
+        """The run that holds this lock is ending: it releases the lock soon."""
+        if self._fd is not None:
+            with TrainerLock._closing_lock:
+                TrainerLock._closing.add(os.path.abspath(self.path))
+
+    def _ending_here(self) -> bool:
+        with TrainerLock._closing_lock:
+            return os.path.abspath(self.path) in TrainerLock._closing
+
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                os.close(fd)
-                raise
+        deadline = time.monotonic() + self.CLOSING_WAIT_S
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                pid = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
-            finally:
-                os.close(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+                try:
+                    pid = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+                finally:
+                    os.close(fd)
+            if self._ending_here() and time.monotonic() < deadline:
+                # A run of this process is ending (e.g. its fit raised and its cleanup
+                # thread is writing the last files): the experiment is free in a moment.
+                time.sleep(0.01)
+                continue
             raise ExperimentLockedError(
                 f"another trainer (pid {pid}) is running on this experiment "
                 f"({os.path.dirname(self.path)}); stop it first, or give this run "
@@ -202,3 +228,5 @@ class TrainerLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            with TrainerLock._closing_lock:
+                TrainerLock._closing.discard(os.path.abspath(self.path))

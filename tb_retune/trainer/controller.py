@@ -325,6 +325,8 @@ class RetuneController:
                 return
             self._begun = False
             self._fit.clear()
+            if self._lock is not None:
+                self._lock.closing()  # a new run in this process waits for the release, not refused
         self._crash.remove()
         s = self.session
         try:
