@@ -31,7 +31,16 @@ from tb_retune.experiment.control import (
     STATUS_FILENAME,
 )
 from tb_retune.experiment.worker import WorkerSpec
-from tb_retune.trainer import boundary, continuation, external, revisions, search_host, startup, worker
+from tb_retune.trainer import (
+    boundary,
+    continuation,
+    ending,
+    external,
+    revisions,
+    search_host,
+    startup,
+    worker,
+)
 from tb_retune.trainer.backend import retrace_on_change
 from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.distributed import Cluster
@@ -328,25 +337,9 @@ class RetuneController:
             if self._lock is not None:
                 self._lock.closing()  # a new run in this process waits for the release, not refused
         self._crash.remove()
-        s = self.session
         try:
-            if s is not None:
-                # First what ended, so a failure below (a dead peer, a full disk) cannot hide it.
-                s.status.update(state=state, error=error)
-                if error:
-                    s.log(f"retune: training failed: {error}")
-            if s is not None and s.started and s.on_branch:
-                try:
-                    s.end_hparams_session(state)
-                except Exception as e:  # reads the optimizer: may fail after a crash
-                    logger.warning("retune: the HParams session of the last branch was not written: %s", e)
-            search_host.close(s)
-            if s is not None and s.worker_spec is not None:
-                worker.end(s, state, error)  # a worker keeps no final state: its trials are told
-            elif s is not None and state in ("finished", "stopped") and not s.resume_pending:
-                self._sync_state()
-                step = s.steps.sync()
-                s.checkpoints.final(s.state.branch, step, s.state.node)
+            if self.session is not None:
+                ending.finish(self.session, state, error, sync_state=self._sync_state)
         finally:
             self._close_resources(sync_now=sync_now)
 
@@ -356,18 +349,8 @@ class RetuneController:
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
-        s = self.session
-        if s is not None:
-            try:
-                s.checkpoints.close()
-                s.store.free_buffers()  # the spare snapshot buffer is as large as the model's state
-            finally:
-                s.status.stop()
-                if s.started:  # a refused start leaves the folder as it was
-                    s.publish(durable=sync_now)
-                    if not sync_now:
-                        _atomic.fsync_later([s.state.path, s.status.path], name="tb-retune-sync")
-                s.records.close()
+        if self.session is not None:
+            ending.close(self.session, sync_now=sync_now)
         if self._lock is not None:
             self._lock.release()
             self._lock = None

@@ -19,10 +19,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tb_retune._errors import RetuneError
 from tb_retune.experiment.search import SearchRequest
-from tb_retune.trainer.search import _allot, _status
-from tb_retune.trainer.search._host import NOTHING, Action, Leave, SearchDone, TrialEnd, TrialHost, TrialStart
+from tb_retune.trainer.search import _allot, _lost, _outcome, _status
+from tb_retune.trainer.search._host import NOTHING, Action, Leave, TrialEnd, TrialHost, TrialStart
 from tb_retune.trainer.search._study import baseline_params, suggest
 
 if TYPE_CHECKING:
@@ -84,44 +83,12 @@ class SearchRun:
         return self._publish_cb(self.study)
 
     def take_over_interrupted(self) -> None:
-        """Fails the trials that a killed trainer left running and queues
-        them again with the same settings (``_allot``: a lost trial, then its
-        retry): the total stays ``trials``. A worker's trial is left to
-        Optuna's heartbeat."""
-        from optuna.trial import TrialState
-
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("role", "trainer") != "trainer":
-                continue  # a worker's: Optuna's heartbeat is its judge
-            self._lose(t.number, t)
-
-    def _lose(self, number: int, frozen: Any) -> None:
-        """Fails a trial as lost (no ``reason``) and queues its retry."""
-        from optuna.trial import TrialState
-
-        from tb_retune.trainer.search._heartbeat import retry_lost
-
-        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-        retry_lost(self.study, frozen)
+        """Fails and queues again the trials a killed trainer left running (``_lost``)."""
+        _lost.take_over_interrupted(self)
 
     def abandon(self) -> None:
-        """``fit`` ends inside a trial (or its process gives up on it): the
-        trial is lost and queued again, for this process's next run or
-        another process."""
-        self.heartbeat.stop()
-        trial, self.trial = self.trial, None
-        if trial is None:
-            return
-        try:
-            frozen = self.study._storage.get_trial(trial._trial_id)
-            if not frozen.state.is_finished():
-                self._lose(trial.number, frozen)
-                self.host.log(f"retune: search {self.request.id} trial {trial.number} was cut short; "
-                              "it is queued again")
-                self._publish()
-        except Exception:
-            logger.warning("retune: cannot queue trial %s of search %s again", trial.number, self.request.id,
-                           exc_info=True)
+        """``fit`` ends inside a trial: it is lost and queued again (``_lost``)."""
+        _lost.abandon(self)
 
     def advance(self, step: int, logs: Mapping[str, Any] | None) -> Action:
         """One batch boundary: report a logged point, end the trial, start the next."""
@@ -195,7 +162,7 @@ class SearchRun:
                     if self.host.wait(WAIT_S):
                         continue
                     return Action(ended=ended)  # something else is due at this boundary
-                return Action(ended=ended, done=self._finish())
+                return Action(ended=ended, done=_outcome.finish(self))
             if self.role == "worker":
                 left = self.host.steps_left()
                 if left is not None and left < self.request.steps_per_trial:
@@ -302,66 +269,6 @@ class SearchRun:
         if value is not None:
             return float(value)
         return self.last_point[1] if self.last_point is not None else None
-
-    def _finish(self) -> SearchDone:
-        self._list_other_processes_checkpoints()
-        entry = self._publish()
-        best = entry["best"]
-        request = self.request
-        src_branch, src_step = self.source
-        if request.then == "best" and best is not None:
-            end = self.study.get_trials(deepcopy=False)[best["number"]].user_attrs.get("end") or {}
-            if end.get("branch") is not None and end.get("step") is not None:
-                from_branch, from_step = str(end["branch"]), int(end["step"])
-            else:  # e.g. a worker that died after its last report
-                self.host.log(f"retune: search {request.id}: the end state of the best trial "
-                              f"{best['number']} is not recorded; going on from the source with its settings")
-                from_branch, from_step = src_branch, src_step
-            hps = dict(self.source_hps)
-            hps.update(best["hyperparameters"])
-            name = f"{src_branch}-{request.id}-best"
-        else:
-            if request.then == "best":
-                self.host.log(f"retune: search {request.id}: no trial completed; going on from the source")
-            from_branch, from_step, hps = src_branch, src_step, dict(self.source_hps)
-            name = f"{src_branch}-{request.id}-{request.then}"
-        extra = {"search": {"id": request.id, "then": request.then,
-                            "trial": best["number"] if best is not None else None}}
-        try:
-            branch = self.host.restore(from_branch, from_step, hps, name, extra)
-        except RetuneError as e:
-            if (from_branch, from_step) == (src_branch, src_step):
-                raise
-            # The best trial's end state cannot be read (another process's write was lost,
-            # its disk filled): its settings from the source, rather than no outcome at all.
-            self.host.report_error(f"search {request.id}: the end state of trial {best and best['number']} "
-                                   f"({from_branch}@{from_step}) cannot be restored ({e}); going on from the "
-                                   "source with its settings")
-            from_branch, from_step = src_branch, src_step
-            branch = self.host.restore(from_branch, from_step, hps, name, extra)
-        outcome = {"branch": branch, "from": {"branch": from_branch, "step": from_step}, "time": time.time()}
-        self.study.set_user_attr(_status.ATTR_OUTCOME, outcome)
-        self.study.set_user_attr(_status.ATTR_STATE, "done")
-        self.over = True
-        self._publish()
-        shown = (f"best trial {best['number']} ({request.metric} {best['value']:.6g})" if best is not None
-                 else "no trial completed")
-        self.host.log(f"retune: search {request.id} done: {shown}; training goes on as branch {branch}")
-        return SearchDone(request.id, request.then, branch, from_branch, from_step, hps,
-                          best["number"] if best is not None else None)
-
-    def _list_other_processes_checkpoints(self) -> None:
-        """Makes the end states of the trials that workers ran known to this
-        process's checkpoint index (restorable from the tab once the search is
-        done): reading one is what lists its branch again."""
-        mine = os.getpid()
-        for t in self.study.get_trials(deepcopy=False):
-            end, worker = t.user_attrs.get("end"), t.user_attrs.get("worker") or {}
-            if isinstance(end, Mapping) and worker.get("pid") != mine and end.get("branch") is not None:
-                try:
-                    self.host.checkpoint_hyperparameters(str(end["branch"]), int(end["step"]))
-                except Exception as e:  # a missing file is the restore's to report, if it is the best
-                    logger.debug("retune: trial %s's end state: %s", t.number, e)
 
     def fail(self, message: str) -> None:
         """Ends the search as failed (its running trial too), reported through the host."""
