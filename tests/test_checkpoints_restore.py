@@ -89,7 +89,9 @@ def test_restore_with_hyperparameters_and_exactly_once(tmp_path: Any) -> None:
 
     logdir = str(tmp_path / "exp")
     control = os.path.join(logdir, "retune.json")
-    with live_fit(logdir, batch_size=16, sleep=0.003) as fit:
+    # All checkpoints kept: a periodic one that the status lists may otherwise be pruned by
+    # the time the restore is taken (that error is the test's last case).
+    with live_fit(logdir, batch_size=16, sleep=0.003, keep_checkpoints=None) as fit:
         wait_for(lambda: len(read_status(logdir).get("checkpoints", {}).get("main", [])) >= 3, what="checkpoints")
         step = read_status(logdir)["checkpoints"]["main"][1]
         request = {"restore": {"id": "r-1", "branch": "main", "step": step,

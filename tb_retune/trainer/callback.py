@@ -238,19 +238,24 @@ class RetuneCallback(keras.callbacks.Callback):
         self._batches += 1
         if self._batches == 1:
             self._look(FIRST_BATCH)  # once per epoch: what on_epoch_begin after us set
-        branch = self.controller.branch
-        if self.controller.before_step():
+        c = self.controller
+        turns, branch = c.turns, c.branch
+        if c.before_step():
             backend.rebuild_train_function(self.model)
             self._guard_train_function()
-        if self.controller.branch != branch:
+        if c.turns != turns and c.branch != branch:  # only a boundary that did work can restore
             self._after_restore()
-        if self.controller.stop_requested:
+        if c.stop_requested:  # also one asked for before the first batch (the control file at the start)
             self.model.stop_training = True
 
     def _log_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.controller.after_step(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        with self.controller.steady():  # the optimizer is read once in this hook
+            self._epoch_end(epoch, logs)
+
+    def _epoch_end(self, epoch: int, logs: dict[str, Any] | None) -> None:
         self._look(EPOCH_END)
         steps = (self.params or {}).get("steps")
         complete = not (self.controller.stop_requested and steps and self._batches < steps)
@@ -266,6 +271,10 @@ class RetuneCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        with self.controller.steady():  # the optimizer is read once in this hook
+            self._train_end()
+
+    def _train_end(self) -> None:
         self._look(TRAIN_END)  # what the last on_epoch_end after us set
         s = self.controller.session
         if s is not None and self._siblings is not None:

@@ -140,7 +140,10 @@ def apply_restore(s: Session, request: RestoreRequest, *, branch_name: str | Non
             f"restore.step: branch {request.branch!r} has no checkpoint at step {request.step}; "
             f"restorable steps: {', '.join(map(str, s.store.steps().get(request.branch, []))) or 'none'}"
         )
-    meta = s.store.load(s.model, s.optimizer, info)
+    try:
+        meta = s.store.load(s.model, s.optimizer, info)
+    finally:
+        s.handle.forget()  # the optimizer's variables were assigned (some, when it failed)
     retrace = put_in_force(s, "restore", dict(meta.get("hyperparameters") or {}),
                            schedule_known="learning_rate_schedule" in meta,
                            schedule=meta.get("learning_rate_schedule"))

@@ -8,8 +8,10 @@ the trainer state, the status file, the checkpoints and the tree's node
 records. The watcher never touches the model.
 
 :class:`RetuneController` is a facade over the concept modules:
-``options`` (arguments), ``session`` (what one run works with), ``startup``
-(fresh start and resume), ``mailbox`` (the thread hand-over),
+``options`` (arguments), ``session`` (what one run works with), ``starting``
+and ``ending`` (the two ends of a run), ``startup`` (fresh start and
+resume), ``due`` (when a boundary can next have work), ``mailbox`` (the
+thread hand-over),
 ``revisions`` (plan, validate, commit), ``changes`` (changes and restores),
 ``schedule``, ``records`` (nodes and scalars), ``checkpointing`` (the
 checkpoint policy) over ``checkpoint_writer``, ``liveness`` (fit watch and
@@ -18,12 +20,13 @@ crash detection), ``steps`` and ``state``.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from tb_retune.experiment import atomic as _atomic
 from tb_retune.experiment.control import (
@@ -33,16 +36,15 @@ from tb_retune.experiment.control import (
 from tb_retune.experiment.worker import WorkerSpec
 from tb_retune.trainer import (
     boundary,
-    continuation,
+    due,
     ending,
     external,
     revisions,
     search_host,
-    startup,
+    starting,
     worker,
 )
 from tb_retune.trainer.backend import retrace_on_change
-from tb_retune.trainer.checkpointing import build_optimizer_if_possible
 from tb_retune.trainer.distributed import Cluster
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
 from tb_retune.trainer.mailbox import RevisionMailbox
@@ -57,6 +59,19 @@ logger = logging.getLogger("tb_retune")
 LOCK_FILENAME = ".retune-trainer.lock"
 
 __all__ = ["LOCK_FILENAME", "THREAD_NAMES", "RetuneController"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _steadily(method: _F) -> _F:
+    """Runs ``method`` in :meth:`RetuneController.steady`: the optimizer is read once in it."""
+
+    @functools.wraps(method)
+    def run(self: RetuneController, *args: Any, **kwargs: Any) -> Any:
+        with self.steady():
+            return method(self, *args, **kwargs)
+
+    return cast(_F, run)
 
 
 class RetuneController:
@@ -158,6 +173,10 @@ class RetuneController:
         self.mailbox: RevisionMailbox[Incoming] = RevisionMailbox()
         self.stop_requested = False
         self.trace_version = 0
+        #: Counts the batch boundaries that took the full look (``before_step``'s slow path).
+        self.turns = 0
+        #: Before this step only a new revision can be due (``due.quiet_until``).
+        self._quiet_until: float = due.ALWAYS
         #: Changes when a due step may have assigned variables (JAX custom loops read the state back).
         self.state_version = 0
         self._state_sync: Callable[[], None] | None = None
@@ -200,6 +219,12 @@ class RetuneController:
         """The epoch a resumed run starts at (for ``fit``'s epoch counter)."""
         return self.session.initial_epoch if self.session is not None else 0
 
+    def steady(self) -> contextlib.AbstractContextManager[Any]:
+        """A block of one hook, where nothing but this controller changes the
+        optimizer: its hyperparameters are read once in it (``OptimizerHandle.steady``)."""
+        s = self.session
+        return s.handle.steady() if s is not None else contextlib.nullcontext()
+
     # ------------------------------------------------------------ lifecycle
     def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None, *,
               state_sync: Callable[[], None] | None = None) -> bool:
@@ -239,6 +264,7 @@ class RetuneController:
         self._begun = True
         self._state_sync = state_sync
         self._crash.install()
+        self._plan()
         return retrace
 
     def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None) -> bool:
@@ -248,44 +274,19 @@ class RetuneController:
                                                evaluation=self.evaluation_data)
             return False
         previous = self.session
-        options, cluster = self.options, self.cluster
-        if cluster is not None:  # a follower keeps its own files in a scratch folder
-            cluster.seed_state(self.logdir)
-            options = dataclasses.replace(options, logdir=cluster.folder(self.logdir))
-        s = self.session = Session(options, model, optimizer, params, tick=self._check_abandoned)
-        s.mailbox = self.mailbox
-        if cluster is not None:
-            cluster.join(s, self.logdir)
-        build_optimizer_if_possible(model, optimizer)
-        if continuation.continues(previous, model, optimizer):
-            retrace = continuation.continue_run(s)  # a second fit in this process
-        else:
-            retrace = startup.start(s)
-        search_host.attach(s, self.evaluation_data)
-        s.started = True
-        s.publish_known()
-        initial = None
-        if cluster is None or cluster.leader:
-            self.watcher = ControlWatcher(self.control_path, self._on_revision,
-                                          debounce_s=self.options.debounce_s, polling=self.options.polling,
-                                          on_kind=lambda kind: setattr(s, "watcher_kind", kind))
-            # What the file holds at the start is in force from the first step:
-            # read it here, once; the watcher sets up its observer on its own
-            # thread, reads again, and reports what differs and later saves.
-            initial = self.watcher.read_now()
-            self.watcher.start(background=True)
-            s.watcher_kind = self.watcher.kind
-        if cluster is not None:
-            initial = cluster.broadcast_bytes(initial)
-        if initial is not None:
-            revisions.receive(s, self.mailbox, initial)
-            if not s.resume_pending:
-                retrace |= self._due()
-                s.steps.calls = 0  # no batch is about to run yet
-                # fit has not counted an epoch yet: a restore carried out now
-                # gives its branch all the epochs it has left.
-                s.initial_epoch = s.fit_epoch = s.state.epoch
-                s.plan_epochs(s.state.branch, s.state.epoch)
+        s = self.session = starting.new_session(self.options, model, optimizer, params, cluster=self.cluster,
+                                                tick=self._check_abandoned, mailbox=self.mailbox)
+        cluster = self.cluster
+        with s.handle.steady():  # no other code runs until begin() returns
+            retrace = starting.start(s, previous, cluster=cluster, logdir=self.logdir,
+                                     evaluation=self.evaluation_data)
+            initial = None
+            if cluster is None or cluster.leader:
+                self.watcher, initial = starting.watch(s, self.control_path, self.options, self._on_revision)
+            if cluster is not None:
+                initial = cluster.broadcast_bytes(initial)
+            if initial is not None:
+                retrace |= starting.take_initial(s, self.mailbox, initial, self._due)
         s.start_status_later()  # if the start has not (a fresh start does, before its first checkpoint)
         return retrace
 
@@ -328,11 +329,13 @@ class RetuneController:
         """
         self._end(state, error, sync_now=False)
 
+    @_steadily
     def _end(self, state: str, error: str | None, *, sync_now: bool) -> None:
         with self._end_lock:
             if not self._begun:
                 return
             self._begun = False
+            self._quiet_until = due.ALWAYS
             self._fit.clear()
             if self._lock is not None:
                 self._lock.closing()  # a new run in this process waits for the release, not refused
@@ -369,6 +372,8 @@ class RetuneController:
         """Brings the training state into the variables where it lives elsewhere (JAX)."""
         if self._state_sync is not None:
             self._state_sync()
+            if self.session is not None:
+                self.session.handle.forget()  # the variables were assigned
 
     def before_step(self) -> bool:
         """Call before each train step. O(1) unless something is due.
@@ -378,9 +383,21 @@ class RetuneController:
         s = self.session
         if s is None:
             return False
-        step = s.steps.current()
-        s.steps.calls += 1
+        steps = s.steps
+        step = steps.known + steps.calls * steps.steps_per_call  # steps.current(), inline: every batch
+        steps.calls += 1
         s.boundaries += 1
+        if step < self._quiet_until and not self.mailbox.due():
+            return False
+        self.turns += 1
+        try:
+            return self._turn(s, step)
+        finally:
+            self._plan()
+
+    @_steadily
+    def _turn(self, s: Session, step: int) -> bool:
+        """The full look at a boundary where something may be due."""
         if s.worker_spec is not None:
             return self._due()  # a worker's turn at every boundary (its trial's steps)
         if self.cluster is not None and self.cluster.due(step):
@@ -389,6 +406,11 @@ class RetuneController:
                 and s.checkpoints.deferred is None and not s.resume_pending and not search_host.busy(s)):
             return False
         return self._due()
+
+    def _plan(self) -> None:
+        """When the next boundary can have work; after anything that may change it."""
+        s = self.session
+        self._quiet_until = due.quiet_until(s, self.cluster) if s is not None and self._begun else due.ALWAYS
 
     def _agree(self) -> None:
         """Every process, at the same step: the leader's newest control-file
@@ -413,6 +435,7 @@ class RetuneController:
             self.trace_version += 1
         return retrace
 
+    @_steadily
     def note_external_changes(self, set_by: external.SetBy = None) -> bool:
         """Records hyperparameters that someone else (another callback, the
         user's code) set since we last looked. Reads the learning-rate
@@ -425,6 +448,7 @@ class RetuneController:
         retrace = external.record(s, set_by)
         if retrace:
             self.trace_version += 1
+        self._plan()
         return retrace
 
     def after_step(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -441,6 +465,7 @@ class RetuneController:
             s.records.scalars(step, logs, s.hyperparameters_now)
             search_host.note_logs(s, logs)
 
+    @_steadily
     def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None, *, complete: bool = True) -> None:
         """Call at the end of each epoch: scalars, and the epoch checkpoint.
 
@@ -463,7 +488,8 @@ class RetuneController:
             branch_epochs = s.state.epoch
         if complete and s.on_branch:
             s.checkpoints.at_epoch_end(branch_epochs, s.state.branch, step, s.state.node)
-        s.status.poke()  # the epoch lives in the checkpoint; the status is written by the heartbeat
+        self._plan()
+        s.status.poke(soon=True)  # the epoch lives in the checkpoint; the status shows it soon
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:
         """Wraps ``fn`` in a ``tf.function`` that is traced again whenever a

@@ -10,10 +10,11 @@ function must be traced again, which the callback does at the batch boundary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tb_retune._errors import ControlError
@@ -59,6 +60,8 @@ class OptimizerHandle:
         self.optimizer = optimizer
         self._schedule_replaced = False
         self._cached_names: list[str] | None = None
+        self._steady = 0  # how many steady() blocks are open
+        self._values: dict[str, Any] | None = None  # what get() read inside them
 
     # -- reading ---------------------------------------------------------
     def has_schedule(self) -> bool:
@@ -96,6 +99,7 @@ class OptimizerHandle:
                 f"{e}); the learning rate in force is kept"
             ) from None
         self.optimizer._learning_rate = schedule
+        self._values = None
         self._schedule_replaced = False
         logger.info("retune: the learning-rate schedule %s is in force again", config.get("class_name"))
         return True
@@ -116,12 +120,40 @@ class OptimizerHandle:
             ]
         return self._cached_names
 
+    @contextlib.contextmanager
+    def steady(self) -> Iterator[None]:
+        """A block in which the optimizer changes only through this handle
+        (:meth:`set`, :meth:`install_schedule`) or where :meth:`forget` is
+        called (a checkpoint loaded, the state synced into the variables):
+        :meth:`get` reads the optimizer once in it. One of our hooks is
+        such a block: no other code runs in it."""
+        self._steady += 1
+        try:
+            yield
+        finally:
+            self._steady -= 1
+            if not self._steady:
+                self._values = None
+
+    def forget(self) -> None:
+        """The optimizer's variables were assigned: :meth:`get` reads them again."""
+        self._values = None
+
     def get(self) -> dict[str, Any]:
         """The changeable hyperparameters in force, ``{name: value}``.
 
         Reads the attributes directly (``get_config()`` once, for the names):
-        this is called at every change and every logged step.
+        this is called at every change and every logged step; inside
+        :meth:`steady`, once.
         """
+        if self._values is not None:
+            return dict(self._values)
+        out = self._read()
+        if self._steady:
+            self._values = dict(out)
+        return out
+
+    def _read(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         config: dict[str, Any] | None = None
         for name in self._names():
@@ -192,8 +224,12 @@ class OptimizerHandle:
         opt = self.optimizer
         self.check_structural(values)
         old = self.get()
-        with variable_scope(opt):
-            retrace = self._set_values(values, old)
+        self._values = None
+        try:
+            with variable_scope(opt):
+                retrace = self._set_values(values, old)
+        finally:
+            self._values = None
         return old, retrace
 
     def _set_values(self, values: Mapping[str, Any], old: Mapping[str, Any]) -> bool:

@@ -260,7 +260,7 @@ class Session:
     def on_checkpoint_written(self, info: CheckpointInfo) -> None:
         """Runs on the writer's thread once a checkpoint is durable."""
         self.known = (self.known[0], self.store.steps())
-        self.status.poke()
+        self.status.poke(soon=True)
 
     def end_hparams_session(self, state: str) -> None:
         """The branch training leaves (a restore, the end of ``fit``) becomes an HParams session."""

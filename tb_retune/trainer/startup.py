@@ -116,6 +116,8 @@ def _load_newest_usable(s: Session, branch: str) -> tuple[CheckpointInfo, dict[s
             return info, s.store.load(s.model, s.optimizer, info)
         except CheckpointError as e:
             s.report_error(f"resume: passed over a bad checkpoint: {e}; trying the checkpoint before it")
+        finally:
+            s.handle.forget()  # the optimizer's variables were assigned (some, when it failed)
     raise CheckpointError(
         f"resume: none of the {len(infos)} checkpoints of branch {branch!r} in {s.store.folder} can be "
         "loaded into this model (see the errors above); use a new logdir, or delete the folder to start over"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -22,8 +23,10 @@ class StatusFile:
     """Holds the status dict and writes it atomically.
 
     The training thread changes the dict under :attr:`lock` (cheap); the
-    heartbeat thread writes a snapshot every ``heartbeat_s`` seconds, and at
-    once after :meth:`poke`. ``prepare`` runs before each write, and what it
+    heartbeat thread writes a snapshot every ``heartbeat_s`` seconds, at once
+    after :meth:`poke`, and after ``poke(soon=True)`` (what happens every epoch
+    or checkpoint) once ``min_gap_s`` has passed since the last write: epochs
+    of a tenth of a second cost one write per ``min_gap_s``, not one each. ``prepare`` runs before each write, and what it
     returns is handed to ``refresh``, which fills the dict; ``guard`` (a
     re-entrant lock) is held over both. :meth:`write_now` writes synchronously, for the
     records a restarted trainer relies on (applied restores, new nodes).
@@ -33,12 +36,15 @@ class StatusFile:
                  refresh: Callable[[dict[str, Any], Any], None] | None = None,
                  prepare: Callable[[], Any] | None = None,
                  guard: contextlib.AbstractContextManager[Any] | None = None,
-                 tick: Callable[[], None] | None = None) -> None:
+                 tick: Callable[[], None] | None = None, min_gap_s: float = 0.5) -> None:
         self.path = path
         self.data = data
         self.lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._heartbeat_s = heartbeat_s
+        self._min_gap_s = min_gap_s
+        self._urgent = False
+        self._last_write = -math.inf  # time.monotonic() of the last write
         self._refresh = refresh
         self._prepare = prepare
         self._guard = guard if guard is not None else contextlib.nullcontext()
@@ -54,7 +60,14 @@ class StatusFile:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self._heartbeat_s)
+            while not self._urgent and not self._stop.is_set():  # only soon pokes: keep the gap
+                gap = self._last_write + self._min_gap_s - time.monotonic()
+                if gap <= 0:
+                    break
+                self._wake.clear()
+                self._wake.wait(gap)  # an urgent poke or stop() ends it early
             self._wake.clear()
+            self._urgent = False
             if self._stop.is_set():
                 return
             if self._tick is not None:
@@ -64,7 +77,10 @@ class StatusFile:
             except OSError as e:
                 logger.warning("retune: cannot write %s: %s", self.path, e)
 
-    def poke(self) -> None:
+    def poke(self, *, soon: bool = False) -> None:
+        """Asks for a write now, or with ``soon`` within ``min_gap_s`` of the last one."""
+        if not soon:
+            self._urgent = True
         self._wake.set()
 
     def update(self, **values: Any) -> None:
@@ -101,6 +117,7 @@ class StatusFile:
             # it makes watchdog hold its events while it pairs the move.
             tmp_dir = os.path.join(os.path.dirname(self.path), ".retune-tmp")
             _atomic.atomic_write_bytes(self.path, raw, durable=durable, tmp_dir=tmp_dir)
+            self._last_write = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
