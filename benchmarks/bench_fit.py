@@ -210,18 +210,20 @@ def overhead(*, pairs: int, epochs: int = EPOCHS, nograph: bool = True, profile:
         # thread's inside its hooks, and all of its threads'), TensorBoard's callback measured alike.
         hooks: dict[str, dict[str, float]] = {}
         direct_cpu: dict[str, float] = {}
-        for kind in ("retune", "retune_nockpt", "tensorboard"):
-            per: list[dict[str, float]] = []
-            for _ in range(direct_runs):
-                state.reset()
-                counter[0] += 1
-                logdir = os.path.join(root, f"hooks-{counter[0]}")
-                cb = _callbacks(kind, logdir)[0]
-                spent = _hook_timer(cb, _RETUNE_HOOKS if kind != "tensorboard" else _own_hooks(cb))
-                with _thread_cpu() as threads_cpu:
-                    state.model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
-                per.append({**spent, "threads_cpu": threads_cpu[0]})
-                shutil.rmtree(logdir, ignore_errors=True)
+        measured = ("retune", "retune_nockpt", "tensorboard")
+        runs: dict[str, list[dict[str, float]]] = {k: [] for k in measured}
+        for _, kind in interleaved(direct_runs, list(measured)):  # rotated, as the pairs are
+            state.reset()
+            counter[0] += 1
+            logdir = os.path.join(root, f"hooks-{counter[0]}")
+            cb = _callbacks(kind, logdir)[0]
+            spent = _hook_timer(cb, _RETUNE_HOOKS if kind != "tensorboard" else _own_hooks(cb))
+            with _thread_cpu() as threads_cpu:
+                state.model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+            runs[kind].append({**spent, "threads_cpu": threads_cpu[0]})
+            shutil.rmtree(logdir, ignore_errors=True)
+        for kind in measured:
+            per = runs[kind]
             direct_cpu[kind] = median([p["cpu"] + p["threads_cpu"] for p in per])
             if kind == "tensorboard":
                 continue

@@ -278,7 +278,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         def fit() -> dict[str, Any]:
             out = bench_fit.overhead(pairs=5 if quick else 15, nograph=not quick, profile=profile,
-                                     direct_runs=3 if quick else 5)
+                                     direct_runs=5 if quick else 9)
             d = out["details"]
             out["overhead_with_checkpoints_vs_bare"] = d["overhead_with_checkpoints_vs_bare"]
             if "overhead_vs_tensorboard_nograph" in d:

@@ -105,6 +105,7 @@ class RetuneCallback(keras.callbacks.Callback):
         #: Fits that ended with this callback (a later one continues the experiment).
         self._fits = 0
         self._siblings: Siblings | None = None
+        self._others_may_set = True  # another callback may set hyperparameters (on_train_begin knows)
         if isinstance(update_freq, int) and not isinstance(update_freq, bool):
             # Batch-level scalars need the logs of on_train_batch_end; only
             # then do we override it (it turns off Keras's async dispatch).
@@ -137,6 +138,7 @@ class RetuneCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         frame = self._fit_frame()
         self._siblings = Siblings(callbacks_of_fit(frame), self)
+        self._others_may_set = self._siblings.may_change_the_optimizer()
         refusal = check_backup_and_restore(self._siblings)
         if refusal:
             raise ValueError(refusal)
@@ -232,11 +234,12 @@ class RetuneCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches = 0
-        self._look(EPOCH_BEGIN)
+        if self._others_may_set:  # else nothing ran since our last look but train steps
+            self._look(EPOCH_BEGIN)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches += 1
-        if self._batches == 1:
+        if self._batches == 1 and self._others_may_set:
             self._look(FIRST_BATCH)  # once per epoch: what on_epoch_begin after us set
         c = self.controller
         turns, branch = c.turns, c.branch

@@ -347,10 +347,11 @@ class RetuneController:
             self._close_resources(sync_now=sync_now)
 
     def _close_resources(self, *, sync_now: bool = True) -> None:
-        # The watcher stops (milliseconds in inotify) while the writer's
-        # thread writes the final checkpoint.
+        # The watcher and the heartbeat are told to stop, and end on their own
+        # threads while the writer's thread writes the final checkpoint: fit
+        # does not wait for them (at exit, sync_now, it does).
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.stop(wait=sync_now)  # its thread ends on its own, fit does not wait
             self.watcher = None
         if self.session is not None:
             ending.close(self.session, sync_now=sync_now)

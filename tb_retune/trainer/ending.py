@@ -44,7 +44,7 @@ def close(s: Session, *, sync_now: bool) -> None:
         s.checkpoints.close()
         s.store.free_buffers()  # the spare snapshot buffer is as large as the model's state
     finally:
-        s.status.stop()
+        s.status.stop(wait=sync_now)  # at exit, nothing is left running
         if s.started:  # a refused start leaves the folder as it was
             s.publish(durable=sync_now)
             if not sync_now:

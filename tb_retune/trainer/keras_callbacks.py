@@ -84,6 +84,14 @@ class Siblings:
         return any(c is callback for c in self.all[: self.index])
 
     # -- who changed a hyperparameter ----------------------------------------
+    def may_change_the_optimizer(self) -> bool:
+        """Whether another callback can set a hyperparameter between two of
+        our hooks: any but Keras's ``History`` and ``ProgbarLogger``, which
+        never touch the optimizer. With none, what the train steps change is
+        seen at the epoch's end, and the looks at its start are skipped."""
+        cbs = _keras_callbacks()
+        return any(not isinstance(c, (cbs.History, cbs.ProgbarLogger)) for c in self.others)
+
     def setter(self, moment: str, changed: Sequence[str]) -> str | None:
         """The class name of the Keras callback that made a change seen at
         ``moment``, when it can be told; None when it cannot."""

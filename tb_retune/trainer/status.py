@@ -73,7 +73,7 @@ class StatusFile:
             if self._tick is not None:
                 self._tick()
             try:
-                self.write_now(durable=False)
+                self.write_now(durable=False, heartbeat=True)
             except OSError as e:
                 logger.warning("retune: cannot write %s: %s", self.path, e)
 
@@ -97,8 +97,10 @@ class StatusFile:
             items.append(item)
             del items[:-MAX_LIST]
 
-    def write_now(self, *, durable: bool = True) -> None:
+    def write_now(self, *, durable: bool = True, heartbeat: bool = False) -> None:
         with self._guard, self._write_lock:  # the guard first, on every thread
+            if heartbeat and self._stop.is_set():
+                return  # the last write is the one stop()'s caller makes
             # Before each write, outside the lock that the training thread
             # takes: ``prepare`` (the session saves the trainer state there),
             # whose result ``refresh`` derives the status from.
@@ -119,9 +121,13 @@ class StatusFile:
             _atomic.atomic_write_bytes(self.path, raw, durable=durable, tmp_dir=tmp_dir)
             self._last_write = time.monotonic()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Ends the heartbeat: no heartbeat write starts after this returns,
+        and the caller's next :meth:`write_now` comes after one under way
+        (both take the write lock). ``wait=False`` does not wait for the
+        thread to end (it ends on its own, at once)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None and wait:
+            thread.join(timeout=5)

@@ -166,6 +166,13 @@ class ControlWatcher:
             return safe_read.ReadFailure(str(e))
 
     def _run(self, start_observer: bool = False) -> None:
+        try:
+            self._watch(start_observer)
+        finally:
+            if self._stopping.is_set():
+                self._stop_observer()  # stop(wait=False) leaves it to this thread
+
+    def _watch(self, start_observer: bool) -> None:
         if start_observer:
             try:
                 self._start_observer()
@@ -188,7 +195,7 @@ class ControlWatcher:
             self._complete.clear()
             self._wake.clear()
             data = self._read()
-            if data == self._last:
+            if data == self._last or self._stopping.is_set():
                 continue
             self._last = data
             try:
@@ -196,12 +203,22 @@ class ControlWatcher:
             except Exception:  # never let the watcher die
                 logger.exception("retune: error while handling a control-file revision")
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stops watching: no revision is handed over once this returns.
+
+        ``wait=False`` returns at once (one being handed over may still
+        arrive); the watcher's thread stops the observer and ends on its own,
+        within milliseconds: the end of a ``fit`` does not wait for it."""
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:  # first: it may be starting the observer
-            self._thread.join(timeout=5)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if not wait and thread is not None:
+            return
+        if thread is not None:  # first: it may be starting the observer
+            thread.join(timeout=5)
+        self._stop_observer()
+
+    def _stop_observer(self) -> None:
         with self._observer_lock:
             observer, self._observer = self._observer, None
         if observer is not None:
