@@ -148,13 +148,13 @@ class RetuneCallback(keras.callbacks.Callback):
         params.update(self._fit_arguments(frame))
         backend.check_fit(self.model)
         retrace = self.controller.begin(self.model, self.model.optimizer, params,
-                                        state_sync=backend.fit_state_sync(self))
+                                        state_sync=backend.fit_state_sync(self),
+                                        look=True, set_by=self._set_by(TRAIN_BEGIN))
         if loaded:
             self._after_backup_and_restore(loaded, resuming)
         elif self.controller.initial_epoch:
             # As BackupAndRestore does: fit counts epochs from where we were.
             self.model._initial_epoch = self.controller.initial_epoch
-        retrace |= self.controller.note_external_changes(self._set_by(TRAIN_BEGIN))
         if retrace:
             backend.rebuild_train_function(self.model)
         self._guard_train_function()

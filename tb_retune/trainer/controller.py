@@ -227,9 +227,14 @@ class RetuneController:
 
     # ------------------------------------------------------------ lifecycle
     def begin(self, model: Any, optimizer: Any = None, params: Mapping[str, Any] | None = None, *,
-              state_sync: Callable[[], None] | None = None) -> bool:
+              state_sync: Callable[[], None] | None = None, look: bool = False,
+              set_by: external.SetBy = None) -> bool:
         """Starts (or resumes) the experiment. Returns True if the caller
         must retrace its train function (hyperparameters were set).
+
+        ``look``: also record what someone else set before the start
+        (``note_external_changes(set_by)``), read with the start's own reads,
+        before the threads take up their work (RetuneCallback does).
 
         ``state_sync``: where the training state lives outside the Keras
         variables (JAX), a function that assigns it to them; called only on
@@ -257,7 +262,7 @@ class RetuneController:
         self._lock = _atomic.TrainerLock(os.path.join(folder, LOCK_FILENAME))
         self._lock.acquire()
         try:
-            retrace = self._start(model, optimizer, params)
+            retrace = self._start(model, optimizer, params, look, set_by)
         except BaseException:
             self._close_resources()
             raise
@@ -267,7 +272,8 @@ class RetuneController:
         self._plan()
         return retrace
 
-    def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None) -> bool:
+    def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None, look: bool,
+               set_by: external.SetBy) -> bool:
         if self.worker_spec is not None:  # a search worker (trainer/worker.py)
             self.session = worker.open_session(self.options, model, optimizer, params, self.worker_spec,
                                                tick=self._check_abandoned, mailbox=self.mailbox,
@@ -277,7 +283,10 @@ class RetuneController:
         s = self.session = starting.new_session(self.options, model, optimizer, params, cluster=self.cluster,
                                                 tick=self._check_abandoned, mailbox=self.mailbox)
         cluster = self.cluster
-        with s.handle.steady():  # no other code runs until begin() returns
+        # No other code runs until begin() returns; the writer's jobs (the root
+        # node's record, the state) wait for the end of the start, so that its
+        # thread does not take the GIL from the step-0 snapshot's reads.
+        with s.handle.steady(), s.checkpoints.writer.held():
             retrace = starting.start(s, previous, cluster=cluster, logdir=self.logdir,
                                      evaluation=self.evaluation_data)
             initial = None
@@ -287,6 +296,8 @@ class RetuneController:
                 initial = cluster.broadcast_bytes(initial)
             if initial is not None:
                 retrace |= starting.take_initial(s, self.mailbox, initial, self._due)
+            if look:
+                retrace |= self.note_external_changes(set_by)
         s.start_status_later()  # if the start has not (a fresh start does, before its first checkpoint)
         return retrace
 
