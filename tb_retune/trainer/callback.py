@@ -278,7 +278,8 @@ class RetuneCallback(keras.callbacks.Callback):
             self._train_end()
 
     def _train_end(self) -> None:
-        self._look(TRAIN_END)  # what the last on_epoch_end after us set
+        if self._others_may_set:  # else nothing ran since our last on_epoch_end's look
+            self._look(TRAIN_END)  # what the last on_epoch_end after us set
         s = self.controller.session
         if s is not None and self._siblings is not None:
             note = best_weights_note(self._siblings, self.controller.branch, s.steps.current())
