@@ -91,3 +91,28 @@ def test_an_unreadable_control_file_is_reported(tmp_path: Any, monkeypatch: pyte
         os.chmod(control, 0o644)
         atomic_save(control, {"hyperparameters": {"learning_rate": 0.06}})
         wait_lr(logdir, 0.06)
+
+
+def test_a_watcher_stopped_without_waiting_hands_nothing_over_and_ends_on_its_own(tmp_path: Any) -> None:
+    """The end of fit tells the watcher to stop and does not join it (``stop(wait=False)``): a
+    save after that reaches nobody, and the watcher's thread stops its observer and ends."""
+    from tb_retune.trainer.watcher import ControlWatcher
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    control = str(folder / "retune.json")
+    seen: list[bytes | None] = []
+    watcher = ControlWatcher(control, seen.append, debounce_s=0.01)
+    watcher.read_now()
+    watcher.start(background=True)
+    atomic_save(control, {"hyperparameters": {"learning_rate": 0.5}})
+    wait_for(lambda: seen, timeout=120, what="the first save handed over")
+    thread = watcher._thread
+    assert thread is not None
+    watcher.stop(wait=False)
+    handed = len(seen)
+    atomic_save(control, {"hyperparameters": {"learning_rate": 0.25}})
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert watcher._observer is None  # the watcher's own thread stopped it
+    assert len(seen) == handed
