@@ -38,6 +38,7 @@ from tb_retune.trainer import (
     boundary,
     due,
     ending,
+    epochs,
     external,
     revisions,
     search_host,
@@ -282,23 +283,10 @@ class RetuneController:
         previous = self.session
         s = self.session = starting.new_session(self.options, model, optimizer, params, cluster=self.cluster,
                                                 tick=self._check_abandoned, mailbox=self.mailbox)
-        cluster = self.cluster
-        # No other code runs until begin() returns; the writer's jobs (the root
-        # node's record, the state) wait for the end of the start, so that its
-        # thread does not take the GIL from the step-0 snapshot's reads.
-        with s.handle.steady(), s.checkpoints.writer.held():
-            retrace = starting.start(s, previous, cluster=cluster, logdir=self.logdir,
-                                     evaluation=self.evaluation_data)
-            initial = None
-            if cluster is None or cluster.leader:
-                self.watcher, initial = starting.watch(s, self.control_path, self.options, self._on_revision)
-            if cluster is not None:
-                initial = cluster.broadcast_bytes(initial)
-            if initial is not None:
-                retrace |= starting.take_initial(s, self.mailbox, initial, self._due)
-            if look:
-                retrace |= self.note_external_changes(set_by)
-        s.start_status_later()  # if the start has not (a fresh start does, before its first checkpoint)
+        retrace, self.watcher = starting.run_start(
+            s, previous, cluster=self.cluster, logdir=self.logdir, control_path=self.control_path,
+            evaluation=self.evaluation_data, on_revision=self._on_revision, due=self._due,
+            look=(lambda: self.note_external_changes(set_by)) if look else None)
         return retrace
 
     def watch_frame(self, thread_ident: int, frame: Any) -> None:
@@ -472,10 +460,8 @@ class RetuneController:
                 self.log_scalars(step, logs)
 
     def log_scalars(self, step: int, logs: Mapping[str, Any]) -> None:
-        s = self.session
-        if s is not None:
-            s.records.scalars(step, logs, s.hyperparameters_now)
-            search_host.note_logs(s, logs)
+        if self.session is not None:
+            epochs.log_scalars(self.session, step, logs)
 
     @_steadily
     def end_epoch(self, epoch: int, logs: Mapping[str, Any] | None = None, *, complete: bool = True) -> None:
@@ -484,24 +470,11 @@ class RetuneController:
         ``complete=False`` (an epoch cut short by a stop) logs the scalars
         but does not count the epoch, so a resumed run trains it again.
         """
-        s = self.session
-        if s is None:
+        if self.session is None:
             return
         self._sync_state()
-        step = s.steps.sync()
-        if logs:
-            self.log_scalars(step, logs)
-            s.hparams.saw(logs)
-        s.hyperparameters_now()  # the status shows the value in force (a schedule's, too)
-        s.fit_epoch = epoch + 1
-        with s.state.lock:
-            if complete:  # the branch's own count (a restore set it to the checkpoint's)
-                s.state.epoch += 1
-            branch_epochs = s.state.epoch
-        if complete and s.on_branch:
-            s.checkpoints.at_epoch_end(branch_epochs, s.state.branch, step, s.state.node)
+        epochs.end(self.session, epoch, logs, complete=complete)
         self._plan()
-        s.status.poke(soon=True)  # the epoch lives in the checkpoint; the status shows it soon
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:
         """Wraps ``fn`` in a ``tf.function`` that is traced again whenever a

@@ -79,3 +79,37 @@ def take_initial(s: Session, mailbox: RevisionMailbox[Incoming], initial: bytes,
     s.initial_epoch = s.fit_epoch = s.state.epoch
     s.plan_epochs(s.state.branch, s.state.epoch)
     return retrace
+
+
+def run_start(s: Session, previous: Session | None, *, cluster: Cluster | None, logdir: str, control_path: str,
+              evaluation: search_host.EvaluationData | None, on_revision: Callable[[bytes | None], None],
+              due: Callable[[], bool], look: Callable[[], bool] | None) -> tuple[bool, ControlWatcher | None]:
+    """The whole start of a run in ``s``: started, resumed or continued, the
+    watcher (the leader's only), the control file's content put in force and
+    ``look`` (what others set before the start). Returns whether to retrace,
+    and the watcher.
+
+    No other code runs until ``begin()`` returns, so the optimizer is read
+    once (``steady``); the writer's jobs (the root node's record, the state)
+    wait for the end of the start, so that its thread does not take the GIL
+    from the step-0 snapshot's reads."""
+    assert s.mailbox is not None
+    watcher = None
+    try:
+        with s.handle.steady(), s.checkpoints.writer.held():
+            retrace = start(s, previous, cluster=cluster, logdir=logdir, evaluation=evaluation)
+            initial = None
+            if cluster is None or cluster.leader:
+                watcher, initial = watch(s, control_path, s.options, on_revision)
+            if cluster is not None:
+                initial = cluster.broadcast_bytes(initial)
+            if initial is not None:
+                retrace |= take_initial(s, s.mailbox, initial, due)
+            if look is not None:
+                retrace |= look()
+    except BaseException:
+        if watcher is not None:  # the caller closes the rest of the session
+            watcher.stop()
+        raise
+    s.start_status_later()  # if the start has not (a fresh start does, before its first checkpoint)
+    return retrace, watcher
