@@ -224,12 +224,11 @@ class OptimizerHandle:
         opt = self.optimizer
         self.check_structural(values)
         old = self.get()
-        self._values = None
         try:
             with variable_scope(opt):
                 retrace = self._set_values(values, old)
         finally:
-            self._values = None
+            self._values = None  # read again after any assignment, a failed one too
         return old, retrace
 
     def _set_values(self, values: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
