@@ -75,6 +75,20 @@ export function shortNumber(value) {
   if (value === null || value === undefined) return 'null';
   if (typeof value === 'boolean') return String(value);
   if (typeof value !== 'number') return String(value);
+  // A large tree's labels repeat a few values a thousand times: each is formatted once.
+  let text = SHORT.get(value);
+  if (text === undefined) {
+    if (SHORT.size >= SHORT_MAX) SHORT.clear();
+    text = formatShort(value);
+    SHORT.set(value, text);
+  }
+  return text;
+}
+
+const SHORT = new Map();
+const SHORT_MAX = 10000;
+
+function formatShort(value) {
   if (value === 0) return '0';
   if (!Number.isFinite(value)) return formatG(value);
   if (Number.isInteger(value) && Math.abs(value) < 1e5) return String(value);

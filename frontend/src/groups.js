@@ -35,10 +35,13 @@ export function groupLabel(diff, count, firstStep, lastStep) {
 /** The overall change from `before` to `after`: `{name: [old, new]}` for the names that differ. */
 function overall(before, after) {
   const out = {};
-  for (const name of new Set([...Object.keys(before || {}), ...Object.keys(after || {})])) {
-    const a = before ? before[name] : undefined;
-    const b = after ? after[name] : undefined;
-    if (a !== b) out[name] = [a === undefined ? null : a, b === undefined ? null : b];
+  const was = before || {};
+  const now = after || {};
+  for (const name in was) {
+    if (Object.hasOwn(was, name) && was[name] !== now[name]) out[name] = [was[name], Object.hasOwn(now, name) ? now[name] : null];
+  }
+  for (const name in now) {
+    if (Object.hasOwn(now, name) && !Object.hasOwn(was, name) && now[name] !== undefined) out[name] = [null, now[name]];
   }
   return out;
 }
@@ -62,93 +65,103 @@ export function collapseRuns(tree, expanded = new Set(), min = MIN_GROUP, skip =
   return closeGroups(tree, groups, groupOf, expanded);
 }
 
-/** The runs of changes of `tree` (see collapseRuns) as groups, none closed yet. */
+/**
+ * The runs of changes of `tree` (see collapseRuns) as groups, none closed yet.
+ * The tree is walked with arrays of node indices, in plain loops: at 10,000
+ * nodes this runs before the first paint of every page load, mostly before
+ * the browser has compiled it.
+ */
 function runGroups(tree, min, skip) {
   const nodes = (tree && tree.nodes) || [];
-  const byId = new Map();
-  for (const n of nodes) byId.set(n.id, n);
-  const kids = new Map();
-  for (const n of nodes) {
-    if (!n.parent || !byId.has(n.parent)) continue;
-    const list = kids.get(n.parent);
-    if (list) list.push(n);
-    else kids.set(n.parent, [n]);
+  const count = nodes.length;
+  const at = new Map(); // id -> index (of the last node with that id)
+  for (let i = 0; i < count; i++) at.set(nodes[i].id, i);
+  // With a repeated id, a node's children are those of the last node of its id.
+  const self = at.size === count ? null : (i) => at.get(nodes[i].id);
+  const parentAt = new Int32Array(count); // -1: no parent in the tree
+  const kidCount = new Int32Array(count);
+  const firstKid = new Int32Array(count).fill(-1); // the first child in the tree's order
+  for (let i = 0; i < count; i++) {
+    const p = nodes[i].parent;
+    const j = p ? at.get(p) : undefined;
+    if (j === undefined) {
+      parentAt[i] = -1;
+      continue;
+    }
+    parentAt[i] = j;
+    if (kidCount[j]++ === 0) firstKid[j] = i;
   }
-  const lastOf = new Map();
-  for (const b of (tree && tree.branches) || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
-  // Each node is asked about once or twice (as itself, as a parent): keep the answers.
-  const known = new Map();
-  const groupable = (n) => {
-    if (!n) return false;
-    let yes = known.get(n.id);
-    if (yes !== undefined) return yes;
-    yes = canGroup(n, byId, kids, lastOf, skip);
-    known.set(n.id, yes);
-    return yes;
-  };
-  return findRuns(nodes, byId, kids, groupable, min);
-}
-
-function canGroup(n, byId, kids, lastOf, skip) {
-  // A node with a note stays in sight (with its marker): a person marked it.
-  if (skip.has(n.id) || !n.parent || n.current || n.note || n.reason === 'restore' || n.reason === 'root' || n.restore) return false;
-  const parent = byId.get(n.parent);
-  if (!parent || parent.branch !== n.branch) return false;
-  if (lastOf.get(n.branch) === n.id) return false;
-  const children = kids.get(n.id);
-  return children !== undefined && children.length === 1 && children[0].branch === n.branch;
-}
-
-function findRuns(nodes, byId, kids, groupable, min) {
+  const last = new Uint8Array(count); // the last node of its branch
+  for (const b of (tree && tree.branches) || []) {
+    const k = b.nodes && b.nodes.length ? at.get(b.nodes[b.nodes.length - 1]) : undefined;
+    if (k !== undefined && nodes[k].branch === b.name) last[k] = 1;
+  }
+  // A node can be in a run when it is a change on its branch (its parent on the
+  // same branch), neither the branch's last node nor the current one, has no
+  // note (a person marked it: it stays in sight) and nothing branches off it:
+  // its only child continues the branch.
+  const groupable = new Uint8Array(count);
+  for (let i = 0; i < count; i++) {
+    const n = nodes[i];
+    const p = parentAt[i];
+    const j = self ? self(i) : i;
+    if (p < 0 || last[i] || kidCount[j] !== 1 || n.current || n.note || n.restore) continue;
+    if (nodes[p].branch !== n.branch || nodes[firstKid[j]].branch !== n.branch) continue;
+    if (n.reason === 'restore' || n.reason === 'root' || skip.has(n.id)) continue;
+    groupable[i] = 1;
+  }
   const groupOf = new Map();
   const groups = new Map();
-  const seen = new Set();
-  for (const n of nodes) {
-    if (seen.has(n.id) || !groupable(n)) continue;
+  const seen = new Uint8Array(count);
+  for (let i = 0; i < count; i++) {
     // Start only at the first of a run: its parent is not in the run.
-    if (groupable(byId.get(n.parent))) continue;
+    if (!groupable[i] || seen[i] || groupable[parentAt[i]]) continue;
     const run = [];
-    let cur = n;
-    while (cur && !seen.has(cur.id) && groupable(cur)) {
-      seen.add(cur.id);
-      run.push(cur);
-      cur = (kids.get(cur.id) || [])[0];
+    for (let cur = i; cur >= 0 && groupable[cur] && !seen[cur]; cur = firstKid[self ? self(cur) : cur]) {
+      seen[cur] = 1;
+      run.push(nodes[cur]);
     }
     if (run.length < min) continue;
-    const id = `${GROUP_PREFIX}${run[0].id}`;
-    const first = run[0];
-    const last = run[run.length - 1];
-    const before = (byId.get(first.parent) || {}).hyperparameters;
-    const diff = overall(before, last.hyperparameters);
-    const parts = groupParts(diff, run.length, first.start_step, last.start_step);
-    const checkpoints = [];
-    const members = [];
-    for (const m of run) {
-      members.push(m.id);
-      if (m.checkpoints) for (const c of m.checkpoints) checkpoints.push(c);
-    }
-    const group = {
-      id,
-      branch: first.branch,
-      run: first.run,
-      parent: first.parent,
-      children: (kids.get(last.id) || []).map((c) => c.id),
-      start_step: first.start_step,
-      end_step: last.end_step,
-      current: false,
-      reason: 'group',
-      restore: null,
-      hyperparameters: last.hyperparameters,
-      diff,
-      metrics: last.metrics,
-      checkpoints,
-      label: `${parts.what} ${parts.where}`,
-      group: { members, first: first.id, last: last.id, ...parts },
-    };
-    groups.set(id, group);
-    for (const m of run) groupOf.set(m.id, id);
+    const end = run[run.length - 1];
+    // Every node of a run has one child: the last one's is the group's.
+    const group = runGroup(run, nodes[parentAt[i]], nodes[firstKid[at.get(end.id)]].id);
+    groups.set(group.id, group);
+    for (const m of run) groupOf.set(m.id, group.id);
   }
   return { groupOf, groups };
+}
+
+/** The group node of a run (its nodes in order; `before` is the first one's parent, `child` the last one's child). */
+function runGroup(run, before, child) {
+  const first = run[0];
+  const last = run[run.length - 1];
+  const diff = overall(before.hyperparameters, last.hyperparameters);
+  const parts = groupParts(diff, run.length, first.start_step, last.start_step);
+  const checkpoints = [];
+  const members = [];
+  for (const m of run) {
+    members.push(m.id);
+    if (m.checkpoints) for (const c of m.checkpoints) checkpoints.push(c);
+  }
+  const id = `${GROUP_PREFIX}${first.id}`;
+  return {
+    id,
+    branch: first.branch,
+    run: first.run,
+    parent: first.parent,
+    children: [child],
+    start_step: first.start_step,
+    end_step: last.end_step,
+    current: false,
+    reason: 'group',
+    restore: null,
+    hyperparameters: last.hyperparameters,
+    diff,
+    metrics: last.metrics,
+    checkpoints,
+    label: `${parts.what} ${parts.where}`,
+    group: { members, first: first.id, last: last.id, ...parts },
+  };
 }
 
 /**
@@ -257,7 +270,8 @@ export function searchGroups(tree) {
  */
 export function collapseTree(tree, expanded = new Set(), min = MIN_GROUP) {
   const search = searchGroups(tree);
-  const runs = runGroups(tree, min, new Set(search.groupOf.keys()));
+  const runs = runGroups(tree, min, search.groupOf);
+  if (!search.groups.size) return closeGroups(tree, runs.groups, runs.groupOf, expanded, search.best);
   const groups = new Map([...runs.groups, ...search.groups]);
   const groupOf = new Map([...runs.groupOf, ...search.groupOf]);
   return closeGroups(tree, groups, groupOf, expanded, search.best);

@@ -187,3 +187,13 @@ test('the control schema comes from control.py: short names, nullables, fixed an
   assert.equal(rangeError('beta_1', 0.5), null);
   assert.equal(rangeError('not_in_schema', -5), null);
 });
+
+test('shortNumber gives the same text from its cache, also once the cache has been emptied', async () => {
+  const { shortNumber } = await import('../src/format.js');
+  const first = [0.001, 0.0003, 0.9, 12, 1e-5, 123456].map(shortNumber);
+  // More distinct values than the cache keeps: it is emptied on the way.
+  for (let i = 0; i < 12000; i++) shortNumber(1 + i / 7);
+  assert.deepEqual([0.001, 0.0003, 0.9, 12, 1e-5, 123456].map(shortNumber), first);
+  assert.deepEqual(first, ['1e-3', '3e-4', '0.9', '12', '1e-5', '1.23e5']);
+  assert.equal(shortNumber(1 + 5 / 7), '1.714');
+});

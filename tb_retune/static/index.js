@@ -240,6 +240,17 @@ function shortNumber(value) {
   if (value === null || value === void 0) return "null";
   if (typeof value === "boolean") return String(value);
   if (typeof value !== "number") return String(value);
+  let text = SHORT.get(value);
+  if (text === void 0) {
+    if (SHORT.size >= SHORT_MAX) SHORT.clear();
+    text = formatShort(value);
+    SHORT.set(value, text);
+  }
+  return text;
+}
+var SHORT = /* @__PURE__ */ new Map();
+var SHORT_MAX = 1e4;
+function formatShort(value) {
   if (value === 0) return "0";
   if (!Number.isFinite(value)) return formatG(value);
   if (Number.isInteger(value) && Math.abs(value) < 1e5) return String(value);
@@ -833,94 +844,98 @@ function groupParts(diff, count3, firstStep, lastStep) {
 }
 function overall(before, after) {
   const out = {};
-  for (const name of /* @__PURE__ */ new Set([...Object.keys(before || {}), ...Object.keys(after || {})])) {
-    const a = before ? before[name] : void 0;
-    const b = after ? after[name] : void 0;
-    if (a !== b) out[name] = [a === void 0 ? null : a, b === void 0 ? null : b];
+  const was = before || {};
+  const now = after || {};
+  for (const name in was) {
+    if (Object.hasOwn(was, name) && was[name] !== now[name]) out[name] = [was[name], Object.hasOwn(now, name) ? now[name] : null];
+  }
+  for (const name in now) {
+    if (Object.hasOwn(now, name) && !Object.hasOwn(was, name) && now[name] !== void 0) out[name] = [null, now[name]];
   }
   return out;
 }
 function runGroups(tree2, min, skip) {
   const nodes = tree2 && tree2.nodes || [];
-  const byId = /* @__PURE__ */ new Map();
-  for (const n of nodes) byId.set(n.id, n);
-  const kids = /* @__PURE__ */ new Map();
-  for (const n of nodes) {
-    if (!n.parent || !byId.has(n.parent)) continue;
-    const list = kids.get(n.parent);
-    if (list) list.push(n);
-    else kids.set(n.parent, [n]);
+  const count3 = nodes.length;
+  const at = /* @__PURE__ */ new Map();
+  for (let i = 0; i < count3; i++) at.set(nodes[i].id, i);
+  const self = at.size === count3 ? null : (i) => at.get(nodes[i].id);
+  const parentAt = new Int32Array(count3);
+  const kidCount = new Int32Array(count3);
+  const firstKid = new Int32Array(count3).fill(-1);
+  for (let i = 0; i < count3; i++) {
+    const p = nodes[i].parent;
+    const j = p ? at.get(p) : void 0;
+    if (j === void 0) {
+      parentAt[i] = -1;
+      continue;
+    }
+    parentAt[i] = j;
+    if (kidCount[j]++ === 0) firstKid[j] = i;
   }
-  const lastOf = /* @__PURE__ */ new Map();
-  for (const b of tree2 && tree2.branches || []) if (b.nodes && b.nodes.length) lastOf.set(b.name, b.nodes[b.nodes.length - 1]);
-  const known = /* @__PURE__ */ new Map();
-  const groupable = (n) => {
-    if (!n) return false;
-    let yes = known.get(n.id);
-    if (yes !== void 0) return yes;
-    yes = canGroup(n, byId, kids, lastOf, skip);
-    known.set(n.id, yes);
-    return yes;
-  };
-  return findRuns(nodes, byId, kids, groupable, min);
-}
-function canGroup(n, byId, kids, lastOf, skip) {
-  if (skip.has(n.id) || !n.parent || n.current || n.note || n.reason === "restore" || n.reason === "root" || n.restore) return false;
-  const parent = byId.get(n.parent);
-  if (!parent || parent.branch !== n.branch) return false;
-  if (lastOf.get(n.branch) === n.id) return false;
-  const children = kids.get(n.id);
-  return children !== void 0 && children.length === 1 && children[0].branch === n.branch;
-}
-function findRuns(nodes, byId, kids, groupable, min) {
+  const last = new Uint8Array(count3);
+  for (const b of tree2 && tree2.branches || []) {
+    const k = b.nodes && b.nodes.length ? at.get(b.nodes[b.nodes.length - 1]) : void 0;
+    if (k !== void 0 && nodes[k].branch === b.name) last[k] = 1;
+  }
+  const groupable = new Uint8Array(count3);
+  for (let i = 0; i < count3; i++) {
+    const n = nodes[i];
+    const p = parentAt[i];
+    const j = self ? self(i) : i;
+    if (p < 0 || last[i] || kidCount[j] !== 1 || n.current || n.note || n.restore) continue;
+    if (nodes[p].branch !== n.branch || nodes[firstKid[j]].branch !== n.branch) continue;
+    if (n.reason === "restore" || n.reason === "root" || skip.has(n.id)) continue;
+    groupable[i] = 1;
+  }
   const groupOf = /* @__PURE__ */ new Map();
   const groups = /* @__PURE__ */ new Map();
-  const seen = /* @__PURE__ */ new Set();
-  for (const n of nodes) {
-    if (seen.has(n.id) || !groupable(n)) continue;
-    if (groupable(byId.get(n.parent))) continue;
+  const seen = new Uint8Array(count3);
+  for (let i = 0; i < count3; i++) {
+    if (!groupable[i] || seen[i] || groupable[parentAt[i]]) continue;
     const run = [];
-    let cur = n;
-    while (cur && !seen.has(cur.id) && groupable(cur)) {
-      seen.add(cur.id);
-      run.push(cur);
-      cur = (kids.get(cur.id) || [])[0];
+    for (let cur = i; cur >= 0 && groupable[cur] && !seen[cur]; cur = firstKid[self ? self(cur) : cur]) {
+      seen[cur] = 1;
+      run.push(nodes[cur]);
     }
     if (run.length < min) continue;
-    const id = `${GROUP_PREFIX}${run[0].id}`;
-    const first = run[0];
-    const last = run[run.length - 1];
-    const before = (byId.get(first.parent) || {}).hyperparameters;
-    const diff = overall(before, last.hyperparameters);
-    const parts = groupParts(diff, run.length, first.start_step, last.start_step);
-    const checkpoints = [];
-    const members = [];
-    for (const m of run) {
-      members.push(m.id);
-      if (m.checkpoints) for (const c of m.checkpoints) checkpoints.push(c);
-    }
-    const group = {
-      id,
-      branch: first.branch,
-      run: first.run,
-      parent: first.parent,
-      children: (kids.get(last.id) || []).map((c) => c.id),
-      start_step: first.start_step,
-      end_step: last.end_step,
-      current: false,
-      reason: "group",
-      restore: null,
-      hyperparameters: last.hyperparameters,
-      diff,
-      metrics: last.metrics,
-      checkpoints,
-      label: `${parts.what} ${parts.where}`,
-      group: { members, first: first.id, last: last.id, ...parts }
-    };
-    groups.set(id, group);
-    for (const m of run) groupOf.set(m.id, id);
+    const end = run[run.length - 1];
+    const group = runGroup(run, nodes[parentAt[i]], nodes[firstKid[at.get(end.id)]].id);
+    groups.set(group.id, group);
+    for (const m of run) groupOf.set(m.id, group.id);
   }
   return { groupOf, groups };
+}
+function runGroup(run, before, child) {
+  const first = run[0];
+  const last = run[run.length - 1];
+  const diff = overall(before.hyperparameters, last.hyperparameters);
+  const parts = groupParts(diff, run.length, first.start_step, last.start_step);
+  const checkpoints = [];
+  const members = [];
+  for (const m of run) {
+    members.push(m.id);
+    if (m.checkpoints) for (const c of m.checkpoints) checkpoints.push(c);
+  }
+  const id = `${GROUP_PREFIX}${first.id}`;
+  return {
+    id,
+    branch: first.branch,
+    run: first.run,
+    parent: first.parent,
+    children: [child],
+    start_step: first.start_step,
+    end_step: last.end_step,
+    current: false,
+    reason: "group",
+    restore: null,
+    hyperparameters: last.hyperparameters,
+    diff,
+    metrics: last.metrics,
+    checkpoints,
+    label: `${parts.what} ${parts.where}`,
+    group: { members, first: first.id, last: last.id, ...parts }
+  };
 }
 function closeGroups(tree2, groups, groupOf, expanded, best = null) {
   if (!groups.size && !(best && best.size)) return { tree: tree2, groupOf, groups };
@@ -1006,7 +1021,8 @@ function searchGroups(tree2) {
 }
 function collapseTree(tree2, expanded = /* @__PURE__ */ new Set(), min = MIN_GROUP) {
   const search2 = searchGroups(tree2);
-  const runs = runGroups(tree2, min, new Set(search2.groupOf.keys()));
+  const runs = runGroups(tree2, min, search2.groupOf);
+  if (!search2.groups.size) return closeGroups(tree2, runs.groups, runs.groupOf, expanded, search2.best);
   const groups = new Map([...runs.groups, ...search2.groups]);
   const groupOf = new Map([...runs.groupOf, ...search2.groupOf]);
   return closeGroups(tree2, groups, groupOf, expanded, search2.best);
