@@ -63,6 +63,7 @@ export function layoutTree(tree) {
     kids.get(parent).push(n);
   }
   for (const [parentId, list] of kids) {
+    if (list.length < 2) continue;
     const parent = byId.get(parentId);
     list.sort((a, b) => {
       const sa = parent && a.branch === parent.branch ? 0 : 1;
@@ -71,19 +72,9 @@ export function layoutTree(tree) {
     });
   }
 
-  // Walk from the root; a node caught in a cycle is never reached (and not drawn).
-  const seen = new Set();
-  const root = hierarchy({ id: VIRTUAL_ROOT }, (d) => {
-    const list = kids.get(d.id);
-    if (!list) return null;
-    const out = [];
-    for (const n of list) {
-      if (seen.has(n.id)) continue;
-      seen.add(n.id);
-      out.push(n);
-    }
-    return out.length ? out : null;
-  });
+  // Walk from the root. Each node is in one list (its parent's), so none is
+  // reached twice, and a node caught in a cycle is never reached (nor drawn).
+  const root = hierarchy({ id: VIRTUAL_ROOT }, (d) => kids.get(d.id) || null);
 
   const layout = tidyTree()
     .nodeSize([NODE_H + ROW_GAP, NODE_W + COL_GAP])
@@ -96,6 +87,8 @@ export function layoutTree(tree) {
   let y0 = Infinity;
   let x1 = -Infinity;
   let y1 = -Infinity;
+  const links = [];
+  const items = new Map(); // hierarchy node -> its item (a parent comes before its children)
   root.each((d) => {
     if (d.data.id === VIRTUAL_ROOT) return;
     const n = d.data;
@@ -110,28 +103,32 @@ export function layoutTree(tree) {
     };
     nodes.push(item);
     index.set(n.id, item);
+    items.set(d, item);
     if (item.x < x0) x0 = item.x;
     if (item.y < y0) y0 = item.y;
     if (item.x + NODE_W > x1) x1 = item.x + NODE_W;
     if (item.y + NODE_H > y1) y1 = item.y + NODE_H;
+    const parent = items.get(d.parent);
+    if (parent) links.push(new Link(parent, item, item.color, parent.node.branch !== n.branch));
   });
-
-  const links = [];
-  for (const item of nodes) {
-    const parent = item.node.parent ? index.get(item.node.parent) : undefined;
-    if (!parent) continue;
-    links.push({
-      source: parent,
-      target: item,
-      color: item.color,
-      restore: parent.node.branch !== item.node.branch,
-      path: linkPath(parent, item),
-    });
-  }
   if (!nodes.length) {
     x0 = y0 = x1 = y1 = 0;
   }
   return { nodes, links, bounds: { x0, y0, x1, y1 }, index };
+}
+
+/** An edge of the tree layout; its path is made when it is drawn (most never are). */
+class Link {
+  constructor(source, target, color, restore) {
+    this.source = source;
+    this.target = target;
+    this.color = color;
+    this.restore = restore;
+  }
+
+  get path() {
+    return linkPath(this.source, this.target);
+  }
 }
 
 /** An S-shaped edge from the right side of `a`'s card to the left of `b`'s. */

@@ -1495,6 +1495,7 @@ function layoutTree(tree2) {
     kids.get(parent).push(n);
   }
   for (const [parentId, list] of kids) {
+    if (list.length < 2) continue;
     const parent = byId.get(parentId);
     list.sort((a, b) => {
       const sa = parent && a.branch === parent.branch ? 0 : 1;
@@ -1502,18 +1503,7 @@ function layoutTree(tree2) {
       return sa - sb || a.start_step - b.start_step || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
     });
   }
-  const seen = /* @__PURE__ */ new Set();
-  const root = hierarchy({ id: VIRTUAL_ROOT }, (d) => {
-    const list = kids.get(d.id);
-    if (!list) return null;
-    const out = [];
-    for (const n of list) {
-      if (seen.has(n.id)) continue;
-      seen.add(n.id);
-      out.push(n);
-    }
-    return out.length ? out : null;
-  });
+  const root = hierarchy({ id: VIRTUAL_ROOT }, (d) => kids.get(d.id) || null);
   const layout = tree().nodeSize([NODE_H + ROW_GAP, NODE_W + COL_GAP]).separation((a, b) => a.parent === b.parent ? 1 : 1.2);
   layout(root);
   const nodes = [];
@@ -1522,6 +1512,8 @@ function layoutTree(tree2) {
   let y0 = Infinity;
   let x1 = -Infinity;
   let y1 = -Infinity;
+  const links = [];
+  const items = /* @__PURE__ */ new Map();
   root.each((d) => {
     if (d.data.id === VIRTUAL_ROOT) return;
     const n = d.data;
@@ -1537,28 +1529,30 @@ function layoutTree(tree2) {
     };
     nodes.push(item);
     index.set(n.id, item);
+    items.set(d, item);
     if (item.x < x0) x0 = item.x;
     if (item.y < y0) y0 = item.y;
     if (item.x + NODE_W > x1) x1 = item.x + NODE_W;
     if (item.y + NODE_H > y1) y1 = item.y + NODE_H;
+    const parent = items.get(d.parent);
+    if (parent) links.push(new Link(parent, item, item.color, parent.node.branch !== n.branch));
   });
-  const links = [];
-  for (const item of nodes) {
-    const parent = item.node.parent ? index.get(item.node.parent) : void 0;
-    if (!parent) continue;
-    links.push({
-      source: parent,
-      target: item,
-      color: item.color,
-      restore: parent.node.branch !== item.node.branch,
-      path: linkPath(parent, item)
-    });
-  }
   if (!nodes.length) {
     x0 = y0 = x1 = y1 = 0;
   }
   return { nodes, links, bounds: { x0, y0, x1, y1 }, index };
 }
+var Link = class {
+  constructor(source, target, color, restore2) {
+    this.source = source;
+    this.target = target;
+    this.color = color;
+    this.restore = restore2;
+  }
+  get path() {
+    return linkPath(this.source, this.target);
+  }
+};
 function linkPath(a, b) {
   const sx = a.x + (a.w ?? NODE_W);
   const sy = a.y + NODE_H / 2;
