@@ -46,6 +46,7 @@ setup(
         "werkzeug>=2.0",
         "watchdog>=4.0",
         "numpy>=1.24",
+        "crc32c>=2.4",  # the checkpoints' checksums (CRC-32C in hardware: 4x zlib.crc32 here)
         "optuna>=4.0",  # search (imported lazily, only when a search runs)
     ],
     extras_require={

@@ -10,9 +10,11 @@ import logging
 import os
 import subprocess
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import crc32c
 import numpy as np
 import pytest
 
@@ -59,8 +61,14 @@ def test_round_trip_is_bit_exact_and_the_file_carries_checksums(tmp_path: Any) -
     before = _values(model)
     with open(info.path, "rb") as f:
         header = fmt.read_header(f, info.path)
-    assert header.version == 2 and header.entries
-    assert all(e.crc32 is not None and len(e.crc32) == 8 and e.crc32 != "00000000" for e in header.entries if e.nbytes)
+    assert header.version == fmt.VERSION == 3 and header.entries
+    assert all(e.checksum is not None and len(e.checksum) == 8 and e.checksum != "00000000"
+               for e in header.entries if e.nbytes)
+    # The checksums are CRC-32C (the crc32c package), as the format says.
+    with open(info.path, "rb") as f:
+        got = fmt.read_arrays(f, info.path, fmt.read_header(f, info.path))
+    entry = max(header.entries, key=lambda e: e.nbytes)
+    assert entry.checksum == f"{crc32c.crc32c(got[entry.key].tobytes()):08x}"
     assert os.path.getsize(info.path) == header.start + sum(fmt.aligned(e.nbytes) for e in header.entries)
 
     other = tiny_model(__import__("keras").optimizers.Adam(1e-2), seed=7)
@@ -156,8 +164,8 @@ DAMAGE: dict[str, tuple[Callable[[str], None], str]] = {
     "cut to five bytes": (_cut_to_five_bytes, r"the file is cut short in its first bytes \(5 bytes\)"),
     "empty": (_empty, r"the file is empty \(0 bytes\)"),
     "bad magic": (_bad_magic, r"not a tb-retune checkpoint"),
-    "bad header": (_header_digit, r"its header is damaged \(crc32"),
-    "one bit flipped in the data": (_flip_one_bit, r"array '.+' is damaged \(crc32 [0-9a-f]{8}, written as [0-9a-f]{8}\)"),
+    "bad header": (_header_digit, r"its header is damaged \(crc32c [0-9a-f]{8}, written as"),
+    "one bit flipped in the data": (_flip_one_bit, r"array '.+' is damaged \(crc32c [0-9a-f]{8}, written as [0-9a-f]{8}\)"),
     "bytes appended": (_appended, r"has bytes appended"),
 }
 
@@ -263,6 +271,49 @@ def _write_v1(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) ->
         f.write(b"\0" * (start - len(fmt.MAGIC_V1) - 8 - len(header)))
         for arr in arrays.values():
             f.write(arr.tobytes() + b"\0" * (fmt.aligned(arr.nbytes) - arr.nbytes))
+
+
+def _write_v2(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """A checkpoint as release 2 wrote it (format 2: CRC-32 from zlib, under "crc32")."""
+    entries, offset = [], 0
+    for key, arr in arrays.items():
+        entries.append({"key": key, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset,
+                        "nbytes": arr.nbytes, "crc32": f"{zlib.crc32(arr.tobytes()):08x}"})
+        offset += fmt.aligned(arr.nbytes)
+    header = json.dumps({"meta": meta, "arrays": entries, "data_bytes": offset}).encode()
+    preamble = fmt.MAGIC_V2 + len(header).to_bytes(8, "little") + zlib.crc32(header).to_bytes(4, "little") + bytes(4)
+    start = fmt.aligned(len(preamble) + len(header))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(preamble + header + b"\0" * (start - len(preamble) - len(header)))
+        for arr in arrays.values():
+            f.write(arr.tobytes() + b"\0" * (fmt.aligned(arr.nbytes) - arr.nbytes))
+
+
+def test_format_2_files_are_still_read_and_checked_with_their_crc32(tmp_path: Any) -> None:
+    model = _trained()
+    folder = str(tmp_path / "checkpoints")
+    values = _values(model)
+    path = os.path.join(folder, "main", "step-0000000008--main-1--epoch.ckpt")
+    _write_v2(path, {"step": 8, "branch": "main", "node": "main-1", "kind": "epoch", "epoch": 1}, values)
+    store = CheckpointStore(folder)
+    found = store.latest_good("main")
+    assert found is not None and found.step == 8 and not store.last_skipped
+    fresh = _trained(seed=3)
+    store.load(fresh, fresh.optimizer, found)
+    _assert_same_state(fresh, values)
+    # One flipped bit in its data is caught by its CRC-32, and the file set aside.
+    with open(path, "rb") as f:
+        header = fmt.read_header(f, path)
+    assert header.version == 2
+    biggest = max(header.entries, key=lambda e: e.nbytes)
+    with open(path, "r+b") as f:
+        f.seek(header.start + biggest.offset + 3)
+        byte = f.read(1)[0]
+        f.seek(header.start + biggest.offset + 3)
+        f.write(bytes([byte ^ 0x10]))
+    with pytest.raises(CheckpointError, match=r"array '.+' is damaged \(crc32 [0-9a-f]{8}, written as [0-9a-f]{8}\)"):
+        CheckpointStore(folder).read_arrays(found)
 
 
 def test_old_format_files_still_load_and_a_weightless_one_is_never_trusted(tmp_path: Any) -> None:

@@ -43,7 +43,7 @@ from tb_retune.trainer.checkpoint_state import Snapshot, collect_variables, read
 __all__ = ["BAD_SUFFIX", "KEPT_KINDS", "CheckpointInfo", "CheckpointStore", "SkippedCheckpoint", "Snapshot",
            "collect_variables", "read_value"]
 
-MAGIC = fmt.MAGIC
+MAGIC = fmt.MAGIC  # what a checkpoint written now starts with
 
 
 class CheckpointStore(CheckpointReader):
