@@ -66,9 +66,9 @@ class Driver(keras.callbacks.Callback):
         c = callback.controller
         request = requests.get((c.branch, c.current_step()))
         if request is not None:
-            posted = c._inbox.posted
+            posted = c.inbox.posted
             save(control, request)
-            assert c._inbox.wait_posted(posted, timeout=60), "the watcher did not see the save"
+            assert c.inbox.wait_posted(posted, timeout=60), "the watcher did not see the save"
 
 
 callbacks: list[Any] = [callback]

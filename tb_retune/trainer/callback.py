@@ -242,13 +242,14 @@ class RetuneCallback(keras.callbacks.Callback):
         if self._batches == 1 and self._others_may_set:
             self._look(FIRST_BATCH)  # once per epoch: what on_epoch_begin after us set
         c = self.controller
-        turns, branch = c.turns, c.branch
-        if c.before_step():
+        turns = c.boundary  # the batch boundary's own counters: read every batch
+        taken, branch = turns.turns, c.branch
+        if turns.before_step():
             backend.rebuild_train_function(self.model)
             self._guard_train_function()
-        if c.turns != turns and c.branch != branch:  # only a boundary that did work can restore
+        if turns.turns != taken and c.branch != branch:  # only a boundary that did work can restore
             self._after_restore()
-        if c.stop_requested:  # also one asked for before the first batch (the control file at the start)
+        if turns.stop_requested:  # also one asked for before the first batch (the control file at the start)
             self.model.stop_training = True
 
     def _log_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:

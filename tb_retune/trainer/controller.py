@@ -10,8 +10,8 @@ records. The watcher never touches the model.
 :class:`RetuneController` is a facade over the concept modules:
 ``options`` (arguments), ``session`` (what one run works with), ``starting``
 and ``ending`` (the two ends of a run), ``startup`` (fresh start and
-resume), ``due`` (when a boundary can next have work), ``mailbox`` (the
-thread hand-over),
+resume), ``boundary_turns`` (the batch boundary and its counters), ``due``
+(when a boundary can next have work), ``mailbox`` (the thread hand-over),
 ``revisions`` (plan, validate, commit), ``changes`` (changes and restores),
 ``schedule``, ``records`` (nodes and scalars), ``checkpointing`` (the
 checkpoint policy) over ``checkpoint_writer``, ``liveness`` (fit watch and
@@ -35,8 +35,6 @@ from tb_retune.experiment.control import (
 )
 from tb_retune.experiment.worker import WorkerSpec
 from tb_retune.trainer import (
-    boundary,
-    due,
     ending,
     epochs,
     external,
@@ -46,6 +44,7 @@ from tb_retune.trainer import (
     worker,
 )
 from tb_retune.trainer.backend import retrace_on_change
+from tb_retune.trainer.boundary_turns import BoundaryTurns
 from tb_retune.trainer.distributed import Cluster
 from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
 from tb_retune.trainer.mailbox import RevisionMailbox
@@ -172,19 +171,14 @@ class RetuneController:
         self.watcher: ControlWatcher | None = None
         #: Revisions from the watcher thread; ``mailbox.posted`` / ``taken`` count them.
         self.mailbox: RevisionMailbox[Incoming] = RevisionMailbox()
-        self.stop_requested = False
-        self.trace_version = 0
-        #: Counts the batch boundaries that took the full look (``before_step``'s slow path).
-        self.turns = 0
-        #: Before this step only a new revision can be due (``due.quiet_until``).
-        self._quiet_until: float = due.ALWAYS
-        #: Changes when a due step may have assigned variables (JAX custom loops read the state back).
-        self.state_version = 0
+        #: The batch boundary: the turns taken there and their counters.
+        self.boundary = BoundaryTurns(self)
         self._state_sync: Callable[[], None] | None = None
         self._lock: _atomic.TrainerLock | None = None
         #: Several JAX processes: the agreement (None in a single process).
         self.cluster: Cluster | None = None
-        self._inbox: RevisionMailbox[bytes] = RevisionMailbox()
+        #: Revisions for the cluster's agreement (several JAX processes): the leader's go to all.
+        self.inbox: RevisionMailbox[bytes] = RevisionMailbox()
         self._begun = False
         self._end_lock = threading.Lock()
         self._abandoned = False
@@ -195,6 +189,36 @@ class RetuneController:
         #: What a search evaluates its objective on (``search_host.EvaluationData``):
         #: ``RetuneCallback`` sets fit's data; a custom loop may set its own.
         self.evaluation_data: search_host.EvaluationData | None = None
+
+    # ------------------------------------------------- the boundary's counters
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was asked for: the fit ends at the next batch."""
+        return self.boundary.stop_requested
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self.boundary.stop_requested = value
+
+    @property
+    def trace_version(self) -> int:
+        """Changes when the train function must be traced again (custom loops re-jit on it)."""
+        return self.boundary.trace_version
+
+    @property
+    def state_version(self) -> int:
+        """Changes when a due step may have assigned variables (JAX custom loops read the state back)."""
+        return self.boundary.state_version
+
+    @property
+    def turns(self) -> int:
+        """How many batch boundaries took the full look."""
+        return self.boundary.turns
+
+    @property
+    def begun(self) -> bool:
+        """Between begin() and end()."""
+        return self._begun
 
     # ------------------------------------------------------------------ paths
     @property
@@ -270,7 +294,7 @@ class RetuneController:
         self._begun = True
         self._state_sync = state_sync
         self._crash.install()
-        self._plan()
+        self.boundary.plan()
         return retrace
 
     def _start(self, model: Any, optimizer: Any, params: Mapping[str, Any] | None, look: bool,
@@ -285,7 +309,7 @@ class RetuneController:
                                                 tick=self._check_abandoned, mailbox=self.mailbox)
         retrace, self.watcher = starting.run_start(
             s, previous, cluster=self.cluster, logdir=self.logdir, control_path=self.control_path,
-            evaluation=self.evaluation_data, on_revision=self._on_revision, due=self._due,
+            evaluation=self.evaluation_data, on_revision=self._on_revision, due=self.boundary.due,
             look=(lambda: self.note_external_changes(set_by)) if look else None)
         return retrace
 
@@ -334,14 +358,14 @@ class RetuneController:
             if not self._begun:
                 return
             self._begun = False
-            self._quiet_until = due.ALWAYS
+            self.boundary.quiet_never()
             self._fit.clear()
             if self._lock is not None:
                 self._lock.closing()  # a new run in this process waits for the release, not refused
         self._crash.remove()
         try:
             if self.session is not None:
-                ending.finish(self.session, state, error, sync_state=self._sync_state)
+                ending.finish(self.session, state, error, sync_state=self.sync_state)
         finally:
             self._close_resources(sync_now=sync_now)
 
@@ -368,7 +392,7 @@ class RetuneController:
         """Reads ``optimizer.iterations`` (a variable read: not per batch)."""
         return self.session.steps.sync() if self.session is not None else 0
 
-    def _sync_state(self) -> None:
+    def sync_state(self) -> None:
         """Brings the training state into the variables where it lives elsewhere (JAX)."""
         if self._state_sync is not None:
             self._state_sync()
@@ -376,64 +400,12 @@ class RetuneController:
                 self.session.handle.forget()  # the variables were assigned
 
     def before_step(self) -> bool:
-        """Call before each train step. O(1) unless something is due.
+        """Call before each train step. O(1) unless something is due
+        (``BoundaryTurns.before_step``).
 
         Returns True when the train function must be traced again.
         """
-        s = self.session
-        if s is None:
-            return False
-        steps = s.steps
-        step = steps.known + steps.calls * steps.steps_per_call  # steps.current(), inline: every batch
-        steps.calls += 1
-        s.boundaries += 1
-        if step < self._quiet_until and not self.mailbox.due():
-            return False
-        self.turns += 1
-        try:
-            return self._turn(s, step)
-        finally:
-            self._plan()
-
-    @_steadily
-    def _turn(self, s: Session, step: int) -> bool:
-        """The full look at a boundary where something may be due."""
-        if s.worker_spec is not None:
-            return self._due()  # a worker's turn at every boundary (its trial's steps)
-        if self.cluster is not None and self.cluster.due(step):
-            self._agree()
-        if (not self.mailbox.due() and not s.schedule.due(step) and not s.checkpoints.steps_due(step)
-                and s.checkpoints.deferred is None and not s.resume_pending and not search_host.busy(s)):
-            return False
-        return self._due()
-
-    def _plan(self) -> None:
-        """When the next boundary can have work; after anything that may change it."""
-        s = self.session
-        self._quiet_until = due.quiet_until(s, self.cluster) if s is not None and self._begun else due.ALWAYS
-
-    def _agree(self) -> None:
-        """Every process, at the same step: the leader's newest control-file
-        revision (if a new one came) reaches every process's mailbox now."""
-        s, cluster = self.session, self.cluster
-        assert s is not None and cluster is not None
-        data = cluster.broadcast_bytes(self._inbox.take() if cluster.leader else None)
-        if data is not None:
-            revisions.receive(s, self.mailbox, data)
-
-    def _due(self) -> bool:
-        """Applies what is due, at the step read from the optimizer; the batch
-        about to run is counted (``calls = 1``) once the step is re-read."""
-        assert self.session is not None
-        self._sync_state()
-        self.state_version += 1
-        s = self.session
-        retrace, stop = worker.boundary(s) if s.worker_spec is not None else boundary.run(s, self.mailbox)
-        if stop and not self.stop_requested:
-            self.stop_requested = True
-        if retrace:
-            self.trace_version += 1
-        return retrace
+        return self.boundary.before_step()
 
     @_steadily
     def note_external_changes(self, set_by: external.SetBy = None) -> bool:
@@ -444,11 +416,11 @@ class RetuneController:
         s = self.session
         if s is None or s.resume_pending or not s.on_branch:
             return False
-        self._sync_state()
+        self.sync_state()
         retrace = external.record(s, set_by)
         if retrace:
-            self.trace_version += 1
-        self._plan()
+            self.boundary.retraced()
+        self.boundary.plan()
         return retrace
 
     def after_step(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -456,7 +428,7 @@ class RetuneController:
         if isinstance(self.update_freq, int) and logs:
             step = self.current_step()
             if step % self.update_freq == 0:
-                self._sync_state()
+                self.sync_state()
                 self.log_scalars(step, logs)
 
     def log_scalars(self, step: int, logs: Mapping[str, Any]) -> None:
@@ -472,9 +444,9 @@ class RetuneController:
         """
         if self.session is None:
             return
-        self._sync_state()
+        self.sync_state()
         epochs.end(self.session, epoch, logs, complete=complete)
-        self._plan()
+        self.boundary.plan()
 
     def function(self, fn: Callable[..., Any], **tf_function_kwargs: Any) -> Callable[..., Any]:
         """Wraps ``fn`` in a ``tf.function`` that is traced again whenever a
@@ -490,7 +462,7 @@ class RetuneController:
         if data is None or self.session is None:
             return
         if self.cluster is not None:
-            self._inbox.post(data)  # handed to every process at the next agreement boundary
+            self.inbox.post(data)  # handed to every process at the next agreement boundary
         else:
             revisions.receive(self.session, self.mailbox, data)
 
