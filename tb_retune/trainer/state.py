@@ -101,10 +101,17 @@ class TrainerState:
                 out[key] = json.loads(json.dumps(getattr(self, key), default=str))
             return out
 
+    def to_bytes(self) -> bytes:
+        """What :meth:`save` writes: :meth:`to_dict` as one line of JSON,
+        encoded once, under the lock (no copy of the records to encode again)."""
+        with self.lock:
+            doc = {"version": STATE_VERSION, **{key: getattr(self, key) for key in _PERSISTED}}
+            return _atomic.dumps(doc, indent=None, default=str)
+
     def save(self, *, durable: bool = True) -> None:
         """Writes the state atomically (raises OSError, e.g. on a full disk)."""
         with self._save_lock:  # the newest snapshot is the one written last
-            self._write(_atomic.dumps(self.to_dict(), indent=None), durable=durable)
+            self._write(self.to_bytes(), durable=durable)
 
     def save_for_status(self) -> dict[str, Any]:
         """Saves the state if it changed since it was last saved, and returns
@@ -112,8 +119,7 @@ class TrainerState:
         nothing that a restarted trainer would not find (raises OSError)."""
         with self._save_lock:
             with self.lock:
-                data, public = self.to_dict(), self.public()
-            raw = _atomic.dumps(data, indent=None)
+                raw, public = self.to_bytes(), self.public()
             if raw != self._saved:
                 self._write(raw, durable=False)
             return public
