@@ -33,6 +33,8 @@ class BoundaryTurns:
         self.state_version = 0
         #: Before this step only a new revision can be due (``due.quiet_until``).
         self.quiet_until: float = due.ALWAYS
+        #: The branch in force when the last full look began (a restore changes it).
+        self.branch_before = ""
 
     def before_step(self) -> bool:
         """Call before each train step. O(1) unless something is due.
@@ -50,6 +52,7 @@ class BoundaryTurns:
         if step < self.quiet_until and not owner.mailbox.due():
             return False
         self.turns += 1
+        self.branch_before = s.state.branch
         try:
             with s.handle.steady():
                 return self._turn(s, step)

@@ -243,11 +243,12 @@ class RetuneCallback(keras.callbacks.Callback):
             self._look(FIRST_BATCH)  # once per epoch: what on_epoch_begin after us set
         c = self.controller
         turns = c.boundary  # the batch boundary's own counters: read every batch
-        taken, branch = turns.turns, c.branch
+        taken = turns.turns
         if turns.before_step():
             backend.rebuild_train_function(self.model)
             self._guard_train_function()
-        if turns.turns != taken and c.branch != branch:  # only a boundary that did work can restore
+        # Only a boundary that did work can restore: then the branch is not the one it began on.
+        if turns.turns != taken and c.branch != turns.branch_before:
             self._after_restore()
         if turns.stop_requested:  # also one asked for before the first batch (the control file at the start)
             self.model.stop_training = True
