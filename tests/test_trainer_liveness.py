@@ -81,3 +81,58 @@ def test_fit_raising_in_another_callback_is_failed_within_a_heartbeat(tmp_path: 
                          callbacks=[tb_retune.RetuneCallback(logdir, verbose=False, heartbeat_s=0.2), Boom()])
     status = wait_for(lambda: (s := read_status(logdir)).get("state") == "failed" and s, what="failed")
     assert "fit() ended without on_train_end" in status["error"]
+
+
+_WATCH_UNDER_CHURN = textwrap.dedent("""
+    import sys, threading
+    from tb_retune.trainer.liveness import FitWatch
+
+    sys.setswitchinterval(1e-6)  # the other thread runs between any two steps of ours
+    stop, started = threading.Event(), threading.Event()
+    frames = []
+
+    def batches(depth):  # generators in generators, as a data loader's sampler
+        if depth:
+            yield from batches(depth - 1)
+        else:
+            for i in range(50):
+                sys._getframe()
+                yield i
+
+    def step(depth):
+        if depth:
+            return step(depth - 1)
+        for _ in batches(8):
+            pass
+
+    def fit():
+        frames.append(sys._getframe())
+        started.set()
+        while not stop.is_set():
+            step(10)
+
+    trainer = threading.Thread(target=fit)
+    trainer.start()
+    started.wait()
+    watch = FitWatch()
+    watch.watch(trainer.ident, frames.pop())
+    try:
+        for n in range(CHECKS):
+            assert not watch.gone(), f"fit taken for gone after {n} checks while it runs"
+    finally:
+        stop.set()
+        trainer.join()
+    assert watch.gone(), "the thread ended: fit is gone"
+    print("ok")
+""")
+
+
+def test_the_watch_of_fits_frame_never_takes_a_running_fit_for_gone() -> None:
+    """The heartbeat's look at the training thread's stack. Following ``f_back``
+    from ``sys._current_frames()`` (before) took a running fit for gone within a
+    few hundred looks when the stack held generators (a data loader's), and
+    crashed Python 3.11 once in the torch suite (a segfault in the walk)."""
+    script = "CHECKS = 10000\n" + _WATCH_UNDER_CHURN
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr

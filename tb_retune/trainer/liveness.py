@@ -6,14 +6,29 @@ daemon threads with it. :class:`FitWatch` notices on the heartbeat thread
 that ``fit``'s frame left its thread's stack; :class:`CrashHook` records the
 uncaught exception at interpreter exit, so the status says ``failed`` with
 the error at once instead of going stale.
+
+Another thread's stack is read through :func:`faulthandler.dump_traceback`,
+which walks the interpreter's own frames in one C call with the GIL held.
+Following ``f_back`` from :func:`sys._current_frames` instead, as this module
+did, crashes Python 3.11 now and then (a segfault in ``PyFrame_GetBack``, or a
+deadlock: CPython issues 111363 and 106883): the other thread runs between two
+steps of the walk and frees the frames being followed. It did, in a run of the
+torch suite.
 """
 
 from __future__ import annotations
 
 import atexit
+import faulthandler
+import re
 import sys
+import tempfile
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
+
+_THREAD = re.compile(rb"^(?:Current thread|Thread) 0x([0-9a-f]+)")
+_FRAME = re.compile(rb'^  File "(.*)", line \d+ in (.*)$')
 
 
 def describe_exception(error: BaseException | None) -> str | None:
@@ -24,29 +39,68 @@ def describe_exception(error: BaseException | None) -> str | None:
 
 
 class FitWatch:
-    """Watches one frame (``fit``'s) on one thread."""
+    """Watches one function's frame (``fit``'s) on one thread, without holding it."""
 
     def __init__(self) -> None:
-        self._watched: tuple[int, Any] | None = None
+        self._watched: tuple[int, bytes, bytes] | None = None
+        self._dump: BinaryIO | None = None
+        self._lock = threading.Lock()  # one dump at a time into the file
 
     def watch(self, thread_ident: int, frame: Any) -> None:
-        self._watched = (thread_ident, frame)
+        code = frame.f_code
+        self._watched = (thread_ident, code.co_filename.encode("utf-8", "backslashreplace"),
+                         code.co_name.encode("utf-8", "backslashreplace"))
 
     def clear(self) -> None:
         self._watched = None
+        with self._lock:
+            dump, self._dump = self._dump, None
+        if dump is not None:
+            dump.close()
 
     def gone(self) -> bool:
-        """True once the watched frame is no longer on its thread's stack."""
+        """True once no frame of the watched function is on its thread's stack
+        (or the thread ended). A stack too deep for the dump counts as not gone."""
         watched = self._watched
         if watched is None:
             return False
-        ident, target = watched
-        frame = sys._current_frames().get(ident)
-        while frame is not None:
-            if frame is target:
-                return False
-            frame = frame.f_back
-        return True
+        ident, filename, name = watched
+        stack = self._stack(ident)
+        if stack is None:
+            return not any(t.ident == ident for t in threading.enumerate())
+        frames, truncated = stack
+        return not truncated and (filename, name) not in frames
+
+    def _stack(self, ident: int) -> tuple[set[tuple[bytes, bytes]], bool] | None:
+        """The (file, function) pairs on thread ``ident``'s stack and whether
+        the dump cut it short; None when the thread is not in the dump."""
+        with self._lock:
+            if self._dump is None:
+                self._dump = tempfile.TemporaryFile(prefix="tb-retune-stacks-")
+            dump = self._dump
+            dump.seek(0)
+            dump.truncate()
+            faulthandler.dump_traceback(dump, all_threads=True)
+            dump.seek(0)
+            text = dump.read()
+        frames: set[tuple[bytes, bytes]] | None = None
+        truncated = False
+        for line in text.splitlines():
+            thread = _THREAD.match(line)
+            if thread is not None:
+                if frames is not None:
+                    break  # the next thread's section
+                if int(thread.group(1), 16) == ident:
+                    frames = set()
+                continue
+            if frames is None:
+                continue
+            frame = _FRAME.match(line)
+            if frame is not None:
+                frames.add((frame.group(1), frame.group(2)))
+            elif line.strip() in (b"...", b"<truncated>") or line.endswith(b"..."):
+                truncated = True
+        return None if frames is None else (frames, truncated)
 
 
 class CrashHook:
