@@ -58,6 +58,7 @@ class NodeRecords:
         self._drain = drain
         self._lock = threading.RLock()
         self._late = 0  # late records handed over and not written yet
+        self._flush_queued = False  # a flush of the points is handed over and has not begun
         self.writer: BranchWriter | None = None
         self._branch = ""
         self._failed_at: float | None = None
@@ -133,6 +134,19 @@ class NodeRecords:
         if self.writer is not None:
             self._guard("flush", self.writer.flush)
 
+    def _flush_soon(self) -> None:
+        """Points were written: they reach the file off the training thread
+        (at most one such flush waits at a time), or here without ``later``."""
+        if self._later is None:
+            self.flush()
+        elif not self._flush_queued:
+            self._flush_queued = True
+            self._later(self._queued_flush, "flushing the event files")
+
+    def _queued_flush(self) -> None:
+        self._flush_queued = False  # points written from now on ask for another
+        self.flush()
+
     # -- nodes -------------------------------------------------------------
     def open_node(self, *, reason: str, parent: str | None, change: Mapping[str, Any], hps: Mapping[str, Any],
                   step: int, request_id: str | None = None, restore: Mapping[str, Any] | None = None,
@@ -201,7 +215,8 @@ class NodeRecords:
         self._last_scalar_tags = set()
 
     def hyperparameters(self, step: int, values: Mapping[str, Any]) -> None:
-        self._guard("scalars", lambda: self.writer.hyperparameters(step, values))  # type: ignore[union-attr]
+        if self._guard("scalars", lambda: self.writer.hyperparameters(step, values)):  # type: ignore[union-attr]
+            self._flush_soon()
 
     def scalars(self, step: int, logs: Mapping[str, Any], hps: Callable[[], Mapping[str, Any]]) -> None:
         """Metrics (one point per tag and step) and the hyperparameters in force."""
@@ -217,7 +232,8 @@ class NodeRecords:
             except (TypeError, ValueError):
                 continue
         self._last_scalar_tags.update(values)
-        self._guard("scalars", lambda: self.writer.scalars(step, values))  # type: ignore[union-attr]
+        if self._guard("scalars", lambda: self.writer.scalars(step, values)):  # type: ignore[union-attr]
+            self._flush_soon()
         if "\0hp" not in self._last_scalar_tags:
             self.hyperparameters(step, hps())
             self._last_scalar_tags.add("\0hp")

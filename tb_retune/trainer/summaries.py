@@ -1,7 +1,8 @@
 """Event-file writing for one branch: scalars, tree nodes and notes.
 
-Uses TensorBoard's own pure-Python event writer, so writing summaries does
-not touch the TensorFlow graph and costs microseconds per value.
+Writes TensorBoard's events through :class:`tb_retune.experiment.event_file.EventFile`
+on the caller's thread: no TensorFlow graph, no thread of its own, microseconds
+per value.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tb_retune.experiment import metadata
 from tb_retune.experiment.atomic import fsync_dir
+from tb_retune.experiment.event_file import EventFile, write_records
 
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(
@@ -56,7 +57,6 @@ def truncate_run(run_dir: str, step: int) -> int:
     Raises ValueError for a negative ``step``: no checkpoint has one.
     """
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.summary.writer.record_writer import RecordWriter
 
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"truncate_run: step must be an integer >= 0 (a checkpoint's step), got {step!r}")
@@ -64,11 +64,9 @@ def truncate_run(run_dir: str, step: int) -> int:
     if not os.path.isdir(run_dir):
         return 0
 
-    def write_records(path: str, events: list[event_pb2.Event]) -> None:
+    def write_file(path: str, events: list[event_pb2.Event]) -> None:
         with open(path, "wb") as f:
-            writer = RecordWriter(f)
-            for e in events:
-                writer.write(e.SerializeToString())
+            write_records(f, events)
             f.flush()
             os.fsync(f.fileno())
 
@@ -87,9 +85,9 @@ def truncate_run(run_dir: str, step: int) -> int:
         while os.path.exists(aside):
             n += 1
             aside = os.path.join(run_dir, f".retune-dropped-after-{step:010d}-{n}.{name.replace('tfevents', 'events')}")
-        write_records(aside, cut)
+        write_file(aside, cut)
         tmp = os.path.join(run_dir, f".{name}.truncate")
-        write_records(tmp, keep)
+        write_file(tmp, keep)
         os.replace(tmp, path)
     if dropped:
         fsync_dir(run_dir)
@@ -103,7 +101,7 @@ class BranchWriter:
                  keep_start_step: bool = False) -> None:
         os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
-        self._writer = EventFileWriter(logdir, max_queue_size=100, flush_secs=5)
+        self._writer = EventFile(logdir)
         if session_start:
             # A SessionLog.START tells TensorBoard that the run (re)starts at this
             # step: after a crash and resume it drops the orphaned points at or
@@ -115,7 +113,7 @@ class BranchWriter:
     def _add(self, event: event_pb2.Event, step: int) -> None:
         event.wall_time = time.time()
         event.step = int(step)
-        self._writer.add_event(event)
+        self._writer.add(event)
 
     def scalars(self, step: int, values: Mapping[str, Any]) -> None:
         clean = {}
