@@ -71,15 +71,6 @@ def fsync_paths(paths: list[str]) -> None:
         _fsync(folder)
 
 
-def fsync_later(paths: list[str], *, name: str) -> threading.Thread:
-    """:func:`fsync_paths` on a thread of its own, which the interpreter waits
-    for at exit (not a daemon): the caller goes on, and the files are durable
-    before the process ends."""
-    thread = threading.Thread(target=fsync_paths, args=(list(paths),), name=name, daemon=False)
-    thread.start()
-    return thread
-
-
 @contextlib.contextmanager
 def atomic_open(path: str, *, durable: bool = True, prefix: str | None = None,
                 tmp_dir: str | None = None) -> Iterator[BinaryIO]:

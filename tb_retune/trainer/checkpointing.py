@@ -120,6 +120,12 @@ class CheckpointPolicy:
     def flush(self) -> None:
         self.writer.flush()
 
-    def close(self) -> None:
-        self.writer.flush()
-        self.writer.stop()
+    def close(self, then: Callable[[], None] | None = None, what: str = "") -> None:
+        """Ends the writer once everything submitted is written. ``then``: a
+        last job for the writer, which the caller does not wait for (the
+        interpreter does, at exit); ``what`` names it in a report of its failure."""
+        if then is None:
+            self.writer.flush()
+            self.writer.stop()
+        else:
+            self.writer.finish(then, what)

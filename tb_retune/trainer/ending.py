@@ -38,15 +38,21 @@ def finish(s: Session, state: str, error: str | None, *, sync_state: Callable[[]
 
 def close(s: Session, *, sync_now: bool) -> None:
     """Stops the session's threads and closes its files; the last state and
-    status are written (fsynced later, on a thread the interpreter waits
-    for, unless ``sync_now``)."""
+    status are written (fsynced later by the checkpoint writer's last job,
+    which the interpreter waits for at exit, unless ``sync_now``)."""
     try:
-        s.checkpoints.close()
+        s.checkpoints.flush()  # the final checkpoint is durable
         s.store.free_buffers()  # the spare snapshot buffer is as large as the model's state
     finally:
-        s.status.stop(wait=sync_now)  # at exit, nothing is left running
-        if s.started:  # a refused start leaves the folder as it was
-            s.publish(durable=sync_now)
-            if not sync_now:
-                _atomic.fsync_later([s.state.path, s.status.path], name="tb-retune-sync")
-        s.records.close()
+        try:
+            s.status.stop(wait=sync_now)  # at exit, nothing is left running
+            if s.started:  # a refused start leaves the folder as it was
+                s.publish(durable=sync_now)
+            s.records.close()
+        finally:
+            if s.started and not sync_now:
+                paths = [s.state.path, s.status.path]
+                s.checkpoints.close(then=lambda: _atomic.fsync_paths(paths),
+                                    what="making the last state and status durable")
+            else:
+                s.checkpoints.close()
