@@ -46,7 +46,7 @@ from tb_retune.trainer import (
 from tb_retune.trainer.backend import retrace_on_change
 from tb_retune.trainer.boundary_turns import BoundaryTurns
 from tb_retune.trainer.distributed import Cluster
-from tb_retune.trainer.liveness import CrashHook, FitWatch, describe_exception
+from tb_retune.trainer.liveness import RunLiveness
 from tb_retune.trainer.mailbox import RevisionMailbox
 from tb_retune.trainer.options import ControllerOptions
 from tb_retune.trainer.revisions import Incoming
@@ -181,9 +181,8 @@ class RetuneController:
         self.inbox: RevisionMailbox[bytes] = RevisionMailbox()
         self._begun = False
         self._end_lock = threading.Lock()
-        self._abandoned = False
-        self._fit = FitWatch()
-        self._crash = CrashHook(self._at_exit)
+        #: Ends the run that fit left without on_train_end (the heartbeat looks), or the interpreter's exit.
+        self._liveness = RunLiveness(lambda state, error, sync_now: self._end(state, error, sync_now=sync_now))
         #: A search worker's spec (``tb-retune worker``), read from the environment at begin().
         self.worker_spec: WorkerSpec | None = None
         #: What a search evaluates its objective on (``search_host.EvaluationData``):
@@ -273,7 +272,6 @@ class RetuneController:
             raise ValueError("RetuneController needs an optimizer: compile the model first or pass optimizer=")
         # Each fit starts with no stop asked for: a stop ends one fit.
         self.stop_requested = False
-        self._abandoned = False
         self._state_sync = None  # the variables hold the state until begin() returns
         self.mailbox = RevisionMailbox()
         self._state_sync = None  # the variables hold the state until begin() returns
@@ -293,7 +291,7 @@ class RetuneController:
             raise
         self._begun = True
         self._state_sync = state_sync
-        self._crash.install()
+        self._liveness.opened()
         self.boundary.plan()
         return retrace
 
@@ -301,12 +299,12 @@ class RetuneController:
                set_by: external.SetBy) -> bool:
         if self.worker_spec is not None:  # a search worker (trainer/worker.py)
             self.session = worker.open_session(self.options, model, optimizer, params, self.worker_spec,
-                                               tick=self._check_abandoned, mailbox=self.mailbox,
+                                               tick=self._liveness.tick, mailbox=self.mailbox,
                                                evaluation=self.evaluation_data)
             return False
         previous = self.session
         s = self.session = starting.new_session(self.options, model, optimizer, params, cluster=self.cluster,
-                                                tick=self._check_abandoned, mailbox=self.mailbox)
+                                                tick=self._liveness.tick, mailbox=self.mailbox)
         retrace, self.watcher = starting.run_start(
             s, previous, cluster=self.cluster, logdir=self.logdir, control_path=self.control_path,
             evaluation=self.evaluation_data, on_revision=self._on_revision, due=self.boundary.due,
@@ -317,27 +315,7 @@ class RetuneController:
         """Ends the run as failed if ``frame`` (``fit``'s) leaves its thread's
         stack without ``end()`` being called: Keras calls no callback when
         ``fit`` raises from another callback or from validation."""
-        self._fit.watch(thread_ident, frame)
-
-    def _check_abandoned(self) -> None:
-        """Runs on the heartbeat thread."""
-        if self._begun and not self._abandoned and self._fit.gone():
-            self._abandoned = True
-            error = ("fit() ended without on_train_end: an exception outside the train step "
-                     "(another callback, validation or the data) ended it")
-            threading.Thread(target=self.end, args=("failed", error), name="tb-retune-cleanup",
-                             daemon=True).start()
-
-    def _at_exit(self, error: BaseException | None) -> None:
-        """Interpreter exit while the run is open: a crash, Ctrl-C, or an exit from inside fit."""
-        if not self._begun:
-            return
-        # At exit no thread is waited for: the last files are fsynced here.
-        if isinstance(error, KeyboardInterrupt):
-            self._end("stopped", None, sync_now=True)
-        else:
-            self._end("failed", describe_exception(error) or "the process exited while training was running",
-                      sync_now=True)
+        self._liveness.watch(thread_ident, frame)
 
     def end(self, state: str = "finished", error: str | None = None) -> None:
         """Takes a final checkpoint, stops the threads and closes the files.
@@ -359,10 +337,9 @@ class RetuneController:
                 return
             self._begun = False
             self.boundary.quiet_never()
-            self._fit.clear()
             if self._lock is not None:
                 self._lock.closing()  # a new run in this process waits for the release, not refused
-        self._crash.remove()
+        self._liveness.closed()
         try:
             if self.session is not None:
                 ending.finish(self.session, state, error, sync_state=self.sync_state)

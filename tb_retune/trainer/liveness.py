@@ -141,3 +141,50 @@ class CrashHook:
     def _at_exit(self) -> None:
         if self._installed:
             self._on_exit(None)
+
+
+ABANDONED = ("fit() ended without on_train_end: an exception outside the train step "
+             "(another callback, validation or the data) ended it")
+
+
+class RunLiveness:
+    """What ends an open run that ``fit`` left without ``on_train_end``.
+
+    ``end(state, error, sync_now)`` is the controller's end. :meth:`tick`
+    runs on the heartbeat thread: once ``fit``'s frame is gone, the run ends
+    as failed on a thread of its own. At interpreter exit (a crash, Ctrl-C,
+    an exit from inside ``fit``) the run ends at once, its files fsynced.
+    """
+
+    def __init__(self, end: Callable[[str, str | None, bool], None]) -> None:
+        self._end = end
+        self._fit = FitWatch()
+        self._crash = CrashHook(self._at_exit)
+        self._open = False
+        self._abandoned = False
+
+    def watch(self, thread_ident: int, frame: Any) -> None:
+        self._fit.watch(thread_ident, frame)
+
+    def opened(self) -> None:
+        self._open, self._abandoned = True, False
+        self._crash.install()
+
+    def closed(self) -> None:
+        self._open = False
+        self._fit.clear()
+        self._crash.remove()
+
+    def tick(self) -> None:
+        if self._open and not self._abandoned and self._fit.gone():
+            self._abandoned = True
+            threading.Thread(target=self._end, args=("failed", ABANDONED, False), name="tb-retune-cleanup",
+                             daemon=True).start()
+
+    def _at_exit(self, error: BaseException | None) -> None:
+        if not self._open:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self._end("stopped", None, True)
+        else:
+            self._end("failed", describe_exception(error) or "the process exited while training was running", True)
